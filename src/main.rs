@@ -1,0 +1,130 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use bertflow::config::{parse_set_arg, PipelineConfig};
+use bertflow::{run, RunOptions};
+
+/// Enrich text at scale with BERT-family models: embeddings from Parquet to Parquet.
+#[derive(Parser, Debug)]
+#[command(name = "bertflow", version, about, long_about = None, after_help = ORT_HELP)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+}
+
+const ORT_HELP: &str = "The ONNX Runtime library is searched in this order: --ort-lib, runtime.ort_lib, \
+$ORT_DYLIB_PATH, next to the executable (and ../lib), ./runtime/onnxruntime/ (made by `make setup`), \
+and the set-up folder of the source tree the binary was built from.\n\
+Configuration keys can be overridden by --set key.path=value and by environment variables \
+BERTFLOW__KEY__PATH=value (double underscores between levels).";
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a pipeline to completion.
+    Run {
+        /// Pipeline file (YAML).
+        pipeline: PathBuf,
+        /// Input path (overrides source.parquet.path): a file, a glob or a directory.
+        #[arg(long)]
+        input: Option<String>,
+        /// Output path (overrides sink.parquet.path).
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// Override any configuration key, e.g. --set batching.max_batch_size=32 (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_set_arg)]
+        sets: Vec<(String, String)>,
+        /// Path of libonnxruntime.so.
+        #[arg(long)]
+        ort_lib: Option<PathBuf>,
+        /// Do not draw a progress bar.
+        #[arg(long)]
+        no_progress: bool,
+    },
+    /// Check a pipeline file (keys, types, values) without running it.
+    Validate {
+        pipeline: PathBuf,
+        #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_set_arg)]
+        sets: Vec<(String, String)>,
+    },
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("warn,bertflow=info,ort=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match real_main(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Run {
+            pipeline,
+            input,
+            output,
+            mut sets,
+            ort_lib,
+            no_progress,
+        } => {
+            if let Some(i) = input {
+                sets.push(("source.parquet.path".into(), yaml_string(&i)));
+            }
+            if let Some(o) = output {
+                sets.push((
+                    "sink.parquet.path".into(),
+                    yaml_string(&o.to_string_lossy()),
+                ));
+            }
+            let cfg = PipelineConfig::load(&pipeline, &sets)?;
+            let opts = RunOptions {
+                ort_lib,
+                progress: !no_progress,
+            };
+            let summary = run(&cfg, &opts)
+                .with_context(|| format!("pipeline {} failed", pipeline.display()))?;
+            print!("{summary}");
+            Ok(())
+        }
+        Command::Validate { pipeline, sets } => {
+            PipelineConfig::load(&pipeline, &sets)?;
+            println!("{}: ok", pipeline.display());
+            Ok(())
+        }
+    }
+}
+
+/// Quote a path so that `--set` value parsing keeps it a string.
+fn yaml_string(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| s.to_string())
+}

@@ -1,0 +1,12 @@
+//! Models: the ONNX Runtime library and environment ([`runtime`]), inference sessions with their
+//! execution providers ([`session`]), and tokenizers ([`tokenizer`]).
+
+pub mod files;
+pub mod runtime;
+pub mod session;
+pub mod tokenizer;
+
+pub use files::ModelDir;
+pub use runtime::{OrtRuntime, ProviderInfo};
+pub use session::{ModelOutputs, OnnxModel};
+pub use tokenizer::TextTokenizer;

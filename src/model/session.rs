@@ -1,0 +1,257 @@
+//! One ONNX Runtime inference session for one model, with its execution provider.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::{Session, SessionOutputs};
+use ort::value::{Tensor, TensorElementType, ValueType};
+
+use super::runtime::{OrtRuntime, ProviderInfo};
+use crate::batch::PaddedBatch;
+use crate::config::GraphOptimization;
+use crate::error::{Error, Result};
+
+/// Which token-level inputs the graph takes, by their names in the graph.
+#[derive(Debug, Clone)]
+struct InputLayout {
+    input_ids: String,
+    attention_mask: Option<String>,
+    token_type_ids: Option<String>,
+    int32: bool,
+}
+
+/// An ONNX model ready to run padded batches.
+pub struct OnnxModel {
+    session: Session,
+    layout: InputLayout,
+    pub provider: ProviderInfo,
+    pub output_names: Vec<String>,
+}
+
+/// The outputs of one model call, read by the task's post-processing.
+pub struct ModelOutputs<'a, 's> {
+    outputs: &'a SessionOutputs<'s>,
+}
+
+impl ModelOutputs<'_, '_> {
+    /// A float32 output by name: its shape and data (row-major).
+    pub fn f32(&self, name: &str) -> Result<(Vec<usize>, &[f32])> {
+        let value = self
+            .outputs
+            .get(name)
+            .ok_or_else(|| Error::Inference(format!("the model has no output '{name}'")))?;
+        let (shape, data) = value.try_extract_tensor::<f32>().map_err(|e| {
+            Error::Inference(format!(
+                "output '{name}' is not a float32 tensor ({e}); export the model with float32 outputs"
+            ))
+        })?;
+        Ok((shape.iter().map(|&d| d.max(0) as usize).collect(), data))
+    }
+}
+
+fn opt_level(g: GraphOptimization) -> GraphOptimizationLevel {
+    match g {
+        GraphOptimization::Disable => GraphOptimizationLevel::Disable,
+        GraphOptimization::Basic => GraphOptimizationLevel::Level1,
+        GraphOptimization::Extended => GraphOptimizationLevel::Level2,
+        GraphOptimization::All => GraphOptimizationLevel::All,
+    }
+}
+
+impl OnnxModel {
+    /// Create a session for `onnx`, honouring the runtime's provider and fallback policy.
+    pub fn load(rt: &Arc<OrtRuntime>, onnx: &Path) -> Result<Self> {
+        let (session, provider) = if rt.wants_cuda() {
+            match Self::build(rt, onnx, true) {
+                Ok(s) => (
+                    s,
+                    ProviderInfo {
+                        name: "cuda",
+                        fallback_reason: None,
+                    },
+                ),
+                Err(e) if rt.fallback_to_cpu() => {
+                    let reason = e.to_string();
+                    tracing::warn!(
+                        model = %onnx.display(),
+                        "CUDA execution provider unavailable ({reason}); running on CPU because runtime.fallback is 'cpu'"
+                    );
+                    (
+                        Self::build(rt, onnx, false)?,
+                        ProviderInfo {
+                            name: "cpu",
+                            fallback_reason: Some(reason),
+                        },
+                    )
+                }
+                Err(e) => {
+                    return Err(Error::Runtime(format!(
+                        "{e}\nThe CUDA execution provider needs the onnxruntime-gpu build (libonnxruntime_providers_cuda.so beside libonnxruntime.so), CUDA 13 and cuDNN 9. \
+                         Set runtime.execution_provider: cpu, or runtime.fallback: cpu to run on CPU when CUDA is unavailable."
+                    )))
+                }
+            }
+        } else {
+            (
+                Self::build(rt, onnx, false)?,
+                ProviderInfo {
+                    name: "cpu",
+                    fallback_reason: None,
+                },
+            )
+        };
+        let layout = Self::layout(&session, onnx)?;
+        let output_names = session
+            .outputs()
+            .iter()
+            .map(|o| o.name().to_string())
+            .collect();
+        Ok(OnnxModel {
+            session,
+            layout,
+            provider,
+            output_names,
+        })
+    }
+
+    fn build(rt: &Arc<OrtRuntime>, onnx: &Path, cuda: bool) -> Result<Session> {
+        let cfg = &rt.config;
+        let err = |e: ort::Error| Error::model(onnx, format!("cannot create a session: {e}"));
+        let mut b = Session::builder(&rt.environment).map_err(err)?;
+        if cuda {
+            let ep = ort::ep::CUDA::default()
+                .with_device_id(cfg.device_id)
+                .build()
+                .error_on_failure();
+            b = b.with_execution_providers([ep]).map_err(|e| {
+                Error::Runtime(format!(
+                    "cannot register the CUDA execution provider (device {}): {e}",
+                    cfg.device_id
+                ))
+            })?;
+        }
+        b = b
+            .with_optimization_level(opt_level(cfg.graph_optimization_level))
+            .map_err(|e| err(e.into()))?;
+        if cfg.intra_op_threads > 0 {
+            b = b
+                .with_intra_threads(cfg.intra_op_threads)
+                .map_err(|e| err(e.into()))?;
+        }
+        if cfg.inter_op_threads > 0 {
+            b = b
+                .with_inter_threads(cfg.inter_op_threads)
+                .map_err(|e| err(e.into()))?;
+        }
+        b.commit_from_file(onnx).map_err(|e| {
+            Error::model(
+                onnx,
+                format!(
+                    "cannot load the ONNX graph: {e}; check that the file is a complete ONNX model"
+                ),
+            )
+        })
+    }
+
+    fn layout(session: &Session, onnx: &Path) -> Result<InputLayout> {
+        let mut input_ids = None;
+        let mut attention_mask = None;
+        let mut token_type_ids = None;
+        let mut int32 = false;
+        for input in session.inputs() {
+            let name = input.name().to_string();
+            let ty = match input.dtype() {
+                ValueType::Tensor { ty, .. } => *ty,
+                other => {
+                    return Err(Error::model(
+                        onnx,
+                        format!("input '{name}' is {other:?}, expected an integer tensor"),
+                    ))
+                }
+            };
+            match ty {
+                TensorElementType::Int64 => {}
+                TensorElementType::Int32 => int32 = true,
+                other => {
+                    return Err(Error::model(
+                        onnx,
+                        format!(
+                            "input '{name}' has element type {other:?}, expected int64 or int32"
+                        ),
+                    ))
+                }
+            }
+            match name.as_str() {
+                "input_ids" => input_ids = Some(name),
+                "attention_mask" => attention_mask = Some(name),
+                "token_type_ids" => token_type_ids = Some(name),
+                _ => {
+                    return Err(Error::model(
+                        onnx,
+                        format!(
+                            "unsupported model input '{name}'; supported inputs are input_ids, attention_mask and token_type_ids"
+                        ),
+                    ))
+                }
+            }
+        }
+        let input_ids =
+            input_ids.ok_or_else(|| Error::model(onnx, "the graph has no 'input_ids' input"))?;
+        Ok(InputLayout {
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            int32,
+        })
+    }
+
+    /// The static size of the last dimension of output `name`, when the graph fixes it.
+    pub fn output_last_dim(&self, name: &str) -> Option<usize> {
+        let o = self.session.outputs().iter().find(|o| o.name() == name)?;
+        match o.dtype() {
+            ValueType::Tensor { shape, .. } => {
+                shape.last().copied().filter(|&d| d > 0).map(|d| d as usize)
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether the graph takes `token_type_ids` (BERT does; DistilBERT and RoBERTa do not).
+    pub fn takes_token_type_ids(&self) -> bool {
+        self.layout.token_type_ids.is_some()
+    }
+
+    /// Run one padded batch and hand its outputs to `f`.
+    pub fn run<R>(
+        &mut self,
+        batch: &PaddedBatch,
+        f: impl FnOnce(&ModelOutputs<'_, '_>) -> Result<R>,
+    ) -> Result<R> {
+        let shape = [batch.rows as i64, batch.seq_len as i64];
+        let mut inputs: Vec<(String, ort::value::DynValue)> = Vec::with_capacity(3);
+        let mut push = |name: &str, data: &[i64]| -> Result<()> {
+            let value = if self.layout.int32 {
+                let v: Vec<i32> = data.iter().map(|&x| x as i32).collect();
+                Tensor::from_array((shape, v)).map(|t| t.into_dyn())
+            } else {
+                Tensor::from_array((shape, data.to_vec())).map(|t| t.into_dyn())
+            }
+            .map_err(|e| Error::Inference(format!("cannot build input '{name}': {e}")))?;
+            inputs.push((name.to_string(), value));
+            Ok(())
+        };
+        push(&self.layout.input_ids.clone(), &batch.input_ids)?;
+        if let Some(n) = self.layout.attention_mask.clone() {
+            push(&n, &batch.attention_mask)?;
+        }
+        if let Some(n) = self.layout.token_type_ids.clone() {
+            push(&n, &batch.token_type_ids)?;
+        }
+        let outputs = self
+            .session
+            .run(inputs)
+            .map_err(|e| Error::Inference(e.to_string()))?;
+        f(&ModelOutputs { outputs: &outputs })
+    }
+}

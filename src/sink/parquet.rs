@@ -1,0 +1,277 @@
+//! Parquet sink: results to one file, or to rolling `part-NNNNN.parquet` files in a directory;
+//! error rows to their own file. Files are written under a temporary name and renamed into place
+//! when complete, so a reader never sees a partial file.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression as PqCompression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use super::{ChunkOutput, Sink, SinkReport};
+use crate::config::{Compression, ParquetSinkConfig};
+use crate::error::{Error, Result};
+
+/// A Parquet file being written under a temporary name.
+struct OpenFile {
+    writer: ArrowWriter<File>,
+    tmp: PathBuf,
+    dest: PathBuf,
+    rows: usize,
+}
+
+fn tmp_path(dest: &Path) -> PathBuf {
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "output.parquet".into());
+    dest.with_file_name(format!(".{name}.inprogress"))
+}
+
+impl OpenFile {
+    fn create(dest: PathBuf, schema: &SchemaRef, props: &WriterProperties) -> Result<Self> {
+        let loc = dest.display().to_string();
+        if let Some(parent) = dest.parent() {
+            if !parent.as_os_str().is_empty() {
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    Error::sink(
+                        &loc,
+                        format!("cannot create directory {}: {e}", parent.display()),
+                    )
+                })?;
+            }
+        }
+        let tmp = tmp_path(&dest);
+        let file = File::create(&tmp)
+            .map_err(|e| Error::sink(&loc, format!("cannot create {}: {e}", tmp.display())))?;
+        let writer = ArrowWriter::try_new(file, schema.clone(), Some(props.clone()))
+            .map_err(|e| Error::sink(&loc, e.to_string()))?;
+        Ok(OpenFile {
+            writer,
+            tmp,
+            dest,
+            rows: 0,
+        })
+    }
+
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.rows += batch.num_rows();
+        self.writer
+            .write(batch)
+            .map_err(|e| Error::sink(self.dest.display().to_string(), e.to_string()))
+    }
+
+    /// Close, sync and rename into place.
+    fn commit(self) -> Result<PathBuf> {
+        let loc = self.dest.display().to_string();
+        let file = self
+            .writer
+            .into_inner()
+            .map_err(|e| Error::sink(&loc, e.to_string()))?;
+        file.sync_all()
+            .map_err(|e| Error::sink(&loc, format!("cannot sync: {e}")))?;
+        drop(file);
+        std::fs::rename(&self.tmp, &self.dest)
+            .map_err(|e| Error::sink(&loc, format!("cannot rename into place: {e}")))?;
+        Ok(self.dest)
+    }
+
+    fn discard(self) {
+        drop(self.writer);
+        let _ = std::fs::remove_file(&self.tmp);
+    }
+}
+
+pub struct ParquetSink {
+    cfg: ParquetSinkConfig,
+    props: WriterProperties,
+    schema: SchemaRef,
+    error_schema: SchemaRef,
+    error_path: PathBuf,
+    current: Option<OpenFile>,
+    errors: Option<OpenFile>,
+    next_part: usize,
+    report: SinkReport,
+    /// Highest chunk seq fully written to the current (not yet committed) file.
+    last_seq: Option<u64>,
+}
+
+/// Default error file: beside the output file (`out.errors.parquet`), or `errors.parquet` inside
+/// the output directory.
+pub fn default_error_path(cfg: &ParquetSinkConfig) -> PathBuf {
+    if cfg.rows_per_file.is_some() {
+        cfg.path.join("errors.parquet")
+    } else {
+        let stem = cfg
+            .path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "output".into());
+        cfg.path.with_file_name(format!("{stem}.errors.parquet"))
+    }
+}
+
+impl ParquetSink {
+    pub fn new(
+        cfg: &ParquetSinkConfig,
+        schema: SchemaRef,
+        error_schema: SchemaRef,
+        error_path: Option<PathBuf>,
+    ) -> Result<Self> {
+        let compression = match cfg.compression {
+            Compression::None => PqCompression::UNCOMPRESSED,
+            Compression::Snappy => PqCompression::SNAPPY,
+            Compression::Zstd => PqCompression::ZSTD(ZstdLevel::default()),
+        };
+        let props = WriterProperties::builder()
+            .set_compression(compression)
+            .set_max_row_group_row_count(Some(cfg.row_group_rows))
+            .set_created_by(format!("bertflow {}", env!("CARGO_PKG_VERSION")))
+            .build();
+        if cfg.rows_per_file.is_some() && cfg.path.is_file() {
+            return Err(Error::sink(
+                cfg.path.display().to_string(),
+                "is a file, but sink.parquet.rows_per_file makes the path a directory of part files",
+            ));
+        }
+        if cfg.rows_per_file.is_none() && cfg.path.is_dir() {
+            return Err(Error::sink(
+                cfg.path.display().to_string(),
+                "is a directory; give a file name (e.g. out.parquet), or set sink.parquet.rows_per_file to write part files into it",
+            ));
+        }
+        let error_path = error_path.unwrap_or_else(|| default_error_path(cfg));
+        Ok(ParquetSink {
+            cfg: cfg.clone(),
+            props,
+            schema,
+            error_schema,
+            error_path,
+            current: None,
+            errors: None,
+            next_part: 0,
+            report: SinkReport::default(),
+            last_seq: None,
+        })
+    }
+
+    fn next_dest(&mut self) -> PathBuf {
+        match self.cfg.rows_per_file {
+            None => self.cfg.path.clone(),
+            Some(_) => {
+                let p = self
+                    .cfg
+                    .path
+                    .join(format!("part-{:05}.parquet", self.next_part));
+                self.next_part += 1;
+                p
+            }
+        }
+    }
+
+    fn open_current(&mut self) -> Result<&mut OpenFile> {
+        if self.current.is_none() {
+            let dest = self.next_dest();
+            self.current = Some(OpenFile::create(dest, &self.schema, &self.props)?);
+        }
+        Ok(self.current.as_mut().expect("opened above"))
+    }
+
+    fn commit_current(&mut self) -> Result<()> {
+        if let Some(f) = self.current.take() {
+            let path = f.commit()?;
+            self.report.files.push(path);
+        }
+        Ok(())
+    }
+
+    /// Remove part files of an earlier run that this run did not overwrite.
+    fn remove_stale_parts(&self) {
+        if self.cfg.rows_per_file.is_none() {
+            return;
+        }
+        let Ok(entries) = std::fs::read_dir(&self.cfg.path) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let idx = name
+                .strip_prefix("part-")
+                .and_then(|r| r.strip_suffix(".parquet"))
+                .and_then(|n| n.parse::<usize>().ok());
+            if idx.is_some_and(|i| i >= self.next_part) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
+impl Sink for ParquetSink {
+    fn write(&mut self, out: &ChunkOutput) -> Result<Option<u64>> {
+        let mut durable = None;
+        if out.errors.num_rows() > 0 {
+            if self.errors.is_none() {
+                self.errors = Some(OpenFile::create(
+                    self.error_path.clone(),
+                    &self.error_schema,
+                    &self.props,
+                )?);
+            }
+            self.errors.as_mut().expect("opened").write(&out.errors)?;
+            self.report.error_rows += out.errors.num_rows() as u64;
+        }
+        let mut batch = out.results.clone();
+        while batch.num_rows() > 0 {
+            let limit = self.cfg.rows_per_file.unwrap_or(usize::MAX);
+            let file = self.open_current()?;
+            let room = limit - file.rows;
+            let take = room.min(batch.num_rows());
+            file.write(&batch.slice(0, take))?;
+            self.report.rows += take as u64;
+            batch = batch.slice(take, batch.num_rows() - take);
+            if self.current.as_ref().is_some_and(|f| f.rows >= limit) {
+                self.commit_current()?;
+                // Chunks before this one are complete in committed files.
+                if batch.num_rows() == 0 {
+                    durable = Some(out.seq);
+                } else if out.seq > 0 {
+                    durable = Some(out.seq - 1);
+                }
+            }
+        }
+        self.last_seq = Some(out.seq);
+        Ok(durable)
+    }
+
+    fn finish(&mut self) -> Result<SinkReport> {
+        if self.current.is_none() && self.report.files.is_empty() {
+            // No results at all: still write a file with the schema.
+            self.open_current()?;
+        }
+        self.commit_current()?;
+        self.remove_stale_parts();
+        if self.errors.is_none() {
+            self.errors = Some(OpenFile::create(
+                self.error_path.clone(),
+                &self.error_schema,
+                &self.props,
+            )?);
+        }
+        if let Some(e) = self.errors.take() {
+            self.report.error_file = Some(e.commit()?);
+        }
+        Ok(self.report.clone())
+    }
+
+    fn abort(&mut self) {
+        if let Some(f) = self.current.take() {
+            f.discard();
+        }
+        if let Some(f) = self.errors.take() {
+            f.discard();
+        }
+    }
+}

@@ -1,0 +1,450 @@
+//! Parquet source: a file, a glob or a directory of files, read in name order.
+//!
+//! Every file is checked before any work starts (readable, has the text, id and passthrough
+//! columns, consistent id types), so a bad file fails the job at once with a message naming it.
+//! Per-record problems (null text, non-string column, invalid UTF-8) become error rows.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, UInt64Array};
+use arrow::datatypes::{DataType, Field, FieldRef, Schema};
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::ProjectionMask;
+
+use super::Source;
+use crate::config::ParquetSourceConfig;
+use crate::error::{Error, Result};
+use crate::record::{Chunk, Origin, RecordError, Stage};
+
+struct InputFile {
+    path: PathBuf,
+    rows: u64,
+}
+
+/// Reads records from Parquet files.
+pub struct ParquetSource {
+    files: Vec<InputFile>,
+    text_column: String,
+    id_column: Option<String>,
+    passthrough: Vec<String>,
+    fields: Vec<FieldRef>,
+    batch_rows: usize,
+    // reading state
+    current: usize,
+    reader: Option<(ParquetRecordBatchReader, Arc<str>)>,
+    rows_read_in_file: u64,
+    rows_read_total: u64,
+    next_seq: u64,
+}
+
+/// Expand a path, glob or directory into a sorted list of Parquet files.
+pub fn resolve_inputs(spec: &str) -> Result<Vec<PathBuf>> {
+    let path = Path::new(spec);
+    let mut files: Vec<PathBuf> = if path.is_dir() {
+        let mut v = Vec::new();
+        let entries = std::fs::read_dir(path)
+            .map_err(|e| Error::source(spec, format!("cannot list directory: {e}")))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::source(spec, e.to_string()))?;
+            let p = entry.path();
+            if p.is_file() && p.extension().is_some_and(|e| e == "parquet") {
+                v.push(p);
+            }
+        }
+        if v.is_empty() {
+            return Err(Error::source(
+                spec,
+                "directory holds no *.parquet files; point source.parquet.path at a file, a glob or a directory of Parquet files",
+            ));
+        }
+        v
+    } else if spec.contains(['*', '?', '[']) {
+        let paths = glob::glob(spec)
+            .map_err(|e| Error::source(spec, format!("invalid glob pattern: {e}")))?;
+        let v: Vec<PathBuf> = paths
+            .filter_map(|p| p.ok())
+            .filter(|p| p.is_file())
+            .collect();
+        if v.is_empty() {
+            return Err(Error::source(spec, "glob matches no files"));
+        }
+        v
+    } else if path.is_file() {
+        vec![path.to_path_buf()]
+    } else {
+        return Err(Error::source(
+            spec,
+            "no such file or directory; check source.parquet.path (or --input)",
+        ));
+    };
+    files.sort();
+    Ok(files)
+}
+
+fn open_builder(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>> {
+    let loc = path.display().to_string();
+    let file = File::open(path).map_err(|e| Error::source(&loc, format!("cannot open: {e}")))?;
+    ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| {
+        Error::source(
+            &loc,
+            format!(
+                "not a readable Parquet file ({e}); check that the file is complete and is Parquet"
+            ),
+        )
+    })
+}
+
+fn column_names(schema: &Schema) -> String {
+    schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl ParquetSource {
+    pub fn open(
+        cfg: &ParquetSourceConfig,
+        passthrough: &[String],
+        batch_rows: usize,
+    ) -> Result<Self> {
+        let paths = resolve_inputs(&cfg.path)?;
+        for name in passthrough {
+            if name == "id" {
+                return Err(Error::config(
+                    "sink.passthrough: 'id' is always written; remove it from the passthrough list",
+                ));
+            }
+        }
+        let mut files = Vec::with_capacity(paths.len());
+        let mut id_field: Option<(FieldRef, PathBuf)> = None;
+        let mut pass_fields: Vec<Option<(FieldRef, PathBuf)>> = vec![None; passthrough.len()];
+        for path in paths {
+            let loc = path.display().to_string();
+            let builder = open_builder(&path)?;
+            let schema = builder.schema().clone();
+            let rows = builder.metadata().file_metadata().num_rows().max(0) as u64;
+            if schema.field_with_name(&cfg.text_column).is_err() {
+                return Err(Error::source(
+                    &loc,
+                    format!(
+                        "no text column '{}' (columns: {}); set source.parquet.text_column",
+                        cfg.text_column,
+                        column_names(&schema)
+                    ),
+                ));
+            }
+            if let Some(id) = &cfg.id_column {
+                let f = schema.field_with_name(id).map_err(|_| {
+                    Error::source(
+                        &loc,
+                        format!(
+                            "no id column '{id}' (columns: {}); set source.parquet.id_column, or remove it to use row numbers",
+                            column_names(&schema)
+                        ),
+                    )
+                })?;
+                match &id_field {
+                    Some((prev, prev_path)) if prev.data_type() != f.data_type() => {
+                        return Err(Error::source(
+                            &loc,
+                            format!(
+                                "id column '{id}' has type {} but {} has {}; all input files must agree",
+                                f.data_type(),
+                                prev_path.display(),
+                                prev.data_type()
+                            ),
+                        ));
+                    }
+                    Some(_) => {}
+                    None => id_field = Some((Arc::new(f.clone()), path.clone())),
+                }
+            }
+            for (slot, name) in pass_fields.iter_mut().zip(passthrough) {
+                let f = schema.field_with_name(name).map_err(|_| {
+                    Error::source(
+                        &loc,
+                        format!(
+                            "no passthrough column '{name}' (columns: {}); fix sink.passthrough",
+                            column_names(&schema)
+                        ),
+                    )
+                })?;
+                match slot {
+                    Some((prev, prev_path)) if prev.data_type() != f.data_type() => {
+                        return Err(Error::source(
+                            &loc,
+                            format!(
+                                "passthrough column '{name}' has type {} but {} has {}; all input files must agree",
+                                f.data_type(),
+                                prev_path.display(),
+                                prev.data_type()
+                            ),
+                        ));
+                    }
+                    Some(_) => {}
+                    None => *slot = Some((Arc::new(f.clone()), path.clone())),
+                }
+            }
+            files.push(InputFile { path, rows });
+        }
+        let id = match id_field {
+            Some((f, _)) => Arc::new(Field::new("id", f.data_type().clone(), true)),
+            None => Arc::new(Field::new("id", DataType::UInt64, false)),
+        };
+        let mut fields = vec![id];
+        for f in pass_fields.into_iter().flatten() {
+            fields.push(Arc::new(f.0.as_ref().clone().with_nullable(true)));
+        }
+        Ok(ParquetSource {
+            files,
+            text_column: cfg.text_column.clone(),
+            id_column: cfg.id_column.clone(),
+            passthrough: passthrough.to_vec(),
+            fields,
+            batch_rows,
+            current: 0,
+            reader: None,
+            rows_read_in_file: 0,
+            rows_read_total: 0,
+            next_seq: 0,
+        })
+    }
+
+    fn open_reader(&mut self) -> Result<()> {
+        let file = &self.files[self.current];
+        let builder = open_builder(&file.path)?;
+        let schema = builder.schema().clone();
+        let mut wanted = vec![self.text_column.clone()];
+        wanted.extend(self.id_column.iter().cloned());
+        wanted.extend(self.passthrough.iter().cloned());
+        let mut roots: Vec<usize> = wanted
+            .iter()
+            .filter_map(|n| schema.index_of(n).ok())
+            .collect();
+        roots.sort_unstable();
+        roots.dedup();
+        let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+        let loc = file.path.display().to_string();
+        let reader = builder
+            .with_projection(mask)
+            .with_batch_size(self.batch_rows)
+            .build()
+            .map_err(|e| Error::source(&loc, format!("cannot read: {e}")))?;
+        self.reader = Some((reader, Arc::from(loc.as_str())));
+        self.rows_read_in_file = 0;
+        Ok(())
+    }
+}
+
+/// Extract the texts of a column; rows that are not usable text become errors.
+pub(crate) fn extract_texts(
+    col: &dyn Array,
+    column: &str,
+) -> (Vec<Option<String>>, Vec<RecordError>) {
+    let n = col.len();
+    let mut texts = Vec::with_capacity(n);
+    let mut errors = Vec::new();
+    let null =
+        |i: usize| RecordError::new(i, Stage::Source, format!("text column '{column}' is null"));
+    macro_rules! strings {
+        ($arr:expr) => {{
+            let a = $arr;
+            for i in 0..n {
+                if a.is_null(i) {
+                    errors.push(null(i));
+                    texts.push(None);
+                } else {
+                    texts.push(Some(a.value(i).to_string()));
+                }
+            }
+        }};
+    }
+    macro_rules! binaries {
+        ($arr:expr) => {{
+            let a = $arr;
+            for i in 0..n {
+                if a.is_null(i) {
+                    errors.push(null(i));
+                    texts.push(None);
+                } else {
+                    match std::str::from_utf8(a.value(i)) {
+                        Ok(s) => texts.push(Some(s.to_string())),
+                        Err(e) => {
+                            errors.push(RecordError::new(
+                                i,
+                                Stage::Source,
+                                format!("text column '{column}' is not valid UTF-8: {e}"),
+                            ));
+                            texts.push(None);
+                        }
+                    }
+                }
+            }
+        }};
+    }
+    match col.data_type() {
+        DataType::Utf8 => strings!(col.as_string::<i32>()),
+        DataType::LargeUtf8 => strings!(col.as_string::<i64>()),
+        DataType::Utf8View => strings!(col.as_string_view()),
+        DataType::Binary => binaries!(col.as_binary::<i32>()),
+        DataType::LargeBinary => binaries!(col.as_binary::<i64>()),
+        DataType::BinaryView => binaries!(col.as_binary_view()),
+        DataType::Dictionary(_, v) if v.is_string() || **v == DataType::Utf8 => {
+            match arrow::compute::cast(col, &DataType::Utf8) {
+                Ok(flat) => strings!(flat.as_string::<i32>()),
+                Err(e) => {
+                    for i in 0..n {
+                        errors.push(RecordError::new(
+                            i,
+                            Stage::Source,
+                            format!("text column '{column}': {e}"),
+                        ));
+                        texts.push(None);
+                    }
+                }
+            }
+        }
+        other => {
+            for i in 0..n {
+                errors.push(RecordError::new(
+                    i,
+                    Stage::Source,
+                    format!("text column '{column}' has type {other}, expected a string"),
+                ));
+                texts.push(None);
+            }
+        }
+    }
+    (texts, errors)
+}
+
+impl Source for ParquetSource {
+    fn describe(&self) -> String {
+        match self.files.len() {
+            1 => self.files[0].path.display().to_string(),
+            n => format!("{n} Parquet files ({} ...)", self.files[0].path.display()),
+        }
+    }
+
+    fn size_hint(&self) -> Option<u64> {
+        Some(self.files.iter().map(|f| f.rows).sum())
+    }
+
+    fn fields(&self) -> Vec<FieldRef> {
+        self.fields.clone()
+    }
+
+    fn next_chunk(&mut self) -> Result<Option<Chunk>> {
+        loop {
+            if self.current >= self.files.len() {
+                return Ok(None);
+            }
+            if self.reader.is_none() {
+                self.open_reader()?;
+            }
+            let (reader, loc) = self.reader.as_mut().expect("reader opened above");
+            let loc = loc.clone();
+            match reader.next() {
+                None => {
+                    self.reader = None;
+                    self.current += 1;
+                    continue;
+                }
+                Some(Err(e)) => {
+                    return Err(Error::source(
+                        loc.as_ref(),
+                        format!(
+                            "read failed after row {}: {e}; the file may be truncated or corrupt",
+                            self.rows_read_in_file
+                        ),
+                    ))
+                }
+                Some(Ok(batch)) => {
+                    let n = batch.num_rows();
+                    if n == 0 {
+                        continue;
+                    }
+                    let text_col = batch
+                        .column_by_name(&self.text_column)
+                        .expect("projected text column");
+                    let (texts, errors) = extract_texts(text_col.as_ref(), &self.text_column);
+                    let ids: ArrayRef = match &self.id_column {
+                        Some(name) => batch.column_by_name(name).expect("projected id").clone(),
+                        None => Arc::new(UInt64Array::from_iter_values(
+                            self.rows_read_total..self.rows_read_total + n as u64,
+                        )),
+                    };
+                    let passthrough = self
+                        .passthrough
+                        .iter()
+                        .map(|name| batch.column_by_name(name).expect("projected").clone())
+                        .collect();
+                    let chunk = Chunk {
+                        seq: self.next_seq,
+                        origin: Origin::File {
+                            path: loc,
+                            first_row: self.rows_read_in_file,
+                        },
+                        ids,
+                        texts,
+                        passthrough,
+                        errors,
+                    };
+                    self.next_seq += 1;
+                    self.rows_read_in_file += n as u64;
+                    self.rows_read_total += n as u64;
+                    return Ok(Some(chunk));
+                }
+            }
+        }
+    }
+
+    fn ack(&mut self, _seq: u64) -> Result<()> {
+        // Files are not consumed: nothing to commit.
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{BinaryArray, Int64Array, StringArray};
+
+    #[test]
+    fn texts_from_strings_and_nulls() {
+        let a = StringArray::from(vec![Some("a"), None, Some("")]);
+        let (t, e) = extract_texts(&a, "text");
+        assert_eq!(t, vec![Some("a".into()), None, Some("".into())]);
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].row, 1);
+        assert!(e[0].reason.contains("null"));
+    }
+
+    #[test]
+    fn texts_from_binary_checks_utf8() {
+        let a = BinaryArray::from(vec![b"ok".as_ref(), b"\xff\xfe".as_ref()]);
+        let (t, e) = extract_texts(&a, "body");
+        assert_eq!(t[0].as_deref(), Some("ok"));
+        assert_eq!(t[1], None);
+        assert!(e[0].reason.contains("UTF-8"), "{}", e[0].reason);
+    }
+
+    #[test]
+    fn non_string_column_fails_each_row() {
+        let a = Int64Array::from(vec![1, 2]);
+        let (t, e) = extract_texts(&a, "text");
+        assert_eq!(t, vec![None, None]);
+        assert_eq!(e.len(), 2);
+        assert!(e[0].reason.contains("Int64"));
+    }
+
+    #[test]
+    fn missing_path_is_explained() {
+        let err = resolve_inputs("/nonexistent/x.parquet").unwrap_err();
+        assert!(err.to_string().contains("no such file"), "{err}");
+    }
+}

@@ -1,0 +1,100 @@
+//! Command line: overrides, the ONNX Runtime search and the execution-provider policy.
+
+mod common;
+
+use common::*;
+
+fn setup() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.parquet");
+    texts_parquet(&input, &["a", "b"], &[Some("hello world"), Some("goodbye")]);
+    let output = dir.path().join("out.parquet");
+    let p = embed_pipeline(dir.path(), &input, &output, "");
+    (dir, p, output)
+}
+
+#[test]
+fn output_flag_and_env_override() {
+    let (dir, p, _) = setup();
+    let other = dir.path().join("elsewhere.parquet");
+    let o = bin()
+        .args(["run", p.to_str().unwrap(), "--no-progress", "--output"])
+        .arg(&other)
+        .env("BERTFLOW__TASKS__EMBED__COLUMN", "vec")
+        .output()
+        .unwrap();
+    assert_ok(&o);
+    let out = read_parquet(&other);
+    assert_eq!(out.num_rows(), 2);
+    assert!(
+        out.column_by_name("vec").is_some(),
+        "env override renamed the column"
+    );
+}
+
+#[test]
+fn cuda_without_fallback_fails_loudly_and_with_fallback_runs_on_cpu() {
+    let (_dir, p, output) = setup();
+    // The CPU build of ONNX Runtime has no CUDA provider.
+    let o = run_pipeline(&p, &["--set", "runtime.execution_provider=cuda"]);
+    assert!(!o.status.success(), "{}", stdout(&o));
+    let e = stderr(&o);
+    assert!(e.contains("CUDA") && e.contains("runtime.fallback"), "{e}");
+
+    let o = run_pipeline(
+        &p,
+        &[
+            "--set",
+            "runtime.execution_provider=cuda",
+            "--set",
+            "runtime.fallback=cpu",
+        ],
+    );
+    assert_ok(&o);
+    assert!(
+        stdout(&o).contains("cpu (fallback: CUDA unavailable)"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(
+        stderr(&o).contains("CUDA execution provider unavailable"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(read_parquet(&output).num_rows(), 2);
+}
+
+#[test]
+fn missing_onnxruntime_library_says_what_to_do() {
+    let (_dir, p, _) = setup();
+    let o = run_pipeline(&p, &["--ort-lib", "/nonexistent/libonnxruntime.so"]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("/nonexistent/libonnxruntime.so") && e.contains("--ort-lib"),
+        "{e}"
+    );
+    assert!(e.contains("onnxruntime==1.31.1"), "{e}");
+}
+
+#[test]
+fn validate_checks_without_running() {
+    let (_dir, p, output) = setup();
+    let o = bin()
+        .args(["validate", p.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_ok(&o);
+    assert!(!output.exists());
+    let o = bin()
+        .args([
+            "validate",
+            p.to_str().unwrap(),
+            "--set",
+            "sink.parquet.compresion=zstd",
+        ])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("compresion"));
+}

@@ -1,0 +1,153 @@
+//! Helpers shared by the integration tests: they run the real binary on real Parquet files with
+//! the real models that `make setup` (scripts/setup.sh) installs.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
+use arrow::datatypes::{Field, Schema};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ArrowWriter;
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A model directory installed by the set-up; fails with instructions when it is missing.
+pub fn model(name: &str) -> PathBuf {
+    let p = root().join("models").join(name);
+    assert!(
+        p.join("model.onnx").is_file(),
+        "model {} is missing: run `make setup` (scripts/setup.sh) first",
+        p.display()
+    );
+    p
+}
+
+pub fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_bertflow"));
+    c.current_dir(root());
+    c.env_remove("RUST_LOG");
+    c
+}
+
+/// Run `bertflow run` on a pipeline file; returns the process output.
+pub fn run_pipeline(pipeline: &Path, extra: &[&str]) -> Output {
+    let mut c = bin();
+    c.arg("run").arg(pipeline).arg("--no-progress").args(extra);
+    c.output().expect("run bertflow")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn assert_ok(o: &Output) {
+    assert!(
+        o.status.success(),
+        "bertflow failed: {}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        stdout(o),
+        stderr(o)
+    );
+}
+
+/// Write a Parquet file from named columns.
+pub fn write_parquet(path: &Path, columns: Vec<(&str, ArrayRef)>) {
+    let fields: Vec<Field> = columns
+        .iter()
+        .map(|(n, a)| Field::new(*n, a.data_type().clone(), true))
+        .collect();
+    let batch = RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns.into_iter().map(|(_, a)| a).collect(),
+    )
+    .unwrap();
+    let mut w = ArrowWriter::try_new(File::create(path).unwrap(), batch.schema(), None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+}
+
+pub fn texts_parquet(path: &Path, ids: &[&str], texts: &[Option<&str>]) {
+    write_parquet(
+        path,
+        vec![
+            ("id", Arc::new(StringArray::from(ids.to_vec())) as ArrayRef),
+            (
+                "text",
+                Arc::new(StringArray::from(texts.to_vec())) as ArrayRef,
+            ),
+        ],
+    );
+}
+
+/// Read every row of a Parquet file into one batch.
+pub fn read_parquet(path: &Path) -> RecordBatch {
+    let f = File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let reader = ParquetRecordBatchReaderBuilder::try_new(f)
+        .unwrap()
+        .build()
+        .unwrap();
+    let batches: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
+    let schema = batches.first().map(|b| b.schema()).unwrap_or_else(|| {
+        let f = File::open(path).unwrap();
+        ParquetRecordBatchReaderBuilder::try_new(f)
+            .unwrap()
+            .schema()
+            .clone()
+    });
+    arrow::compute::concat_batches(&schema, &batches).unwrap()
+}
+
+pub fn strings(batch: &RecordBatch, col: &str) -> Vec<Option<String>> {
+    let a = batch
+        .column_by_name(col)
+        .unwrap_or_else(|| panic!("no column {col}"));
+    let a = a.as_string::<i32>();
+    (0..a.len())
+        .map(|i| (!a.is_null(i)).then(|| a.value(i).to_string()))
+        .collect()
+}
+
+/// Embeddings of a FixedSizeList<Float32> column.
+pub fn embeddings(batch: &RecordBatch, col: &str) -> Vec<Vec<f32>> {
+    let a = batch
+        .column_by_name(col)
+        .unwrap_or_else(|| panic!("no column {col}"));
+    let list = a.as_fixed_size_list();
+    (0..list.len())
+        .map(|i| {
+            list.value(i)
+                .as_primitive::<arrow::datatypes::Float32Type>()
+                .values()
+                .to_vec()
+        })
+        .collect()
+}
+
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    dot / (na * nb).max(1e-30)
+}
+
+/// Write a pipeline file for the embed task; `extra` is appended verbatim (YAML).
+pub fn embed_pipeline(dir: &Path, input: &Path, output: &Path, extra: &str) -> PathBuf {
+    let text = format!(
+        "source:\n  parquet:\n    path: {input}\n    id_column: id\ntasks:\n  embed:\n    model: {model}\nsink:\n  parquet:\n    path: {output}\n{extra}",
+        input = input.display(),
+        output = output.display(),
+        model = model("all-MiniLM-L6-v2").display(),
+    );
+    let p = dir.join("pipeline.yaml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
