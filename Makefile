@@ -5,7 +5,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/bertflow/target
 CARGO ?= cargo
 
-.PHONY: setup build demo test fmt lint clean
+.PHONY: setup build demo test fmt lint clean reference
 
 setup:
 	@bash scripts/setup.sh
@@ -29,3 +29,10 @@ lint:
 
 clean:
 	rm -rf out
+
+# Regenerate the committed reference outputs under tests/fixtures/ (needs PyPI; pulls torch).
+REFENV ?= $(HOME)/.cache/bertflow/refenv
+reference: setup
+	@[ -x $(REFENV)/bin/python ] || python3 -m venv $(REFENV)
+	$(REFENV)/bin/pip install -q torch sentence-transformers "transformers==4.53.*" onnxruntime==1.31.1 pyarrow onnx
+	$(REFENV)/bin/python scripts/make_reference.py
