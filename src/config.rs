@@ -61,12 +61,166 @@ fn default_text_column() -> String {
 #[serde(deny_unknown_fields)]
 pub struct TasksConfig {
     pub embed: Option<EmbedConfig>,
+    pub sentiment: Option<SentimentConfig>,
+    pub ner: Option<NerConfig>,
+    pub qa: Option<QaConfig>,
 }
 
 impl TasksConfig {
     pub fn is_empty(&self) -> bool {
-        self.embed.is_none()
+        self.embed.is_none() && self.sentiment.is_none() && self.ner.is_none() && self.qa.is_none()
     }
+}
+
+/// How sequence-classification logits become scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClassFunction {
+    /// As transformers chooses: `problem_type` regression -> none; multi-label or one label ->
+    /// sigmoid; otherwise softmax.
+    Auto,
+    Softmax,
+    Sigmoid,
+    None,
+}
+
+/// How many label scores the sentiment task writes.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum TopK {
+    Count(usize),
+    All(AllLabels),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AllLabels {
+    All,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SentimentConfig {
+    /// Model directory with a sequence-classification head.
+    pub model: PathBuf,
+    #[serde(default = "default_class_function")]
+    pub function: ClassFunction,
+    /// `1`: label and score of the best class. `all` or a number k: also the list of the k best
+    /// labels with their scores, best first.
+    #[serde(default = "default_top_k")]
+    pub top_k: TopK,
+    /// Tokens per input; longer inputs are truncated and counted. Default: the tokenizer's
+    /// `model_max_length`, else the model's position limit (at most 512).
+    #[serde(default)]
+    pub max_length: Option<usize>,
+    /// Output columns are `<prefix>_label`, `<prefix>_score` (and `<prefix>_scores`).
+    #[serde(default = "default_sentiment_prefix")]
+    pub column_prefix: String,
+}
+
+fn default_class_function() -> ClassFunction {
+    ClassFunction::Auto
+}
+fn default_top_k() -> TopK {
+    TopK::Count(1)
+}
+fn default_sentiment_prefix() -> String {
+    "sentiment".into()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Aggregation {
+    None,
+    Simple,
+    First,
+    Average,
+    Max,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NerConfig {
+    /// Model directory with a token-classification head.
+    pub model: PathBuf,
+    #[serde(default = "default_aggregation")]
+    pub aggregation: Aggregation,
+    /// Labels (or entity groups) left out of the output.
+    #[serde(default = "default_ignore_labels")]
+    pub ignore_labels: Vec<String>,
+    /// Tokens per window. Default: the tokenizer's `model_max_length`, else the model's position
+    /// limit (at most 512).
+    #[serde(default)]
+    pub max_length: Option<usize>,
+    /// Overlap, in tokens, of consecutive windows over a text longer than `max_length`.
+    /// Default (unset): a quarter of `max_length`. 0: no windows, the text is truncated.
+    #[serde(default)]
+    pub stride: Option<usize>,
+    #[serde(default = "default_entities_column")]
+    pub column: String,
+}
+
+fn default_aggregation() -> Aggregation {
+    Aggregation::Simple
+}
+fn default_ignore_labels() -> Vec<String> {
+    vec!["O".into()]
+}
+fn default_entities_column() -> String {
+    "entities".into()
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct QaConfig {
+    /// Model directory with a question-answering head.
+    pub model: PathBuf,
+    /// Questions asked of every record's text (the context).
+    #[serde(default)]
+    pub questions: Vec<String>,
+    /// Input column holding a question per record (asked in addition to `questions`).
+    #[serde(default)]
+    pub question_column: Option<String>,
+    /// Answers per question, best first.
+    #[serde(default = "default_qa_top_k")]
+    pub top_k: usize,
+    /// Tokens per window (question + context + special tokens). Default: min(384,
+    /// the tokenizer's `model_max_length`).
+    #[serde(default)]
+    pub max_seq_len: Option<usize>,
+    /// Overlap, in tokens, of consecutive context windows. Default: min(max_seq_len / 2, 128).
+    #[serde(default)]
+    pub doc_stride: Option<usize>,
+    /// Questions longer than this many tokens are cut.
+    #[serde(default = "default_max_question_len")]
+    pub max_question_len: usize,
+    /// Longest answer, in tokens.
+    #[serde(default = "default_max_answer_len")]
+    pub max_answer_len: usize,
+    /// Also score "no answer" (empty answer at 0..0) and rank it with the others.
+    #[serde(default)]
+    pub handle_impossible_answer: bool,
+    /// Widen answers to whole words.
+    #[serde(default = "default_true")]
+    pub align_to_words: bool,
+    #[serde(default = "default_answers_column")]
+    pub column: String,
+}
+
+fn default_qa_top_k() -> usize {
+    1
+}
+fn default_max_question_len() -> usize {
+    64
+}
+fn default_max_answer_len() -> usize {
+    15
+}
+fn default_true() -> bool {
+    true
+}
+fn default_answers_column() -> String {
+    "answers".into()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -354,6 +508,41 @@ impl PipelineConfig {
                 return Err(Error::config(
                     "sink.parquet: rows_per_file and row_group_rows must be at least 1",
                 ));
+            }
+        }
+        if let Some(s) = &self.tasks.sentiment {
+            if s.top_k == TopK::Count(0) {
+                return Err(Error::config(
+                    "tasks.sentiment.top_k must be at least 1, or `all`",
+                ));
+            }
+        }
+        if let Some(n) = &self.tasks.ner {
+            if let (Some(m), Some(st)) = (n.max_length, n.stride) {
+                if st > 0 && st + 4 >= m {
+                    return Err(Error::config(format!(
+                        "tasks.ner.stride ({st}) must be well below max_length ({m})"
+                    )));
+                }
+            }
+        }
+        if let Some(q) = &self.tasks.qa {
+            if q.questions.is_empty() && q.question_column.is_none() {
+                return Err(Error::config(
+                    "tasks.qa: give `questions` (asked of every record) or `question_column`",
+                ));
+            }
+            if q.top_k == 0 || q.max_answer_len == 0 || q.max_question_len == 0 {
+                return Err(Error::config(
+                    "tasks.qa: top_k, max_answer_len and max_question_len must be at least 1",
+                ));
+            }
+            if let (Some(m), Some(d)) = (q.max_seq_len, q.doc_stride) {
+                if d > m {
+                    return Err(Error::config(format!(
+                        "tasks.qa.doc_stride ({d}) is larger than max_seq_len ({m})"
+                    )));
+                }
             }
         }
         if let Some(e) = &self.tasks.embed {

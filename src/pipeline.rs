@@ -16,13 +16,16 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use crate::batch::{plan, Feature, PaddedBatch};
 use crate::config::PipelineConfig;
 use crate::error::{Error, Result};
+use crate::model::tokenizer::TokenCache;
 use crate::model::{ModelDir, OnnxModel, OrtRuntime, ProviderInfo};
 use crate::record::{Chunk, RecordError, Stage};
 use crate::sink::{
     error_batch, error_schema, ChunkOutput, ErrorRow, ParquetSink, Sink, SinkReport,
 };
 use crate::source::{ParquetSource, Source};
-use crate::task::{EmbedTask, Featurized, LoadedTask, Task, TaskOutput};
+use crate::task::{
+    EmbedTask, Featurized, LoadedTask, NerTask, QaTask, SentimentTask, Task, TaskOutput,
+};
 
 /// Options of a run that are not part of the pipeline file.
 #[derive(Debug, Clone, Default)]
@@ -146,14 +149,30 @@ struct Inferred {
 /// Load every configured task: model session and task post-processing.
 pub fn load_tasks(cfg: &PipelineConfig, rt: &Arc<OrtRuntime>) -> Result<Vec<LoadedTask>> {
     let mut tasks = Vec::new();
-    if let Some(e) = &cfg.tasks.embed {
-        let dir = ModelDir::open(&e.model)?;
+    let t = &cfg.tasks;
+    if let Some(c) = &t.embed {
+        let dir = ModelDir::open(&c.model)?;
         let model = OnnxModel::load(rt, &dir.onnx)?;
-        let task = EmbedTask::new(e, &dir, &model)?;
-        tasks.push(LoadedTask {
-            task: Arc::new(task),
-            model,
-        });
+        let task: Arc<dyn Task> = Arc::new(EmbedTask::new(c, &dir, &model)?);
+        tasks.push(LoadedTask { task, model });
+    }
+    if let Some(c) = &t.sentiment {
+        let dir = ModelDir::open(&c.model)?;
+        let model = OnnxModel::load(rt, &dir.onnx)?;
+        let task: Arc<dyn Task> = Arc::new(SentimentTask::new(c, &dir, &model)?);
+        tasks.push(LoadedTask { task, model });
+    }
+    if let Some(c) = &t.ner {
+        let dir = ModelDir::open(&c.model)?;
+        let model = OnnxModel::load(rt, &dir.onnx)?;
+        let task: Arc<dyn Task> = Arc::new(NerTask::new(c, &dir, &model)?);
+        tasks.push(LoadedTask { task, model });
+    }
+    if let Some(c) = &t.qa {
+        let dir = ModelDir::open(&c.model)?;
+        let model = OnnxModel::load(rt, &dir.onnx)?;
+        let task: Arc<dyn Task> = Arc::new(QaTask::new(c, &dir, &model)?);
+        tasks.push(LoadedTask { task, model });
     }
     Ok(tasks)
 }
@@ -190,7 +209,17 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<Summary> {
         .parquet
         .as_ref()
         .ok_or_else(|| Error::config("sink.parquet is required"))?;
-    let source = ParquetSource::open(src_cfg, &cfg.sink.passthrough, cfg.batching.window_records)?;
+    let question_column = cfg
+        .tasks
+        .qa
+        .as_ref()
+        .and_then(|q| q.question_column.as_deref());
+    let source = ParquetSource::open(
+        src_cfg,
+        &cfg.sink.passthrough,
+        question_column,
+        cfg.batching.window_records,
+    )?;
     let tasks = load_tasks(cfg, &rt)?;
     let source_fields = source.fields();
     let schema = output_schema(&source_fields, &tasks)?;
@@ -363,9 +392,10 @@ fn tokenize_stage(
 ) -> Result<()> {
     for chunk in rx {
         let t = Instant::now();
+        let cache = TokenCache::default();
         let per_task = tasks
             .iter()
-            .map(|task| task.featurize(&chunk.texts))
+            .map(|task| task.featurize(&chunk, &cache))
             .collect();
         let msg = Tokenized {
             chunk,

@@ -76,7 +76,9 @@ pub struct Chunk {
     /// Record ids, as in the input (or row numbers).
     pub ids: ArrayRef,
     /// Text of each record; `None` where the source already failed the record (see `errors`).
-    pub texts: Vec<Option<String>>,
+    pub texts: Vec<Option<Arc<str>>>,
+    /// Question of each record, when the source reads a question column (question answering).
+    pub questions: Option<Vec<Option<Arc<str>>>>,
     /// Input columns passed through to the output, in `sink.passthrough` order.
     pub passthrough: Vec<ArrayRef>,
     /// Records that failed at the source.

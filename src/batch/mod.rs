@@ -2,14 +2,23 @@
 //! and a batch size, and pad each batch only to its own longest sequence. Results are written
 //! back by each input's index, which restores input order.
 
+use std::sync::Arc;
+
 use tokenizers::Encoding;
 
-/// One model input derived from a record. A record yields one feature for most tasks.
+/// One model input derived from a record. A record yields one feature for most tasks, several
+/// for windows over long texts or several questions.
 #[derive(Debug, Clone)]
 pub struct Feature {
     /// Index of the record inside its chunk.
     pub row: usize,
+    /// Which part of the record this is (task-defined: window, question).
+    pub part: usize,
     pub encoding: Encoding,
+    /// The record's text (offsets in `encoding` are character offsets into it).
+    pub text: Arc<str>,
+    /// The question asked of the text (question answering).
+    pub question: Option<Arc<str>>,
 }
 
 /// Cut `lengths` (one per feature) into batches. Returns feature indices per batch; features are

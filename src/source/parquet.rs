@@ -29,6 +29,7 @@ pub struct ParquetSource {
     text_column: String,
     id_column: Option<String>,
     passthrough: Vec<String>,
+    question_column: Option<String>,
     fields: Vec<FieldRef>,
     batch_rows: usize,
     // reading state
@@ -106,9 +107,11 @@ fn column_names(schema: &Schema) -> String {
 }
 
 impl ParquetSource {
+    /// Open and check every input file. `question_column` is read as well when a task needs it.
     pub fn open(
         cfg: &ParquetSourceConfig,
         passthrough: &[String],
+        question_column: Option<&str>,
         batch_rows: usize,
     ) -> Result<Self> {
         let paths = resolve_inputs(&cfg.path)?;
@@ -136,6 +139,17 @@ impl ParquetSource {
                         column_names(&schema)
                     ),
                 ));
+            }
+            if let Some(q) = question_column {
+                if schema.field_with_name(q).is_err() {
+                    return Err(Error::source(
+                        &loc,
+                        format!(
+                            "no question column '{q}' (columns: {}); fix tasks.qa.question_column",
+                            column_names(&schema)
+                        ),
+                    ));
+                }
             }
             if let Some(id) = &cfg.id_column {
                 let f = schema.field_with_name(id).map_err(|_| {
@@ -204,6 +218,7 @@ impl ParquetSource {
             text_column: cfg.text_column.clone(),
             id_column: cfg.id_column.clone(),
             passthrough: passthrough.to_vec(),
+            question_column: question_column.map(str::to_string),
             fields,
             batch_rows,
             current: 0,
@@ -221,6 +236,7 @@ impl ParquetSource {
         let mut wanted = vec![self.text_column.clone()];
         wanted.extend(self.id_column.iter().cloned());
         wanted.extend(self.passthrough.iter().cloned());
+        wanted.extend(self.question_column.iter().cloned());
         let mut roots: Vec<usize> = wanted
             .iter()
             .filter_map(|n| schema.index_of(n).ok())
@@ -244,7 +260,7 @@ impl ParquetSource {
 pub(crate) fn extract_texts(
     col: &dyn Array,
     column: &str,
-) -> (Vec<Option<String>>, Vec<RecordError>) {
+) -> (Vec<Option<Arc<str>>>, Vec<RecordError>) {
     let n = col.len();
     let mut texts = Vec::with_capacity(n);
     let mut errors = Vec::new();
@@ -258,7 +274,7 @@ pub(crate) fn extract_texts(
                     errors.push(null(i));
                     texts.push(None);
                 } else {
-                    texts.push(Some(a.value(i).to_string()));
+                    texts.push(Some(Arc::from(a.value(i))));
                 }
             }
         }};
@@ -272,7 +288,7 @@ pub(crate) fn extract_texts(
                     texts.push(None);
                 } else {
                     match std::str::from_utf8(a.value(i)) {
-                        Ok(s) => texts.push(Some(s.to_string())),
+                        Ok(s) => texts.push(Some(Arc::from(s))),
                         Err(e) => {
                             errors.push(RecordError::new(
                                 i,
@@ -383,7 +399,12 @@ impl Source for ParquetSource {
                         .iter()
                         .map(|name| batch.column_by_name(name).expect("projected").clone())
                         .collect();
+                    let questions = self.question_column.as_ref().map(|q| {
+                        let col = batch.column_by_name(q).expect("projected question column");
+                        extract_texts(col.as_ref(), q).0
+                    });
                     let chunk = Chunk {
+                        questions,
                         seq: self.next_seq,
                         origin: Origin::File {
                             path: loc,
@@ -418,7 +439,7 @@ mod tests {
     fn texts_from_strings_and_nulls() {
         let a = StringArray::from(vec![Some("a"), None, Some("")]);
         let (t, e) = extract_texts(&a, "text");
-        assert_eq!(t, vec![Some("a".into()), None, Some("".into())]);
+        assert_eq!(t, vec![Some(Arc::from("a")), None, Some(Arc::from(""))]);
         assert_eq!(e.len(), 1);
         assert_eq!(e[0].row, 1);
         assert!(e[0].reason.contains("null"));

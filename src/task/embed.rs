@@ -8,12 +8,13 @@ use arrow::array::{ArrayRef, FixedSizeListArray, Float32Array};
 use arrow::datatypes::{DataType, Field, FieldRef};
 use serde_json::Value;
 
-use super::{Featurized, Task, TaskOutput};
+use super::{single_text_features, Featurized, Task, TaskOutput};
 use crate::batch::{Feature, PaddedBatch};
 use crate::config::{EmbedConfig, PoolingMode};
 use crate::error::{Error, Result};
+use crate::model::tokenizer::{TokenCache, Truncation};
 use crate::model::{ModelDir, ModelOutputs, OnnxModel, TextTokenizer};
-use crate::record::{RecordError, Stage};
+use crate::record::Chunk;
 
 /// One pooling operation; several are concatenated in this order (sentence-transformers' order).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,7 +107,15 @@ impl EmbedTask {
                 .unwrap_or(positions)
                 .min(positions),
         };
-        let tokenizer = TextTokenizer::load(&dir.tokenizer, max_length)?;
+        let tokenizer = TextTokenizer::load(
+            &dir.tokenizer,
+            Truncation {
+                max_length,
+                stride: 0,
+                windows: false,
+                only_second: false,
+            },
+        )?;
 
         // Pick the output: pooled if the graph already pools, else token embeddings.
         let names = &model.output_names;
@@ -159,7 +168,7 @@ impl EmbedTask {
     }
 
     pub fn max_length(&self) -> usize {
-        self.tokenizer.max_length
+        self.tokenizer.max_length()
     }
 
     pub fn pools(&self) -> &[Pool] {
@@ -242,28 +251,15 @@ impl Task for EmbedTask {
         self.tokenizer.pad_id
     }
 
-    fn featurize(&self, texts: &[Option<String>]) -> Featurized {
-        let mut out = Featurized::default();
-        let rows: Vec<usize> = (0..texts.len()).filter(|&i| texts[i].is_some()).collect();
-        let strs: Vec<&str> = rows
-            .iter()
-            .map(|&i| texts[i].as_deref().unwrap_or_default())
-            .collect();
-        for (row, enc) in rows.into_iter().zip(self.tokenizer.encode_all(&strs)) {
-            match enc {
-                Ok(t) => {
-                    out.truncated += t.truncated as usize;
-                    out.features.push(Feature {
-                        row,
-                        encoding: t.encoding,
-                    });
-                }
-                Err(reason) => out
-                    .errors
-                    .push(RecordError::new(row, Stage::Tokenize, reason)),
-            }
+    fn featurize(&self, chunk: &Chunk, cache: &TokenCache) -> Featurized {
+        let mut errors = Vec::new();
+        let (features, truncated) =
+            single_text_features(chunk, cache, &self.tokenizer, &mut errors);
+        Featurized {
+            features,
+            errors,
+            truncated,
         }
-        out
     }
 
     fn postprocess(
@@ -329,6 +325,7 @@ impl Task for EmbedTask {
                         self.dim
                     )))
                 }
+                other => return Err(Error::Inference(format!("internal: embed got {other:?}"))),
             }
         }
         let item = Arc::new(Field::new("item", DataType::Float32, false));

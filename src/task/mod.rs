@@ -3,6 +3,10 @@
 //! and builds the Arrow columns of the output.
 
 pub mod embed;
+pub mod labels;
+pub mod ner;
+pub mod qa;
+pub mod sentiment;
 
 use std::sync::Arc;
 
@@ -11,15 +15,26 @@ use arrow::datatypes::FieldRef;
 
 use crate::batch::{Feature, PaddedBatch};
 use crate::error::Result;
+use crate::model::tokenizer::TokenCache;
 use crate::model::{ModelOutputs, OnnxModel};
-use crate::record::RecordError;
+use crate::record::{Chunk, RecordError};
 
 pub use self::embed::EmbedTask;
+pub use self::ner::{Entity, NerTask};
+pub use self::qa::{Answer, QaTask};
+pub use self::sentiment::SentimentTask;
 
 /// The result of one task for one record (or one feature of it).
 #[derive(Debug, Clone, PartialEq)]
 pub enum TaskOutput {
     Embedding(Vec<f32>),
+    /// Scores of every label (after the classification function).
+    Classes(Vec<f32>),
+    Entities(Vec<Entity>),
+    /// Candidate answers of one window of one question.
+    AnswerWindow(qa::WindowAnswers),
+    /// Final answers of every question of a record.
+    Answers(Vec<Answer>),
 }
 
 /// Model features of a chunk for one task, with the records that could not be featurized.
@@ -27,12 +42,12 @@ pub enum TaskOutput {
 pub struct Featurized {
     pub features: Vec<Feature>,
     pub errors: Vec<RecordError>,
-    /// Records whose input was cut to the task's maximum length.
+    /// Records whose input was cut (or split into windows) at the task's maximum length.
     pub truncated: usize,
 }
 
 pub trait Task: Send + Sync {
-    /// Task name as used in the configuration (`embed`, ...).
+    /// Task name as used in the configuration (`embed`, `sentiment`, `ner`, `qa`).
     fn name(&self) -> &'static str;
 
     /// Output columns this task adds.
@@ -41,8 +56,9 @@ pub trait Task: Send + Sync {
     /// Padding token id for this task's tokenizer.
     fn pad_id(&self) -> u32;
 
-    /// Tokenize the records of a chunk. `texts[i]` is `None` for records that already failed.
-    fn featurize(&self, texts: &[Option<String>]) -> Featurized;
+    /// Tokenize the records of a chunk into features. Records whose text is `None` already
+    /// failed and are skipped. `cache` shares single-text tokenization between tasks.
+    fn featurize(&self, chunk: &Chunk, cache: &TokenCache) -> Featurized;
 
     /// Post-process one batch: one result per feature in `features` (the batch's rows, in order).
     /// An `Err(String)` fails that record alone; a returned `Error` fails the batch.
@@ -69,4 +85,73 @@ pub trait Task: Send + Sync {
 pub struct LoadedTask {
     pub task: Arc<dyn Task>,
     pub model: OnnxModel,
+}
+
+/// Softmax over `logits` with the maximum subtracted, in f32 (as transformers' pipelines do).
+pub fn softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exp: Vec<f32> = logits.iter().map(|&x| (x - max).exp()).collect();
+    let sum: f32 = exp.iter().sum();
+    exp.into_iter().map(|e| e / sum).collect()
+}
+
+/// Index of the first maximum (numpy's `argmax`).
+pub fn argmax(v: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Split a record's single-text tokenization into features, counting cut inputs.
+pub(crate) fn single_text_features(
+    chunk: &Chunk,
+    cache: &TokenCache,
+    tokenizer: &crate::model::TextTokenizer,
+    stage_errors: &mut Vec<RecordError>,
+) -> (Vec<Feature>, usize) {
+    let raw = cache.raw(tokenizer, &chunk.texts);
+    let mut features = Vec::new();
+    let mut truncated = 0;
+    for (row, (text, enc)) in chunk.texts.iter().zip(raw.iter()).enumerate() {
+        let Some(text) = text else { continue };
+        match enc.clone().and_then(|e| tokenizer.finish(e)) {
+            Ok(t) => {
+                truncated += t.truncated as usize;
+                for (part, w) in t.windows.iter().enumerate() {
+                    features.push(Feature {
+                        row,
+                        part,
+                        encoding: w.clone(),
+                        text: text.clone(),
+                        question: None,
+                    });
+                }
+            }
+            Err(reason) => stage_errors.push(RecordError::new(
+                row,
+                crate::record::Stage::Tokenize,
+                reason,
+            )),
+        }
+    }
+    (features, truncated)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn softmax_and_argmax() {
+        let p = softmax(&[1.0, 2.0, 3.0]);
+        assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert_eq!(argmax(&p), 2);
+        assert_eq!(argmax(&[0.5, 0.5]), 0);
+        let big = softmax(&[1000.0, 1000.0]);
+        assert_eq!(big, vec![0.5, 0.5]);
+    }
 }
