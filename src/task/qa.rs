@@ -358,11 +358,7 @@ impl Task for QaTask {
                 match enc {
                     Ok(t) => {
                         let context_seq = if self.tokenizer.pads_left { 0 } else { 1 };
-                        if !t.windows[0]
-                            .get_sequence_ids()
-                            .iter()
-                            .any(|s| *s == Some(context_seq))
-                        {
+                        if !t.windows[0].get_sequence_ids().contains(&Some(context_seq)) {
                             error = Some("the context has no tokens".into());
                             break;
                         }
