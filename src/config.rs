@@ -60,15 +60,87 @@ fn default_text_column() -> String {
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TasksConfig {
-    pub embed: Option<EmbedConfig>,
-    pub sentiment: Option<SentimentConfig>,
-    pub ner: Option<NerConfig>,
-    pub qa: Option<QaConfig>,
+    #[serde(default)]
+    pub embed: OneOrMany<EmbedConfig>,
+    #[serde(default)]
+    pub sentiment: OneOrMany<SentimentConfig>,
+    #[serde(default)]
+    pub ner: OneOrMany<NerConfig>,
+    #[serde(default)]
+    pub qa: OneOrMany<QaConfig>,
 }
 
 impl TasksConfig {
     pub fn is_empty(&self) -> bool {
-        self.embed.is_none() && self.sentiment.is_none() && self.ner.is_none() && self.qa.is_none()
+        self.embed.is_empty()
+            && self.sentiment.is_empty()
+            && self.ner.is_empty()
+            && self.qa.is_empty()
+    }
+}
+
+/// A task configured once (a mapping) or several times with different models (a list); each
+/// instance needs its own output column names.
+#[derive(Debug, Clone, Serialize)]
+#[serde(transparent)]
+pub struct OneOrMany<T>(pub Vec<T>);
+
+impl<T> Default for OneOrMany<T> {
+    fn default() -> Self {
+        OneOrMany(Vec::new())
+    }
+}
+
+impl<T> OneOrMany<T> {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> std::slice::Iter<'_, T> {
+        self.0.iter()
+    }
+
+    pub fn first(&self) -> Option<&T> {
+        self.0.first()
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for V<T> {
+            type Value = OneOrMany<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a task mapping, a list of them, or null")
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> std::result::Result<Self::Value, E> {
+                Ok(OneOrMany(Vec::new()))
+            }
+            fn visit_none<E: serde::de::Error>(self) -> std::result::Result<Self::Value, E> {
+                Ok(OneOrMany(Vec::new()))
+            }
+            fn visit_some<D2: serde::Deserializer<'de>>(
+                self,
+                d: D2,
+            ) -> std::result::Result<Self::Value, D2::Error> {
+                d.deserialize_any(self)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                seq: A,
+            ) -> std::result::Result<Self::Value, A::Error> {
+                Vec::<T>::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
+                    .map(OneOrMany)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> std::result::Result<Self::Value, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(|t| OneOrMany(vec![t]))
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
     }
 }
 
@@ -103,6 +175,9 @@ pub enum AllLabels {
 pub struct SentimentConfig {
     /// Model directory with a sequence-classification head.
     pub model: PathBuf,
+    /// Skip this task, with a warning, when the model directory does not exist.
+    #[serde(default)]
+    pub optional: bool,
     #[serde(default = "default_class_function")]
     pub function: ClassFunction,
     /// `1`: label and score of the best class. `all` or a number k: also the list of the k best
@@ -143,6 +218,9 @@ pub enum Aggregation {
 pub struct NerConfig {
     /// Model directory with a token-classification head.
     pub model: PathBuf,
+    /// Skip this task, with a warning, when the model directory does not exist.
+    #[serde(default)]
+    pub optional: bool,
     #[serde(default = "default_aggregation")]
     pub aggregation: Aggregation,
     /// Labels (or entity groups) left out of the output.
@@ -175,6 +253,9 @@ fn default_entities_column() -> String {
 pub struct QaConfig {
     /// Model directory with a question-answering head.
     pub model: PathBuf,
+    /// Skip this task, with a warning, when the model directory does not exist.
+    #[serde(default)]
+    pub optional: bool,
     /// Questions asked of every record's text (the context).
     #[serde(default)]
     pub questions: Vec<String>,
@@ -239,6 +320,9 @@ pub struct EmbedConfig {
     /// Model directory: `model.onnx` (or `onnx/model.onnx`), `tokenizer.json`, optional
     /// `config.json`, `1_Pooling/config.json`, `sentence_bert_config.json`, `modules.json`.
     pub model: PathBuf,
+    /// Skip this task, with a warning, when the model directory does not exist.
+    #[serde(default)]
+    pub optional: bool,
     #[serde(default = "default_pooling")]
     pub pooling: PoolingMode,
     /// L2-normalise the embedding. Default: true when the model's `modules.json` has a
@@ -510,14 +594,14 @@ impl PipelineConfig {
                 ));
             }
         }
-        if let Some(s) = &self.tasks.sentiment {
+        for s in self.tasks.sentiment.iter() {
             if s.top_k == TopK::Count(0) {
                 return Err(Error::config(
                     "tasks.sentiment.top_k must be at least 1, or `all`",
                 ));
             }
         }
-        if let Some(n) = &self.tasks.ner {
+        for n in self.tasks.ner.iter() {
             if let (Some(m), Some(st)) = (n.max_length, n.stride) {
                 if st > 0 && st + 4 >= m {
                     return Err(Error::config(format!(
@@ -526,7 +610,12 @@ impl PipelineConfig {
                 }
             }
         }
-        if let Some(q) = &self.tasks.qa {
+        if self.tasks.qa.0.len() > 1 {
+            return Err(Error::config(
+                "tasks.qa: configure one question-answering task",
+            ));
+        }
+        for q in self.tasks.qa.iter() {
             if q.questions.is_empty() && q.question_column.is_none() {
                 return Err(Error::config(
                     "tasks.qa: give `questions` (asked of every record) or `question_column`",
@@ -545,7 +634,7 @@ impl PipelineConfig {
                 }
             }
         }
-        if let Some(e) = &self.tasks.embed {
+        for e in self.tasks.embed.iter() {
             if e.max_length == Some(0) || e.max_length.is_some_and(|m| m < 2) {
                 return Err(Error::config(
                     "tasks.embed.max_length must be at least 2 (room for the special tokens)",
@@ -649,7 +738,7 @@ sink:
         assert_eq!(c.batching.max_batch_size, 64);
         assert_eq!(c.source.parquet.as_ref().unwrap().text_column, "text");
         assert_eq!(c.runtime.execution_provider, ExecutionProvider::Cpu);
-        assert_eq!(c.tasks.embed.as_ref().unwrap().pooling, PoolingMode::Auto);
+        assert_eq!(c.tasks.embed.first().unwrap().pooling, PoolingMode::Auto);
         assert_eq!(
             c.sink.parquet.as_ref().unwrap().compression,
             Compression::Zstd
@@ -689,6 +778,25 @@ sink:
         let sets = vec![("tasks.embed.pooling".to_string(), "median".to_string())];
         let err = PipelineConfig::from_yaml_str(BASE, &[], &sets).unwrap_err();
         assert!(err.to_string().contains("median"), "{err}");
+    }
+
+    #[test]
+    fn tasks_take_one_or_many_and_null() {
+        let text = BASE.replace(
+            "tasks:\n  embed:\n    model: models/all-MiniLM-L6-v2\n",
+            "tasks:\n  ner:\n    - {model: a, column: entities}\n    - {model: b, column: pii}\n  embed: null\n",
+        );
+        let c = PipelineConfig::from_yaml_str(&text, &[], &[]).unwrap();
+        assert_eq!(c.tasks.ner.0.len(), 2);
+        assert!(c.tasks.embed.is_empty());
+        // A typo inside a list entry is still named.
+        let bad = text.replace("column: pii", "colunm: pii");
+        let err = PipelineConfig::from_yaml_str(&bad, &[], &[]).unwrap_err();
+        assert!(err.to_string().contains("colunm"), "{err}");
+        // A task can be removed by an override.
+        let sets = vec![("tasks.ner".to_string(), "null".to_string())];
+        let err = PipelineConfig::from_yaml_str(&text, &[], &sets).unwrap_err();
+        assert!(err.to_string().contains("at least one task"), "{err}");
     }
 
     #[test]

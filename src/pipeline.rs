@@ -41,6 +41,8 @@ pub struct RunOptions {
 pub struct Summary {
     pub source: String,
     pub tasks: Vec<String>,
+    /// Optional tasks skipped because their model is missing, with why.
+    pub skipped: Vec<String>,
     pub provider: String,
     pub records: u64,
     pub written: u64,
@@ -88,6 +90,9 @@ impl std::fmt::Display for Summary {
             self.tasks.join(", "),
             self.provider
         )?;
+        for s in &self.skipped {
+            writeln!(f, "  skipped       {s}")?;
+        }
         writeln!(f, "  records       {}", self.records)?;
         writeln!(f, "  written       {}", self.written)?;
         writeln!(f, "  errors        {}", self.errors)?;
@@ -146,35 +151,62 @@ struct Inferred {
     postprocess_time: Duration,
 }
 
-/// Load every configured task: model session and task post-processing.
-pub fn load_tasks(cfg: &PipelineConfig, rt: &Arc<OrtRuntime>) -> Result<Vec<LoadedTask>> {
+/// Load every configured task: model session and task post-processing. Optional tasks whose
+/// model directory is missing are skipped; their names and reasons are returned.
+pub fn load_tasks(
+    cfg: &PipelineConfig,
+    rt: &Arc<OrtRuntime>,
+) -> Result<(Vec<LoadedTask>, Vec<String>)> {
     let mut tasks = Vec::new();
+    let mut skipped = Vec::new();
     let t = &cfg.tasks;
-    if let Some(c) = &t.embed {
-        let dir = ModelDir::open(&c.model)?;
+    let mut load = |kind: &str,
+                    model_dir: &std::path::Path,
+                    optional: bool,
+                    make: &dyn Fn(&ModelDir, &OnnxModel) -> Result<Arc<dyn Task>>|
+     -> Result<()> {
+        if optional && !model_dir.exists() {
+            let msg = format!(
+                "{kind}: model {} not found, task skipped (it is marked optional)",
+                model_dir.display()
+            );
+            tracing::warn!("{msg}");
+            skipped.push(msg);
+            return Ok(());
+        }
+        let dir = ModelDir::open(model_dir)?;
         let model = OnnxModel::load(rt, &dir.onnx)?;
-        let task: Arc<dyn Task> = Arc::new(EmbedTask::new(c, &dir, &model)?);
+        let task = make(&dir, &model)?;
         tasks.push(LoadedTask { task, model });
+        Ok(())
+    };
+    for c in t.embed.iter() {
+        load("embed", &c.model, c.optional, &|d, m| {
+            Ok(Arc::new(EmbedTask::new(c, d, m)?))
+        })?;
     }
-    if let Some(c) = &t.sentiment {
-        let dir = ModelDir::open(&c.model)?;
-        let model = OnnxModel::load(rt, &dir.onnx)?;
-        let task: Arc<dyn Task> = Arc::new(SentimentTask::new(c, &dir, &model)?);
-        tasks.push(LoadedTask { task, model });
+    for c in t.sentiment.iter() {
+        load("sentiment", &c.model, c.optional, &|d, m| {
+            Ok(Arc::new(SentimentTask::new(c, d, m)?))
+        })?;
     }
-    if let Some(c) = &t.ner {
-        let dir = ModelDir::open(&c.model)?;
-        let model = OnnxModel::load(rt, &dir.onnx)?;
-        let task: Arc<dyn Task> = Arc::new(NerTask::new(c, &dir, &model)?);
-        tasks.push(LoadedTask { task, model });
+    for c in t.ner.iter() {
+        load("ner", &c.model, c.optional, &|d, m| {
+            Ok(Arc::new(NerTask::new(c, d, m)?))
+        })?;
     }
-    if let Some(c) = &t.qa {
-        let dir = ModelDir::open(&c.model)?;
-        let model = OnnxModel::load(rt, &dir.onnx)?;
-        let task: Arc<dyn Task> = Arc::new(QaTask::new(c, &dir, &model)?);
-        tasks.push(LoadedTask { task, model });
+    for c in t.qa.iter() {
+        load("qa", &c.model, c.optional, &|d, m| {
+            Ok(Arc::new(QaTask::new(c, d, m)?))
+        })?;
     }
-    Ok(tasks)
+    if tasks.is_empty() {
+        return Err(Error::config(format!(
+            "no task left to run: {}",
+            skipped.join("; ")
+        )));
+    }
+    Ok((tasks, skipped))
 }
 
 /// Output schema: source fields (id, passthrough) then each task's fields; names must be unique.
@@ -212,7 +244,7 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<Summary> {
     let question_column = cfg
         .tasks
         .qa
-        .as_ref()
+        .first()
         .and_then(|q| q.question_column.as_deref());
     let source = ParquetSource::open(
         src_cfg,
@@ -220,7 +252,7 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<Summary> {
         question_column,
         cfg.batching.window_records,
     )?;
-    let tasks = load_tasks(cfg, &rt)?;
+    let (tasks, skipped) = load_tasks(cfg, &rt)?;
     let source_fields = source.fields();
     let schema = output_schema(&source_fields, &tasks)?;
     let err_schema = error_schema(&source_fields[0]);
@@ -235,6 +267,7 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<Summary> {
         source: source.describe(),
         tasks: tasks.iter().map(|t| t.task.name().to_string()).collect(),
         provider,
+        skipped,
         ..Summary::default()
     };
     let progress = make_progress(opts.progress, source.size_hint());

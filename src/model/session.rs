@@ -217,6 +217,15 @@ impl OnnxModel {
         }
     }
 
+    /// Number of dimensions of output `name`, when the graph declares it.
+    pub fn output_rank(&self, name: &str) -> Option<usize> {
+        let o = self.session.outputs().iter().find(|o| o.name() == name)?;
+        match o.dtype() {
+            ValueType::Tensor { shape, .. } => Some(shape.len()),
+            _ => None,
+        }
+    }
+
     /// Whether the graph takes `token_type_ids` (BERT does; DistilBERT and RoBERTa do not).
     pub fn takes_token_type_ids(&self) -> bool {
         self.layout.token_type_ids.is_some()

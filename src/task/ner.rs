@@ -99,6 +99,14 @@ impl NerTask {
                 .cloned()
                 .ok_or_else(|| Error::model(&dir.onnx, "the graph has no outputs"))?
         };
+        if model.output_rank(&output).is_some_and(|r| r != 3) {
+            return Err(Error::model(
+                &dir.dir,
+                format!(
+                    "output '{output}' is not [batch, sequence, labels]; is this a token-classification model? (sequence classification is the `sentiment` task)"
+                ),
+            ));
+        }
         if let (Some(w), true) = (model.output_last_dim(&output), labels.from_config) {
             if w != labels.len() {
                 return Err(Error::model(

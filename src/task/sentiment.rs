@@ -92,6 +92,14 @@ impl SentimentTask {
                 .cloned()
                 .ok_or_else(|| Error::model(&dir.onnx, "the graph has no outputs"))?
         };
+        if model.output_rank(&output).is_some_and(|r| r != 2) {
+            return Err(Error::model(
+                &dir.dir,
+                format!(
+                    "output '{output}' is not [batch, labels]; is this a sequence-classification model? (token classification is the `ner` task)"
+                ),
+            ));
+        }
         let num_labels = width.unwrap_or(labels.len().max(2));
         let function = match cfg.function {
             ClassFunction::Auto => function_for(dir.config.as_ref(), num_labels),
