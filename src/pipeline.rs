@@ -151,6 +151,9 @@ struct Inferred {
     postprocess_time: Duration,
 }
 
+/// Builds a task from its model directory and loaded session.
+type MakeTask<'a> = dyn Fn(&ModelDir, &OnnxModel) -> Result<Arc<dyn Task>> + 'a;
+
 /// Load every configured task: model session and task post-processing. Optional tasks whose
 /// model directory is missing are skipped; their names and reasons are returned.
 pub fn load_tasks(
@@ -163,7 +166,7 @@ pub fn load_tasks(
     let mut load = |kind: &str,
                     model_dir: &std::path::Path,
                     optional: bool,
-                    make: &dyn Fn(&ModelDir, &OnnxModel) -> Result<Arc<dyn Task>>|
+                    make: &MakeTask<'_>|
      -> Result<()> {
         if optional && !model_dir.exists() {
             let msg = format!(
