@@ -5,7 +5,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/bertflow/target
 CARGO ?= cargo
 
-.PHONY: setup build demo test fmt lint clean reference
+.PHONY: setup build demo test fmt lint clean reference refenv bench
 
 setup:
 	@bash scripts/setup.sh
@@ -18,7 +18,7 @@ demo: build
 	$(CARGO_TARGET_DIR)/release/bertflow run pipelines/demo.yaml
 
 test: setup
-	$(CARGO) test --locked -- --test-threads=2
+	bash scripts/test.sh
 
 fmt:
 	$(CARGO) fmt --all
@@ -30,9 +30,18 @@ lint:
 clean:
 	rm -rf out
 
-# Regenerate the committed reference outputs under tests/fixtures/ (needs PyPI; pulls torch).
+# Python environment with torch, sentence-transformers and transformers 4.53, used only to
+# regenerate test fixtures and to run the Python baselines of the benchmark (needs PyPI).
 REFENV ?= $(HOME)/.cache/bertflow/refenv
-reference: setup
+refenv:
 	@[ -x $(REFENV)/bin/python ] || python3 -m venv $(REFENV)
-	$(REFENV)/bin/pip install -q torch sentence-transformers "transformers==4.53.*" onnxruntime==1.31.1 pyarrow onnx
+	$(REFENV)/bin/pip install -q torch sentence-transformers "transformers==4.53.*" "tokenizers==0.21.*" onnxruntime==1.31.1 pyarrow onnx
+
+# Regenerate the committed reference outputs under tests/fixtures/.
+reference: setup refenv
 	$(REFENV)/bin/python scripts/make_reference.py
+	$(REFENV)/bin/python scripts/make_task_fixtures.py
+
+# Benchmark against the Python stack and raw ONNX Runtime; writes docs/benchmarks.md.
+bench: build refenv
+	REFENV=$(REFENV) bash bench/run.sh

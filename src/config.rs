@@ -365,11 +365,13 @@ pub struct BatchingConfig {
     pub queue_depth: usize,
 }
 
+// Measured on CPU (docs/benchmarks.md): small batches keep activations in cache and peak
+// memory low; raise both for GPUs.
 fn default_max_batch_size() -> usize {
-    64
+    16
 }
 fn default_max_batch_tokens() -> usize {
-    16384
+    2048
 }
 fn default_window_records() -> usize {
     2048
@@ -434,9 +436,6 @@ pub struct RuntimeConfig {
     pub inter_op_threads: usize,
     #[serde(default = "default_graph_opt")]
     pub graph_optimization_level: GraphOptimization,
-    /// Threads used to tokenize; 0 = number of CPUs.
-    #[serde(default)]
-    pub tokenizer_threads: usize,
     /// Path of `libonnxruntime.so`; see `bertflow --help` for the search order when unset.
     #[serde(default)]
     pub ort_lib: Option<PathBuf>,
@@ -461,7 +460,6 @@ impl Default for RuntimeConfig {
             intra_op_threads: 0,
             inter_op_threads: 0,
             graph_optimization_level: default_graph_opt(),
-            tokenizer_threads: 0,
             ort_lib: None,
         }
     }
@@ -735,7 +733,7 @@ sink:
     #[test]
     fn defaults_apply() {
         let c = PipelineConfig::from_yaml_str(BASE, &[], &[]).unwrap();
-        assert_eq!(c.batching.max_batch_size, 64);
+        assert_eq!(c.batching.max_batch_size, 16);
         assert_eq!(c.source.parquet.as_ref().unwrap().text_column, "text");
         assert_eq!(c.runtime.execution_provider, ExecutionProvider::Cpu);
         assert_eq!(c.tasks.embed.first().unwrap().pooling, PoolingMode::Auto);

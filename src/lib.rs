@@ -6,6 +6,7 @@
 //! outputs into Arrow columns, and [`sink`] writes them. [`pipeline`] wires the stages.
 
 pub mod batch;
+pub mod bench;
 pub mod config;
 pub mod error;
 pub mod model;

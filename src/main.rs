@@ -53,6 +53,22 @@ enum Command {
         #[arg(long)]
         no_progress: bool,
     },
+    /// Run a pipeline, then the same model batches through bare ONNX Runtime sessions, and
+    /// report throughput, stage times, padding, peak memory and the ratio to raw ONNX Runtime.
+    Bench {
+        pipeline: PathBuf,
+        #[arg(long)]
+        input: Option<String>,
+        #[arg(long)]
+        output: Option<PathBuf>,
+        #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_set_arg)]
+        sets: Vec<(String, String)>,
+        #[arg(long)]
+        ort_lib: Option<PathBuf>,
+        /// Also write the figures as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Check a pipeline file (keys, types, values) without running it.
     Validate {
         pipeline: PathBuf,
@@ -110,10 +126,51 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             let opts = RunOptions {
                 ort_lib,
                 progress: !no_progress,
+                record_batches: false,
             };
             let summary = run(&cfg, &opts)
                 .with_context(|| format!("pipeline {} failed", pipeline.display()))?;
             print!("{summary}");
+            Ok(())
+        }
+        Command::Bench {
+            pipeline,
+            input,
+            output,
+            mut sets,
+            ort_lib,
+            json,
+        } => {
+            if let Some(i) = input {
+                sets.push(("source.parquet.path".into(), yaml_string(&i)));
+            }
+            if let Some(o) = output {
+                sets.push((
+                    "sink.parquet.path".into(),
+                    yaml_string(&o.to_string_lossy()),
+                ));
+            }
+            let cfg = PipelineConfig::load(&pipeline, &sets)?;
+            let opts = RunOptions {
+                ort_lib,
+                progress: false,
+                record_batches: true,
+            };
+            let (summary, report) = bertflow::bench::bench(&cfg, &opts)
+                .with_context(|| format!("benchmark of {} failed", pipeline.display()))?;
+            print!("{summary}");
+            println!(
+                "  raw ORT       {:.2}s on the same {} batches: bertflow reaches {:.2}x of raw ONNX Runtime",
+                report.raw_ort_seconds, report.batches, report.ratio_to_raw_ort
+            );
+            println!(
+                "  tokens/s      {:.0}; peak RSS {:.0} MiB",
+                report.tokens_per_second, report.peak_rss_mib
+            );
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_string_pretty(&report)?)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
             Ok(())
         }
         Command::Validate { pipeline, sets } => {

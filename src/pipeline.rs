@@ -34,6 +34,9 @@ pub struct RunOptions {
     pub ort_lib: Option<PathBuf>,
     /// Draw a progress bar on stderr (only when it is a terminal).
     pub progress: bool,
+    /// Keep a copy of every model batch (per task) in the summary, for benchmarks that re-run
+    /// exactly the batches the pipeline formed.
+    pub record_batches: bool,
 }
 
 /// What a run did, printed at its end.
@@ -57,6 +60,8 @@ pub struct Summary {
     pub postprocess_time: Duration,
     pub write_time: Duration,
     pub output: SinkReport,
+    /// Per task, every batch run (only with `RunOptions::record_batches`).
+    pub recorded: Vec<Vec<PaddedBatch>>,
 }
 
 impl Summary {
@@ -281,6 +286,7 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<Summary> {
         schema,
         err_schema,
         cfg,
+        opts.record_batches,
         &mut summary,
         &progress,
     );
@@ -321,6 +327,7 @@ fn run_stages(
     schema: SchemaRef,
     err_schema: SchemaRef,
     cfg: &PipelineConfig,
+    record: bool,
     summary: &mut Summary,
     progress: &indicatif::ProgressBar,
 ) -> Result<()> {
@@ -362,7 +369,7 @@ fn run_stages(
         let infer = thread::Builder::new()
             .name("infer".into())
             .spawn_scoped(s, move || {
-                infer_stage(tok_rx, inf_tx, tdefs, models, max_bs, max_tok)
+                infer_stage(tok_rx, inf_tx, tdefs, models, max_bs, max_tok, record)
             })
             .expect("spawn infer thread");
 
@@ -379,9 +386,17 @@ fn run_stages(
         if write_result.is_err() {
             stop.store(true, Ordering::Relaxed);
         }
+        let infer_result = match infer.join() {
+            Ok(Ok(recorded)) => {
+                summary.recorded = recorded;
+                Ok(())
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(Error::StageStopped("infer")),
+        };
         let results = [
             write_result,
-            infer.join().unwrap_or(Err(Error::StageStopped("infer"))),
+            infer_result,
             tokenizer
                 .join()
                 .unwrap_or(Err(Error::StageStopped("tokenize"))),
@@ -449,8 +464,7 @@ type FeatureResult = std::result::Result<TaskOutput, String>;
 
 /// Run one task's features through its model in length-sorted, budgeted batches. Returns one
 /// result per feature, in feature order. A failed batch is retried one feature at a time so a
-/// single bad input fails alone.
-#[allow(clippy::too_many_arguments)]
+/// single bad input fails alone. With a `recorder`, every batch formed is also kept there.
 pub fn infer_features(
     task: &dyn Task,
     model: &mut OnnxModel,
@@ -458,11 +472,13 @@ pub fn infer_features(
     max_batch_size: usize,
     max_batch_tokens: usize,
     stats: &mut InferStats,
+    mut recorder: Option<&mut Vec<PaddedBatch>>,
 ) -> Vec<Option<FeatureResult>> {
     let lengths: Vec<usize> = features.iter().map(|f| f.encoding.len()).collect();
     let mut results: Vec<Option<FeatureResult>> = vec![None; features.len()];
     for idx in plan(&lengths, max_batch_size, max_batch_tokens) {
-        run_batch(task, model, features, &idx, &mut results, stats, true);
+        let rec = recorder.as_deref_mut();
+        run_batch(task, model, features, &idx, &mut results, stats, true, rec);
     }
     results
 }
@@ -477,6 +493,7 @@ pub struct InferStats {
     pub postprocess_time: Duration,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_batch(
     task: &dyn Task,
     model: &mut OnnxModel,
@@ -485,9 +502,13 @@ fn run_batch(
     results: &mut [Option<FeatureResult>],
     stats: &mut InferStats,
     retry_singly: bool,
+    recorder: Option<&mut Vec<PaddedBatch>>,
 ) {
     let feats: Vec<&Feature> = idx.iter().map(|&i| &features[i]).collect();
     let padded = PaddedBatch::new(feats.iter().map(|f| &f.encoding), task.pad_id());
+    if let Some(r) = recorder {
+        r.push(padded.clone());
+    }
     stats.batches += 1;
     stats.real_tokens += padded.real_tokens as u64;
     stats.padded_tokens += padded.padded_tokens() as u64;
@@ -520,7 +541,7 @@ fn run_batch(
         Err(e) if retry_singly && idx.len() > 1 => {
             tracing::warn!(error = %e, size = idx.len(), "batch failed; retrying its inputs one by one");
             for &i in idx {
-                run_batch(task, model, features, &[i], results, stats, false);
+                run_batch(task, model, features, &[i], results, stats, false, None);
             }
         }
         Err(e) => {
@@ -538,14 +559,21 @@ fn infer_stage(
     mut models: Vec<OnnxModel>,
     max_bs: usize,
     max_tok: usize,
-) -> Result<()> {
+    record: bool,
+) -> Result<Vec<Vec<PaddedBatch>>> {
+    let mut recorded: Vec<Vec<PaddedBatch>> = vec![Vec::new(); tasks.len()];
     for tok in rx {
         let n = tok.chunk.len();
         let mut stats = InferStats::default();
         let mut per_task = Vec::with_capacity(tasks.len());
         let mut early_errors = Vec::with_capacity(tasks.len());
         let mut truncated = 0u64;
-        for ((task, model), feats) in tasks.iter().zip(models.iter_mut()).zip(tok.per_task) {
+        for (ti, ((task, model), feats)) in tasks
+            .iter()
+            .zip(models.iter_mut())
+            .zip(tok.per_task)
+            .enumerate()
+        {
             truncated += feats.truncated as u64;
             let results = infer_features(
                 task.as_ref(),
@@ -554,6 +582,7 @@ fn infer_stage(
                 max_bs,
                 max_tok,
                 &mut stats,
+                record.then(|| &mut recorded[ti]),
             );
             // Group feature results by record and combine them.
             let mut parts: Vec<Vec<FeatureResult>> = vec![Vec::new(); n];
@@ -595,7 +624,7 @@ fn infer_stage(
             return Err(Error::StageStopped("write"));
         }
     }
-    Ok(())
+    Ok(recorded)
 }
 
 /// Split a chunk's records into results (in input order) and error rows.

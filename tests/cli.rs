@@ -98,3 +98,24 @@ fn validate_checks_without_running() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("compresion"));
 }
+
+#[test]
+fn bench_reports_raw_onnxruntime_on_the_same_batches() {
+    let (dir, p, output) = setup();
+    let json = dir.path().join("bench.json");
+    let o = bin()
+        .args(["bench", p.to_str().unwrap(), "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert_ok(&o);
+    assert!(stdout(&o).contains("raw ORT"), "{}", stdout(&o));
+    assert_eq!(read_parquet(&output).num_rows(), 2);
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["records"], 2);
+    assert!(v["batches"].as_u64().unwrap() >= 1);
+    assert!(v["raw_ort_seconds"].as_f64().unwrap() > 0.0);
+    assert!(v["ratio_to_raw_ort"].as_f64().unwrap() > 0.0);
+    assert!(v["peak_rss_mib"].as_f64().unwrap() > 0.0);
+}

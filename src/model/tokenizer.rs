@@ -160,6 +160,14 @@ impl TextTokenizer {
         self.truncation.max_length
     }
 
+    /// Special tokens the tokenizer adds to one text (`pair: false`) or a pair of texts.
+    pub fn added_tokens(&self, pair: bool) -> usize {
+        self.inner
+            .get_post_processor()
+            .map(|p| tokenizers::PostProcessor::added_tokens(p, pair))
+            .unwrap_or(0)
+    }
+
     /// Token string of an id (`##kel`, `Ġworld`).
     pub fn id_to_token(&self, id: u32) -> String {
         self.inner.id_to_token(id).unwrap_or_default()
@@ -227,11 +235,24 @@ impl TextTokenizer {
             .map_err(|e| format!("tokenizer failed: {e}"))
     }
 
-    /// Number of tokens of `text` without special tokens, and the character offsets of each.
+    /// Tokenize pairs of texts (with special tokens, truncation and character offsets) in one
+    /// parallel call; a pair the tokenizer rejects yields an error for that pair alone.
+    pub fn encode_pairs(
+        &self,
+        pairs: &[(&str, &str)],
+    ) -> Vec<std::result::Result<Tokenized, String>> {
+        let inputs: Vec<tokenizers::EncodeInput> =
+            pairs.iter().map(|&(a, b)| (a, b).into()).collect();
+        match self.inner.encode_batch_char_offsets(inputs, true) {
+            Ok(encs) => encs.into_iter().map(|e| Ok(self.wrap(e))).collect(),
+            Err(_) => pairs.iter().map(|&(a, b)| self.encode_pair(a, b)).collect(),
+        }
+    }
+
+    /// Character offsets of the tokens of `text`, without special tokens or truncation.
     pub fn plain_offsets(&self, text: &str) -> std::result::Result<Vec<(usize, usize)>, String> {
-        let mut t = self.inner.clone();
-        t.with_truncation(None).map_err(|e| e.to_string())?;
-        t.encode_char_offsets(text, false)
+        self.raw
+            .encode_char_offsets(text, false)
             .map(|e| e.get_offsets().to_vec())
             .map_err(|e| format!("tokenizer failed: {e}"))
     }

@@ -134,6 +134,12 @@ impl NerTask {
                 only_second: false,
             },
         )?;
+        let room = max_length.saturating_sub(tokenizer.added_tokens(false));
+        if stride > 0 && stride >= room {
+            return Err(Error::config(format!(
+                "tasks.ner.stride ({stride}) must be less than the {room} text tokens of a window (max_length {max_length} minus special tokens)"
+            )));
+        }
         Ok(NerTask {
             tokenizer,
             labels,

