@@ -113,15 +113,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             ort_lib,
             no_progress,
         } => {
-            if let Some(i) = input {
-                sets.push(("source.parquet.path".into(), yaml_string(&i)));
-            }
-            if let Some(o) = output {
-                sets.push((
-                    "sink.parquet.path".into(),
-                    yaml_string(&o.to_string_lossy()),
-                ));
-            }
+            io_overrides(&mut sets, input, output);
             let cfg = PipelineConfig::load(&pipeline, &sets)?;
             let opts = RunOptions {
                 ort_lib,
@@ -141,15 +133,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             ort_lib,
             json,
         } => {
-            if let Some(i) = input {
-                sets.push(("source.parquet.path".into(), yaml_string(&i)));
-            }
-            if let Some(o) = output {
-                sets.push((
-                    "sink.parquet.path".into(),
-                    yaml_string(&o.to_string_lossy()),
-                ));
-            }
+            io_overrides(&mut sets, input, output);
             let cfg = PipelineConfig::load(&pipeline, &sets)?;
             let opts = RunOptions {
                 ort_lib,
@@ -178,6 +162,19 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             println!("{}: ok", pipeline.display());
             Ok(())
         }
+    }
+}
+
+/// `--input` / `--output` as overrides of the source and sink paths.
+fn io_overrides(sets: &mut Vec<(String, String)>, input: Option<String>, output: Option<PathBuf>) {
+    if let Some(i) = input {
+        sets.push(("source.parquet.path".into(), yaml_string(&i)));
+    }
+    if let Some(o) = output {
+        sets.push((
+            "sink.parquet.path".into(),
+            yaml_string(&o.to_string_lossy()),
+        ));
     }
 }
 

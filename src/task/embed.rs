@@ -8,7 +8,7 @@ use arrow::array::{ArrayRef, FixedSizeListArray, Float32Array};
 use arrow::datatypes::{DataType, Field, FieldRef};
 use serde_json::Value;
 
-use super::{single_text_features, Featurized, Task, TaskOutput};
+use super::{single_text_featurized, Featurized, Task, TaskOutput};
 use crate::batch::{Feature, PaddedBatch};
 use crate::config::{EmbedConfig, PoolingMode};
 use crate::error::{Error, Result};
@@ -252,14 +252,7 @@ impl Task for EmbedTask {
     }
 
     fn featurize(&self, chunk: &Chunk, cache: &TokenCache) -> Featurized {
-        let mut errors = Vec::new();
-        let (features, truncated) =
-            single_text_features(chunk, cache, &self.tokenizer, &mut errors);
-        Featurized {
-            features,
-            errors,
-            truncated,
-        }
+        single_text_featurized(chunk, cache, &self.tokenizer)
     }
 
     fn postprocess(

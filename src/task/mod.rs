@@ -106,8 +106,24 @@ pub fn argmax(v: &[f32]) -> usize {
     best
 }
 
+/// Features of a chunk for a task that reads each record's text alone (embed, sentiment, ner):
+/// one feature per window, tokenization shared through `cache`.
+pub(crate) fn single_text_featurized(
+    chunk: &Chunk,
+    cache: &TokenCache,
+    tokenizer: &crate::model::TextTokenizer,
+) -> Featurized {
+    let mut errors = Vec::new();
+    let (features, truncated) = single_text_features(chunk, cache, tokenizer, &mut errors);
+    Featurized {
+        features,
+        errors,
+        truncated,
+    }
+}
+
 /// Split a record's single-text tokenization into features, counting cut inputs.
-pub(crate) fn single_text_features(
+fn single_text_features(
     chunk: &Chunk,
     cache: &TokenCache,
     tokenizer: &crate::model::TextTokenizer,

@@ -13,7 +13,7 @@ use arrow::datatypes::{DataType, Field, FieldRef, Fields};
 use serde_json::Value;
 
 use super::labels::{default_max_length, Labels};
-use super::{argmax, single_text_features, softmax, Featurized, Task, TaskOutput};
+use super::{argmax, single_text_featurized, softmax, Featurized, Task, TaskOutput};
 use crate::batch::{Feature, PaddedBatch};
 use crate::config::{ClassFunction, SentimentConfig, TopK};
 use crate::error::{Error, Result};
@@ -169,14 +169,7 @@ impl Task for SentimentTask {
     }
 
     fn featurize(&self, chunk: &Chunk, cache: &TokenCache) -> Featurized {
-        let mut errors = Vec::new();
-        let (features, truncated) =
-            single_text_features(chunk, cache, &self.tokenizer, &mut errors);
-        Featurized {
-            features,
-            errors,
-            truncated,
-        }
+        single_text_featurized(chunk, cache, &self.tokenizer)
     }
 
     fn postprocess(
