@@ -21,6 +21,10 @@ mapfile -t a < <(none sentiment ner qa); bench embed "${a[@]}"
 mapfile -t a < <(none sentiment ner qa); bench embed_fixed_batches "${a[@]}" --set batching.window_records=32 --set batching.max_batch_size=32 --set batching.max_batch_tokens=1000000
 mapfile -t a < <(none sentiment ner qa); bench embed_int8 "${a[@]}" --set tasks.embed.model=models/all-MiniLM-L6-v2-int8
 mapfile -t a < <(none sentiment ner qa); bench embed_no_graph_opt "${a[@]}" --set runtime.graph_optimization_level=disable
+[ -f "$OUT/models/all-MiniLM-L6-v2-fused/model.onnx" ] || \
+  PYTHON="$PY" bash scripts/optimize_model.sh models/all-MiniLM-L6-v2 "$OUT/models/all-MiniLM-L6-v2-fused" >/dev/null
+mapfile -t a < <(none sentiment ner qa); bench embed_ort_fusions "${a[@]}" --set tasks.embed.model="$OUT/models/all-MiniLM-L6-v2-fused"
+mapfile -t a < <(none sentiment ner qa); bench embed_1_thread "${a[@]}" --set runtime.intra_op_threads=1
 mapfile -t a < <(none embed ner qa); bench sentiment "${a[@]}"
 mapfile -t a < <(none embed sentiment qa); bench ner "${a[@]}"
 mapfile -t a < <(none embed sentiment ner); bench qa "${a[@]}"
