@@ -87,6 +87,30 @@ pub struct LoadedTask {
     pub model: OnnxModel,
 }
 
+/// A non-null `List<Struct{fields}>` column named `name` (entities, answers, ranked labels).
+pub(crate) fn list_of_structs(name: &str, fields: arrow::datatypes::Fields) -> FieldRef {
+    let item =
+        arrow::datatypes::Field::new("item", arrow::datatypes::DataType::Struct(fields), false);
+    Arc::new(arrow::datatypes::Field::new(
+        name,
+        arrow::datatypes::DataType::List(Arc::new(item)),
+        false,
+    ))
+}
+
+/// A builder for a `List<Struct{fields}>` column whose items are not nullable.
+pub(crate) fn list_of_structs_builder(
+    fields: arrow::datatypes::Fields,
+) -> arrow::array::ListBuilder<arrow::array::StructBuilder> {
+    let item = arrow::datatypes::Field::new(
+        "item",
+        arrow::datatypes::DataType::Struct(fields.clone()),
+        false,
+    );
+    arrow::array::ListBuilder::new(arrow::array::StructBuilder::from_fields(fields, 0))
+        .with_field(Arc::new(item))
+}
+
 /// Softmax over `logits` with the maximum subtracted, in f32 (as transformers' pipelines do).
 pub fn softmax(logits: &[f32]) -> Vec<f32> {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);

@@ -7,13 +7,14 @@
 
 use std::sync::Arc;
 
-use arrow::array::{
-    ArrayRef, Float32Builder, Int64Builder, ListBuilder, StringBuilder, StructBuilder,
-};
+use arrow::array::{ArrayRef, Float32Builder, Int64Builder, StringBuilder};
 use arrow::datatypes::{DataType, Field, FieldRef, Fields};
 
 use super::labels::{default_max_length, Labels};
-use super::{argmax, single_text_featurized, softmax, Featurized, Task, TaskOutput};
+use super::{
+    argmax, list_of_structs, list_of_structs_builder, single_text_featurized, softmax, Featurized,
+    Task, TaskOutput,
+};
 use crate::batch::{Feature, PaddedBatch};
 use crate::config::{Aggregation, NerConfig};
 use crate::error::{Error, Result};
@@ -365,12 +366,7 @@ impl Task for NerTask {
     }
 
     fn fields(&self) -> Vec<FieldRef> {
-        let item = Field::new("item", DataType::Struct(entity_fields()), false);
-        vec![Arc::new(Field::new(
-            &self.column,
-            DataType::List(Arc::new(item)),
-            false,
-        ))]
+        vec![list_of_structs(&self.column, entity_fields())]
     }
 
     fn pad_id(&self) -> u32 {
@@ -430,9 +426,7 @@ impl Task for NerTask {
     }
 
     fn columns(&self, outputs: Vec<TaskOutput>) -> Result<Vec<ArrayRef>> {
-        let mut list = ListBuilder::new(StructBuilder::from_fields(entity_fields(), 0)).with_field(
-            Arc::new(Field::new("item", DataType::Struct(entity_fields()), false)),
-        );
+        let mut list = list_of_structs_builder(entity_fields());
         for o in outputs {
             let TaskOutput::Entities(es) = o else {
                 return Err(Error::Inference("internal: ner got another output".into()));

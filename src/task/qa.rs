@@ -9,13 +9,11 @@
 
 use std::sync::Arc;
 
-use arrow::array::{
-    ArrayRef, Float32Builder, Int64Builder, ListBuilder, StringBuilder, StructBuilder,
-};
+use arrow::array::{ArrayRef, Float32Builder, Int64Builder, StringBuilder};
 use arrow::datatypes::{DataType, Field, FieldRef, Fields};
 
 use super::labels::default_max_length;
-use super::{Featurized, Task, TaskOutput};
+use super::{list_of_structs, list_of_structs_builder, Featurized, Task, TaskOutput};
 use crate::batch::{Feature, PaddedBatch};
 use crate::config::QaConfig;
 use crate::error::{Error, Result};
@@ -315,12 +313,7 @@ impl Task for QaTask {
     }
 
     fn fields(&self) -> Vec<FieldRef> {
-        let item = Field::new("item", DataType::Struct(answer_fields()), false);
-        vec![Arc::new(Field::new(
-            &self.column,
-            DataType::List(Arc::new(item)),
-            false,
-        ))]
+        vec![list_of_structs(&self.column, answer_fields())]
     }
 
     fn pad_id(&self) -> u32 {
@@ -477,9 +470,7 @@ impl Task for QaTask {
     }
 
     fn columns(&self, outputs: Vec<TaskOutput>) -> Result<Vec<ArrayRef>> {
-        let mut list = ListBuilder::new(StructBuilder::from_fields(answer_fields(), 0)).with_field(
-            Arc::new(Field::new("item", DataType::Struct(answer_fields()), false)),
-        );
+        let mut list = list_of_structs_builder(answer_fields());
         for o in outputs {
             let TaskOutput::Answers(answers) = o else {
                 return Err(Error::Inference("internal: qa got another output".into()));
