@@ -2,7 +2,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use bertflow::config::{parse_set_arg, PipelineConfig};
 use bertflow::{run, RunOptions};
@@ -31,24 +31,49 @@ enum LogFormat {
     Json,
 }
 
+/// What `run` and `bench` share: the pipeline and what overrides it.
+#[derive(Args, Debug)]
+struct PipelineArgs {
+    /// Pipeline file (YAML).
+    pipeline: PathBuf,
+    /// Input path (overrides source.parquet.path): a file, a glob or a directory.
+    #[arg(long)]
+    input: Option<String>,
+    /// Output path (overrides sink.parquet.path).
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Override any configuration key, e.g. --set batching.max_batch_size=32 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_set_arg)]
+    sets: Vec<(String, String)>,
+    /// Path of libonnxruntime.so.
+    #[arg(long)]
+    ort_lib: Option<PathBuf>,
+}
+
+impl PipelineArgs {
+    /// Load the pipeline with `--input` / `--output` applied as the last overrides.
+    fn load(mut self) -> anyhow::Result<(PathBuf, PipelineConfig, Option<PathBuf>)> {
+        if let Some(i) = self.input {
+            self.sets
+                .push(("source.parquet.path".into(), yaml_string(&i)));
+        }
+        if let Some(o) = self.output {
+            self.sets.push((
+                "sink.parquet.path".into(),
+                yaml_string(&o.to_string_lossy()),
+            ));
+        }
+        let cfg = PipelineConfig::load(&self.pipeline, &self.sets)?;
+        Ok((self.pipeline, cfg, self.ort_lib))
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run a pipeline to completion.
     Run {
-        /// Pipeline file (YAML).
-        pipeline: PathBuf,
-        /// Input path (overrides source.parquet.path): a file, a glob or a directory.
-        #[arg(long)]
-        input: Option<String>,
-        /// Output path (overrides sink.parquet.path).
-        #[arg(long)]
-        output: Option<PathBuf>,
-        /// Override any configuration key, e.g. --set batching.max_batch_size=32 (repeatable).
-        #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_set_arg)]
-        sets: Vec<(String, String)>,
-        /// Path of libonnxruntime.so.
-        #[arg(long)]
-        ort_lib: Option<PathBuf>,
+        #[command(flatten)]
+        args: PipelineArgs,
         /// Do not draw a progress bar.
         #[arg(long)]
         no_progress: bool,
@@ -56,15 +81,8 @@ enum Command {
     /// Run a pipeline, then the same model batches through bare ONNX Runtime sessions, and
     /// report throughput, stage times, padding, peak memory and the ratio to raw ONNX Runtime.
     Bench {
-        pipeline: PathBuf,
-        #[arg(long)]
-        input: Option<String>,
-        #[arg(long)]
-        output: Option<PathBuf>,
-        #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_set_arg)]
-        sets: Vec<(String, String)>,
-        #[arg(long)]
-        ort_lib: Option<PathBuf>,
+        #[command(flatten)]
+        args: PipelineArgs,
         /// Also write the figures as JSON to this file.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -105,16 +123,8 @@ fn main() -> ExitCode {
 
 fn real_main(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Run {
-            pipeline,
-            input,
-            output,
-            mut sets,
-            ort_lib,
-            no_progress,
-        } => {
-            io_overrides(&mut sets, input, output);
-            let cfg = PipelineConfig::load(&pipeline, &sets)?;
+        Command::Run { args, no_progress } => {
+            let (pipeline, cfg, ort_lib) = args.load()?;
             let opts = RunOptions {
                 ort_lib,
                 progress: !no_progress,
@@ -125,16 +135,8 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             print!("{summary}");
             Ok(())
         }
-        Command::Bench {
-            pipeline,
-            input,
-            output,
-            mut sets,
-            ort_lib,
-            json,
-        } => {
-            io_overrides(&mut sets, input, output);
-            let cfg = PipelineConfig::load(&pipeline, &sets)?;
+        Command::Bench { args, json } => {
+            let (pipeline, cfg, ort_lib) = args.load()?;
             let opts = RunOptions {
                 ort_lib,
                 progress: false,
@@ -162,19 +164,6 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             println!("{}: ok", pipeline.display());
             Ok(())
         }
-    }
-}
-
-/// `--input` / `--output` as overrides of the source and sink paths.
-fn io_overrides(sets: &mut Vec<(String, String)>, input: Option<String>, output: Option<PathBuf>) {
-    if let Some(i) = input {
-        sets.push(("source.parquet.path".into(), yaml_string(&i)));
-    }
-    if let Some(o) = output {
-        sets.push((
-            "sink.parquet.path".into(),
-            yaml_string(&o.to_string_lossy()),
-        ));
     }
 }
 

@@ -672,18 +672,20 @@ fn assemble(
             fail(e.row, e.stage, Some(task.name()), e.reason.clone());
         }
     }
+    let mut failed_early = vec![false; n];
+    for e in early_errors.iter().flatten() {
+        failed_early[e.row] = true;
+    }
     for (task, rows) in tasks.iter().zip(&per_task) {
         for (row, r) in rows.iter().enumerate() {
             match r {
                 Some(Err(reason)) => fail(row, Stage::Model, Some(task.name()), reason.clone()),
-                None if chunk.texts[row].is_some() && !early_errors_has(&early_errors, row) => {
-                    fail(
-                        row,
-                        Stage::Task,
-                        Some(task.name()),
-                        "internal: no result".to_string(),
-                    )
-                }
+                None if chunk.texts[row].is_some() && !failed_early[row] => fail(
+                    row,
+                    Stage::Task,
+                    Some(task.name()),
+                    "internal: no result".to_string(),
+                ),
                 _ => {}
             }
         }
@@ -722,10 +724,6 @@ fn assemble(
         results,
         errors,
     })
-}
-
-fn early_errors_has(early: &[Vec<RecordError>], row: usize) -> bool {
-    early.iter().any(|v| v.iter().any(|e| e.row == row))
 }
 
 fn write_stage(

@@ -277,48 +277,24 @@ fn row_numbers_passthrough_and_rolling_files() {
 #[test]
 fn qa_question_leaving_no_room_is_an_error_row_not_a_crash() {
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.parquet");
     let long_q = "who what where when which how why does did do ".repeat(3);
-    write_parquet(
-        &input,
-        vec![
-            (
-                "id",
-                Arc::new(StringArray::from(vec!["a", "b"])) as ArrayRef,
-            ),
-            (
-                "text",
-                Arc::new(StringArray::from(vec![
-                    "The capital of France is Paris. ".repeat(20),
-                    "The capital of France is Paris. ".repeat(20),
-                ])) as ArrayRef,
-            ),
-            (
-                "question",
-                Arc::new(StringArray::from(vec!["Who?", long_q.as_str()])) as ArrayRef,
-            ),
-        ],
-    );
-    let model = root().join("tests/fixtures/tasks/bert-qa");
-    let p = dir.path().join("p.yaml");
-    std::fs::write(
-        &p,
-        format!(
-            "source:\n  parquet:\n    path: {}\n    id_column: id\ntasks:\n  qa:\n    model: {}\n    question_column: question\n    max_seq_len: 32\n    doc_stride: 16\nsink:\n  parquet:\n    path: {}\n",
-            input.display(),
-            model.display(),
-            dir.path().join("out.parquet").display()
+    let context = "The capital of France is Paris. ".repeat(20);
+    let o = run_tasks(
+        dir.path(),
+        &[Some(&context), Some(&context)],
+        Some(&[Some("Who?"), Some(&long_q)]),
+        &format!(
+            "  qa:\n    model: {}\n    question_column: question\n    max_seq_len: 32\n    doc_stride: 16\n",
+            fixture_model("bert-qa")
         ),
-    )
-    .unwrap();
-    let o = run_pipeline(&p, &[]);
+    );
     assert_ok(&o);
     assert_eq!(
         strings(&read_parquet(&dir.path().join("out.parquet")), "id"),
-        vec![Some("a".into())]
+        vec![Some("r0".into())]
     );
     let errors = read_parquet(&dir.path().join("out.errors.parquet"));
-    assert_eq!(strings(&errors, "id"), vec![Some("b".into())]);
+    assert_eq!(strings(&errors, "id"), vec![Some("r1".into())]);
     let reason = strings(&errors, "reason")[0].clone().unwrap();
     assert!(reason.contains("doc_stride"), "{reason}");
 }
@@ -326,20 +302,15 @@ fn qa_question_leaving_no_room_is_an_error_row_not_a_crash() {
 #[test]
 fn ner_stride_too_large_for_the_window_is_a_config_error() {
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.parquet");
-    texts_parquet(&input, &["a"], &[Some("x")]);
-    let p = dir.path().join("p.yaml");
-    std::fs::write(
-        &p,
-        format!(
-            "source:\n  parquet:\n    path: {}\ntasks:\n  ner:\n    model: {}\n    max_length: 16\n    stride: 14\nsink:\n  parquet:\n    path: {}\n",
-            input.display(),
-            root().join("tests/fixtures/tasks/bert-ner").display(),
-            dir.path().join("out.parquet").display()
+    let o = run_tasks(
+        dir.path(),
+        &[Some("x")],
+        None,
+        &format!(
+            "  ner:\n    model: {}\n    max_length: 16\n    stride: 14\n",
+            fixture_model("bert-ner")
         ),
-    )
-    .unwrap();
-    let o = run_pipeline(&p, &[]);
+    );
     assert!(!o.status.success());
     let e = stderr(&o);
     assert!(e.contains("stride") && !e.contains("panicked"), "{e}");

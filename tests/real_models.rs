@@ -4,9 +4,8 @@
 mod common;
 
 use std::path::Path;
-use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
+use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::Float32Type;
 use common::*;
 
@@ -16,31 +15,10 @@ fn run(
     questions: Option<&[Option<&str>]>,
     tasks: &str,
 ) -> (RecordBatch, RecordBatch, String) {
-    let input = dir.join("in.parquet");
-    let ids: Vec<String> = (0..texts.len()).map(|i| format!("r{i}")).collect();
-    let mut cols: Vec<(&str, ArrayRef)> = vec![
-        ("id", Arc::new(StringArray::from(ids))),
-        ("text", Arc::new(StringArray::from(texts.to_vec()))),
-    ];
-    if let Some(q) = questions {
-        cols.push(("question", Arc::new(StringArray::from(q.to_vec()))));
-    }
-    write_parquet(&input, cols);
-    let output = dir.join("out.parquet");
-    let pipeline = dir.join("p.yaml");
-    std::fs::write(
-        &pipeline,
-        format!(
-            "source:\n  parquet:\n    path: {}\n    id_column: id\ntasks:\n{tasks}sink:\n  parquet:\n    path: {}\n",
-            input.display(),
-            output.display()
-        ),
-    )
-    .unwrap();
-    let o = run_pipeline(&pipeline, &[]);
+    let o = run_tasks(dir, texts, questions, tasks);
     assert_ok(&o);
     (
-        read_parquet(&output),
+        read_parquet(&dir.join("out.parquet")),
         read_parquet(&dir.join("out.errors.parquet")),
         stdout(&o),
     )

@@ -5,9 +5,8 @@
 mod common;
 
 use std::path::Path;
-use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray, StructArray};
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StructArray};
 use arrow::datatypes::{Float32Type, Int64Type};
 use common::*;
 use serde_json::Value;
@@ -19,46 +18,25 @@ fn expected() -> Value {
     serde_json::from_str(&text).unwrap()
 }
 
-fn fixture_model(name: &str) -> String {
-    root()
-        .join("tests/fixtures/tasks")
-        .join(name)
-        .display()
-        .to_string()
-}
-
-/// Run one task over `texts` (and `questions`, one per text) and return the output batch.
+/// Run one task over `texts` (and `questions`, one per text) in small batches and return the
+/// output batch.
 fn run_task(
     dir: &Path,
     texts: &[String],
     questions: Option<&[String]>,
     task_yaml: &str,
 ) -> RecordBatch {
-    let input = dir.join("in.parquet");
-    let ids: Vec<String> = (0..texts.len()).map(|i| format!("r{i}")).collect();
-    let mut cols: Vec<(&str, ArrayRef)> = vec![
-        ("id", Arc::new(StringArray::from(ids))),
-        ("text", Arc::new(StringArray::from(texts.to_vec()))),
-    ];
-    if let Some(q) = questions {
-        cols.push(("question", Arc::new(StringArray::from(q.to_vec()))));
-    }
-    write_parquet(&input, cols);
-    let output = dir.join("out.parquet");
-    let _ = std::fs::remove_file(&output);
-    let pipeline = dir.join("p.yaml");
-    std::fs::write(
-        &pipeline,
-        format!(
-            "source:\n  parquet:\n    path: {}\n    id_column: id\ntasks:\n{task_yaml}batching:\n  max_batch_size: 4\n  max_batch_tokens: 512\nsink:\n  parquet:\n    path: {}\n",
-            input.display(),
-            output.display()
-        ),
-    )
-    .unwrap();
-    let o = run_pipeline(&pipeline, &[]);
+    let texts: Vec<Option<&str>> = texts.iter().map(|t| Some(t.as_str())).collect();
+    let questions: Option<Vec<Option<&str>>> =
+        questions.map(|q| q.iter().map(|x| Some(x.as_str())).collect());
+    let o = run_tasks(
+        dir,
+        &texts,
+        questions.as_deref(),
+        &format!("{task_yaml}batching:\n  max_batch_size: 4\n  max_batch_tokens: 512\n"),
+    );
     assert_ok(&o);
-    let out = read_parquet(&output);
+    let out = read_parquet(&dir.join("out.parquet"));
     assert_eq!(out.num_rows(), texts.len(), "every record has a result");
     out
 }

@@ -151,3 +151,46 @@ pub fn embed_pipeline(dir: &Path, input: &Path, output: &Path, extra: &str) -> P
     std::fs::write(&p, text).unwrap();
     p
 }
+
+/// Write `texts` (ids `r0`, `r1`, ... and, when given, a `question` column) to `dir/in.parquet`,
+/// write a pipeline whose `tasks:` section is `tasks_yaml` (which may go on with further
+/// top-level sections), run it into `dir/out.parquet`, and return the process output.
+pub fn run_tasks(
+    dir: &Path,
+    texts: &[Option<&str>],
+    questions: Option<&[Option<&str>]>,
+    tasks_yaml: &str,
+) -> Output {
+    let input = dir.join("in.parquet");
+    let ids: Vec<String> = (0..texts.len()).map(|i| format!("r{i}")).collect();
+    let mut cols: Vec<(&str, ArrayRef)> = vec![
+        ("id", Arc::new(StringArray::from(ids))),
+        ("text", Arc::new(StringArray::from(texts.to_vec()))),
+    ];
+    if let Some(q) = questions {
+        cols.push(("question", Arc::new(StringArray::from(q.to_vec()))));
+    }
+    write_parquet(&input, cols);
+    let output = dir.join("out.parquet");
+    let _ = std::fs::remove_file(&output);
+    let pipeline = dir.join("p.yaml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            "source:\n  parquet:\n    path: {}\n    id_column: id\ntasks:\n{tasks_yaml}sink:\n  parquet:\n    path: {}\n",
+            input.display(),
+            output.display()
+        ),
+    )
+    .unwrap();
+    run_pipeline(&pipeline, &[])
+}
+
+/// A model of the task fixtures (tests/fixtures/tasks).
+pub fn fixture_model(name: &str) -> String {
+    root()
+        .join("tests/fixtures/tasks")
+        .join(name)
+        .display()
+        .to_string()
+}
