@@ -35,6 +35,89 @@ pub struct PipelineConfig {
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
     pub parquet: Option<ParquetSourceConfig>,
+    pub kafka: Option<KafkaSourceConfig>,
+}
+
+/// How a Kafka record's value is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ValueFormat {
+    /// The whole value is the text (UTF-8).
+    Text,
+    /// The value is a JSON object; `json` says where the id, text and question are.
+    Json,
+}
+
+/// Where the fields of a JSON value are: dotted paths (`doc.body`) or JSON pointers (`/doc/body`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct JsonFields {
+    #[serde(default = "default_text_column")]
+    pub text: String,
+    /// Record id; when absent the id is `topic/partition/offset`.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Question for question answering (with `tasks.qa.question_column`).
+    #[serde(default)]
+    pub question: Option<String>,
+}
+
+impl Default for JsonFields {
+    fn default() -> Self {
+        JsonFields {
+            text: default_text_column(),
+            id: None,
+            question: None,
+        }
+    }
+}
+
+/// Where a new consumer group starts reading a partition with no committed offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartFrom {
+    Earliest,
+    Latest,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSourceConfig {
+    /// `host:port[,host:port...]`.
+    pub bootstrap_servers: String,
+    /// Topics to consume; an entry starting with `^` is a regular expression.
+    pub topics: Vec<String>,
+    /// Consumer group: workers with the same group share the partitions.
+    pub group_id: String,
+    #[serde(default = "default_value_format")]
+    pub format: ValueFormat,
+    #[serde(default)]
+    pub json: JsonFields,
+    #[serde(default = "default_start_from")]
+    pub start_from: StartFrom,
+    /// A micro-batch closes after this long even when it is not full.
+    #[serde(default = "default_max_wait_ms")]
+    pub max_wait_ms: u64,
+    /// Larger values go to the error output instead of the model.
+    #[serde(default = "default_max_value_bytes")]
+    pub max_value_bytes: usize,
+    /// Any librdkafka consumer property (`security.protocol`, `sasl.*`, `ssl.*`, ...). Values of
+    /// keys that look secret are never logged.
+    #[serde(default)]
+    pub properties: std::collections::BTreeMap<String, String>,
+}
+
+fn default_value_format() -> ValueFormat {
+    ValueFormat::Text
+}
+fn default_start_from() -> StartFrom {
+    StartFrom::Earliest
+}
+fn default_max_wait_ms() -> u64 {
+    500
+}
+fn default_max_value_bytes() -> usize {
+    1 << 20
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -471,6 +554,7 @@ impl Default for RuntimeConfig {
 #[serde(deny_unknown_fields)]
 pub struct SinkConfig {
     pub parquet: Option<ParquetSinkConfig>,
+    pub kafka: Option<KafkaSinkConfig>,
     /// Input columns copied to the output unchanged.
     #[serde(default)]
     pub passthrough: Vec<String>,
@@ -500,6 +584,53 @@ pub struct ParquetSinkConfig {
     /// Rows per Parquet row group.
     #[serde(default = "default_row_group_rows")]
     pub row_group_rows: usize,
+    /// Streaming sources only: close the open files after this long, so that their records
+    /// become durable and their offsets are committed even when traffic is low.
+    #[serde(default = "default_roll_interval_ms")]
+    pub roll_interval_ms: u64,
+    /// Streaming sources only: close the open files once they hold about this many bytes.
+    #[serde(default)]
+    pub max_file_bytes: Option<u64>,
+}
+
+fn default_roll_interval_ms() -> u64 {
+    10_000
+}
+
+/// How results are encoded in Kafka messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KafkaOutputFormat {
+    /// One JSON object per input record (docs/schema.md).
+    Json,
+    /// One Arrow IPC stream per micro-batch.
+    Arrow,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSinkConfig {
+    /// Default: the source's `bootstrap_servers`.
+    #[serde(default)]
+    pub bootstrap_servers: Option<String>,
+    pub topic: String,
+    #[serde(default = "default_kafka_output_format")]
+    pub format: KafkaOutputFormat,
+    /// Consume-transform-produce in Kafka transactions: read_committed consumers of the output
+    /// see each input record exactly once. Needs a Kafka source and `sink.errors.topic`.
+    #[serde(default)]
+    pub exactly_once: bool,
+    /// Transactional id of this worker instance (exactly-once); stable across restarts so that a
+    /// restarted worker fences its previous incarnation. Default: `bertflow-<group_id>-<host name>`.
+    #[serde(default)]
+    pub transactional_id: Option<String>,
+    /// Any librdkafka producer property. Values of keys that look secret are never logged.
+    #[serde(default)]
+    pub properties: std::collections::BTreeMap<String, String>,
+}
+
+fn default_kafka_output_format() -> KafkaOutputFormat {
+    KafkaOutputFormat::Json
 }
 
 fn default_compression() -> Compression {
@@ -512,8 +643,13 @@ fn default_row_group_rows() -> usize {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ErrorSinkConfig {
-    /// Parquet file receiving one row per failed record (id, reason, stage, source, row).
-    pub path: PathBuf,
+    /// Parquet file (a directory for streaming sources) receiving one row per failed record.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// Dead-letter topic: one message per failed record with the original key, value and headers
+    /// plus the reason (Kafka sources).
+    #[serde(default)]
+    pub topic: Option<String>,
 }
 
 // ------------------------------------------------------------------------------------ loading
@@ -561,9 +697,9 @@ impl PipelineConfig {
 
     /// Checks that serde cannot express.
     pub fn validate(&self) -> Result<()> {
-        if self.source.parquet.is_none() {
+        if self.source.parquet.is_some() == self.source.kafka.is_some() {
             return Err(Error::config(
-                "source: configure exactly one source, e.g. `source: {parquet: {path: data.parquet}}`",
+                "source: configure exactly one source, e.g. `source: {parquet: {path: data.parquet}}` or `source: {kafka: {bootstrap_servers: ..., topics: [...], group_id: ...}}`",
             ));
         }
         if self.tasks.is_empty() {
@@ -571,10 +707,51 @@ impl PipelineConfig {
                 "tasks: configure at least one task, e.g. `tasks: {embed: {model: models/all-MiniLM-L6-v2}}`",
             ));
         }
-        if self.sink.parquet.is_none() {
+        if self.sink.parquet.is_some() == self.sink.kafka.is_some() {
             return Err(Error::config(
-                "sink: configure exactly one sink, e.g. `sink: {parquet: {path: out.parquet}}`",
+                "sink: configure exactly one sink, e.g. `sink: {parquet: {path: out.parquet}}` or `sink: {kafka: {topic: enriched}}`",
             ));
+        }
+        if let Some(e) = &self.sink.errors {
+            if e.path.is_some() == e.topic.is_some() {
+                return Err(Error::config(
+                    "sink.errors: give either `path` (error Parquet) or `topic` (dead-letter topic)",
+                ));
+            }
+            if e.topic.is_some() && self.source.kafka.is_none() {
+                return Err(Error::config(
+                    "sink.errors.topic needs a Kafka source (its brokers receive the dead letters); use sink.errors.path with a Parquet source",
+                ));
+            }
+        }
+        if let Some(k) = &self.source.kafka {
+            if k.topics.is_empty() || k.topics.iter().any(|t| t.trim().is_empty()) {
+                return Err(Error::config(
+                    "source.kafka.topics: give at least one topic name (or a regex starting with ^)",
+                ));
+            }
+            if k.format == ValueFormat::Json && k.json.text.trim().is_empty() {
+                return Err(Error::config("source.kafka.json.text must name a field"));
+            }
+        }
+        if let Some(k) = &self.sink.kafka {
+            if self.source.kafka.is_none() && k.bootstrap_servers.is_none() {
+                return Err(Error::config(
+                    "sink.kafka.bootstrap_servers is required when the source is not Kafka",
+                ));
+            }
+            if k.exactly_once {
+                if self.source.kafka.is_none() {
+                    return Err(Error::config(
+                        "sink.kafka.exactly_once needs a Kafka source (offsets are committed in the output transaction)",
+                    ));
+                }
+                if self.sink.errors.as_ref().and_then(|e| e.topic.as_ref()).is_none() {
+                    return Err(Error::config(
+                        "sink.kafka.exactly_once needs `sink.errors.topic`: dead letters must be written in the same transaction as the results",
+                    ));
+                }
+            }
         }
         let b = &self.batching;
         if b.max_batch_size == 0 || b.max_batch_tokens == 0 || b.window_records == 0 {

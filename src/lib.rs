@@ -9,6 +9,7 @@ pub mod batch;
 pub mod bench;
 pub mod config;
 pub mod error;
+pub mod kafka;
 pub mod model;
 pub mod pipeline;
 pub mod record;

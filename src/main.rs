@@ -2,12 +2,16 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use bertflow::config::{parse_set_arg, PipelineConfig};
 use bertflow::{run, RunOptions};
 
-/// Enrich text at scale with BERT-family models: embeddings from Parquet to Parquet.
+/// Enrich text at scale with BERT-family models: embeddings, sentiment, entities and answers,
+/// from Parquet files or Kafka topics to Parquet files or Kafka topics.
 #[derive(Parser, Debug)]
 #[command(name = "bertflow", version, about, long_about = None, after_help = ORT_HELP)]
 struct Cli {
@@ -125,10 +129,16 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run { args, no_progress } => {
             let (pipeline, cfg, ort_lib) = args.load()?;
+            let shutdown = if cfg.source.kafka.is_some() {
+                Some(shutdown_flag()?)
+            } else {
+                None
+            };
             let opts = RunOptions {
                 ort_lib,
                 progress: !no_progress,
                 record_batches: false,
+                shutdown,
             };
             let summary = run(&cfg, &opts)
                 .with_context(|| format!("pipeline {} failed", pipeline.display()))?;
@@ -141,6 +151,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 ort_lib,
                 progress: false,
                 record_batches: true,
+                shutdown: None,
             };
             let (summary, report) = bertflow::bench::bench(&cfg, &opts)
                 .with_context(|| format!("benchmark of {} failed", pipeline.display()))?;
@@ -165,6 +176,18 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// A flag set by the first SIGTERM or SIGINT: a streaming job then stops fetching, finishes what
+/// is in flight, commits and leaves its group. A second signal exits at once.
+fn shutdown_flag() -> anyhow::Result<Arc<AtomicBool>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let flag = Arc::new(AtomicBool::new(false));
+    for sig in [SIGTERM, SIGINT] {
+        signal_hook::flag::register_conditional_shutdown(sig, 130, flag.clone())?;
+        signal_hook::flag::register(sig, flag.clone())?;
+    }
+    Ok(flag)
 }
 
 /// Quote a path so that `--set` value parsing keeps it a string.

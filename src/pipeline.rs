@@ -19,10 +19,14 @@ use crate::error::{Error, Result};
 use crate::model::tokenizer::TokenCache;
 use crate::model::{ModelDir, OnnxModel, OrtRuntime, ProviderInfo};
 use crate::record::{Chunk, RecordError, Stage};
+use crate::sink::kafka::make_producer;
+use crate::sink::rolling::DeadLetterTopic;
 use crate::sink::{
-    error_batch, error_schema, ChunkOutput, ErrorRow, ParquetSink, Sink, SinkReport,
+    error_batch, error_schema, ChunkOutput, ErrorRow, KafkaSink, ParquetSink, RollingParquetSink,
+    Sink, SinkReport,
 };
-use crate::source::{ParquetSource, Source};
+use crate::source::kafka::KafkaAcker;
+use crate::source::{KafkaSource, ParquetSource, Source};
 use crate::task::{
     EmbedTask, Featurized, LoadedTask, NerTask, QaTask, SentimentTask, Task, TaskOutput,
 };
@@ -37,6 +41,9 @@ pub struct RunOptions {
     /// Keep a copy of every model batch (per task) in the summary, for benchmarks that re-run
     /// exactly the batches the pipeline formed.
     pub record_batches: bool,
+    /// Set (e.g. by SIGTERM) to stop a streaming job gracefully: stop fetching, finish what is in
+    /// flight, flush, commit, leave the group.
+    pub shutdown: Option<Arc<AtomicBool>>,
 }
 
 /// What a run did, printed at its end.
@@ -62,6 +69,8 @@ pub struct Summary {
     pub output: SinkReport,
     /// Per task, every batch run (only with `RunOptions::record_batches`).
     pub recorded: Vec<Vec<PaddedBatch>>,
+    /// Sequence number of the last chunk written.
+    pub last_seq: Option<u64>,
 }
 
 impl Summary {
@@ -235,41 +244,53 @@ pub fn output_schema(source: &[FieldRef], tasks: &[LoadedTask]) -> Result<Schema
     Ok(Arc::new(Schema::new(fields)))
 }
 
-/// Run a batch pipeline to completion.
+/// Run a pipeline: a batch job (Parquet source) to completion, or a streaming job (Kafka source)
+/// until `RunOptions::shutdown` is set.
 pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<Summary> {
     let started = Instant::now();
     let rt = OrtRuntime::init(opts.ort_lib.as_deref(), &cfg.runtime)?;
-    let src_cfg = cfg
-        .source
-        .parquet
-        .as_ref()
-        .ok_or_else(|| Error::config("source.parquet is required"))?;
-    let sink_cfg = cfg
-        .sink
-        .parquet
-        .as_ref()
-        .ok_or_else(|| Error::config("sink.parquet is required"))?;
     let question_column = cfg
         .tasks
         .qa
         .first()
         .and_then(|q| q.question_column.as_deref());
-    let source = ParquetSource::open(
-        src_cfg,
-        &cfg.sink.passthrough,
-        question_column,
-        cfg.batching.window_records,
-    )?;
+    let shutdown = opts
+        .shutdown
+        .clone()
+        .unwrap_or_else(|| Arc::new(AtomicBool::new(false)));
+    let exactly_once = cfg.sink.kafka.as_ref().is_some_and(|k| k.exactly_once);
+    let mut acker = None;
+    let mut stream_state = None;
+    let source: Box<dyn Source> = if let Some(k) = &cfg.source.kafka {
+        let s = KafkaSource::open(
+            k,
+            &cfg.sink.passthrough,
+            question_column.is_some(),
+            cfg.batching.window_records,
+            exactly_once,
+            shutdown.clone(),
+        )?;
+        acker = Some(s.acker());
+        stream_state = Some(s.state());
+        Box::new(s)
+    } else {
+        let src_cfg = cfg
+            .source
+            .parquet
+            .as_ref()
+            .ok_or_else(|| Error::config("source.parquet is required"))?;
+        Box::new(ParquetSource::open(
+            src_cfg,
+            &cfg.sink.passthrough,
+            question_column,
+            cfg.batching.window_records,
+        )?)
+    };
     let (tasks, skipped) = load_tasks(cfg, &rt)?;
     let source_fields = source.fields();
     let schema = output_schema(&source_fields, &tasks)?;
     let err_schema = error_schema(&source_fields[0]);
-    let sink = ParquetSink::new(
-        sink_cfg,
-        schema.clone(),
-        err_schema.clone(),
-        cfg.sink.errors.as_ref().map(|e| e.path.clone()),
-    )?;
+    let sink = make_sink(cfg, schema.clone(), err_schema.clone(), stream_state)?;
     let provider = describe_providers(tasks.iter().map(|t| &t.model.provider));
     let mut summary = Summary {
         source: source.describe(),
@@ -280,9 +301,10 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<Summary> {
     };
     let progress = make_progress(opts.progress, source.size_hint());
     let result = run_stages(
-        Box::new(source),
+        source,
         tasks,
-        Box::new(sink),
+        sink,
+        acker.as_ref(),
         schema,
         err_schema,
         cfg,
@@ -291,8 +313,78 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<Summary> {
         &progress,
     );
     progress.finish_and_clear();
+    if let Some(a) = &acker {
+        if result.is_ok() {
+            a.flush();
+        }
+    }
     summary.elapsed = started.elapsed();
     result.map(|_| summary)
+}
+
+fn make_sink(
+    cfg: &PipelineConfig,
+    schema: SchemaRef,
+    err_schema: SchemaRef,
+    stream: Option<Arc<crate::source::kafka::StreamState>>,
+) -> Result<Box<dyn Sink>> {
+    let source_servers = cfg.source.kafka.as_ref().map(|k| k.bootstrap_servers.clone());
+    let errors = cfg.sink.errors.as_ref();
+    let dlq_topic = errors.and_then(|e| e.topic.clone());
+    if let Some(k) = &cfg.sink.kafka {
+        let servers = k
+            .bootstrap_servers
+            .clone()
+            .or(source_servers)
+            .ok_or_else(|| Error::config("sink.kafka.bootstrap_servers is required"))?;
+        let txn_id = k.exactly_once.then(|| {
+            k.transactional_id.clone().unwrap_or_else(|| {
+                let group = cfg
+                    .source
+                    .kafka
+                    .as_ref()
+                    .map(|s| s.group_id.as_str())
+                    .unwrap_or("bertflow");
+                format!("bertflow-{group}-{}", crate::kafka::host_name())
+            })
+        });
+        if dlq_topic.is_none() && errors.and_then(|e| e.path.as_ref()).is_some() {
+            return Err(Error::config(
+                "sink.errors.path is for Parquet sinks; with sink.kafka give sink.errors.topic (dead-letter topic)",
+            ));
+        }
+        if dlq_topic.is_none() {
+            tracing::warn!("sink.errors.topic is not set: failed records are counted and logged but not kept");
+        }
+        return Ok(Box::new(KafkaSink::new(k, &servers, dlq_topic, txn_id, stream)?));
+    }
+    let sink_cfg = cfg
+        .sink
+        .parquet
+        .as_ref()
+        .ok_or_else(|| Error::config("sink.parquet is required"))?;
+    if let Some(kafka) = &cfg.source.kafka {
+        let dlq = match &dlq_topic {
+            Some(t) => Some(DeadLetterTopic {
+                topic: t.clone(),
+                producer: make_producer(&kafka.bootstrap_servers, &kafka.properties, None)?,
+            }),
+            None => None,
+        };
+        return Ok(Box::new(RollingParquetSink::new(
+            sink_cfg,
+            schema,
+            err_schema,
+            errors.and_then(|e| e.path.clone()),
+            dlq,
+        )?));
+    }
+    Ok(Box::new(ParquetSink::new(
+        sink_cfg,
+        schema,
+        err_schema,
+        errors.and_then(|e| e.path.clone()),
+    )?))
 }
 
 fn describe_providers<'a>(it: impl Iterator<Item = &'a ProviderInfo>) -> String {
@@ -324,6 +416,7 @@ fn run_stages(
     mut source: Box<dyn Source>,
     tasks: Vec<LoadedTask>,
     mut sink: Box<dyn Sink>,
+    acker: Option<&KafkaAcker>,
     schema: SchemaRef,
     err_schema: SchemaRef,
     cfg: &PipelineConfig,
@@ -346,13 +439,24 @@ fn run_stages(
             .name("source".into())
             .spawn_scoped(s, move || -> Result<()> {
                 while !stop_r.load(Ordering::Relaxed) {
-                    match source.next_chunk()? {
-                        Some(c) => {
-                            if chunk_tx.send(c).is_err() {
+                    let Some(mut c) = source.next_chunk()? else {
+                        break;
+                    };
+                    // When the tokenizer is behind, wait without reading ahead.
+                    loop {
+                        match chunk_tx.send_timeout(c, Duration::from_millis(100)) {
+                            Ok(()) => break,
+                            Err(crossbeam_channel::SendTimeoutError::Timeout(back)) => {
+                                if stop_r.load(Ordering::Relaxed) {
+                                    return Ok(());
+                                }
+                                c = back;
+                                source.wait();
+                            }
+                            Err(crossbeam_channel::SendTimeoutError::Disconnected(_)) => {
                                 return Err(Error::StageStopped("tokenize"));
                             }
                         }
-                        None => break,
                     }
                 }
                 Ok(())
@@ -378,6 +482,7 @@ fn run_stages(
             inf_rx,
             &task_defs,
             sink.as_mut(),
+            acker,
             &schema,
             &err_schema,
             summary,
@@ -425,6 +530,12 @@ fn run_stages(
         summary.write_time += t.elapsed();
         match report {
             Ok(r) => {
+                if let Some(a) = acker {
+                    // Everything written is durable now.
+                    if let Some(seq) = summary.last_seq {
+                        a.ack(seq);
+                    }
+                }
                 summary.output = r;
                 Ok(())
             }
@@ -723,19 +834,38 @@ fn assemble(
         seq: chunk.seq,
         results,
         errors,
+        origin: chunk.origin,
+        result_rows: ok,
+        error_rows: bad.iter().map(|r| r.row as u32).collect(),
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn write_stage(
     rx: Receiver<Inferred>,
     tasks: &[Arc<dyn Task>],
     sink: &mut dyn Sink,
+    acker: Option<&KafkaAcker>,
     schema: &SchemaRef,
     err_schema: &SchemaRef,
     summary: &mut Summary,
     progress: &indicatif::ProgressBar,
 ) -> Result<()> {
-    for inf in rx {
+    let ack = |durable: Option<u64>| {
+        if let (Some(a), Some(seq)) = (acker, durable) {
+            a.ack(seq);
+        }
+    };
+    loop {
+        let inf = match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(inf) => inf,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                // Idle: let the sink close files that are old enough.
+                ack(sink.tick()?);
+                continue;
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+        };
         summary.records += inf.chunk.len() as u64;
         summary.truncated += inf.truncated;
         summary.batches += inf.batches;
@@ -749,7 +879,8 @@ fn write_stage(
         let out = assemble(inf, tasks, schema, err_schema)?;
         summary.written += out.results.num_rows() as u64;
         summary.errors += out.errors.num_rows() as u64;
-        sink.write(&out)?;
+        summary.last_seq = Some(out.seq);
+        ack(sink.write(&out)?);
         summary.write_time += t.elapsed();
         progress.inc(n);
     }

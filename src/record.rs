@@ -51,10 +51,12 @@ impl RecordError {
 }
 
 /// Where a chunk's records came from, to name them in messages and in the error output.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Origin {
     /// Rows `first_row..` of a file.
     File { path: Arc<str>, first_row: u64 },
+    /// Messages of Kafka partitions, one entry per record.
+    Kafka(Arc<KafkaRecords>),
 }
 
 impl Origin {
@@ -62,7 +64,57 @@ impl Origin {
     pub fn describe(&self, row: usize) -> String {
         match self {
             Origin::File { path, first_row } => format!("{path} row {}", first_row + row as u64),
+            Origin::Kafka(k) => k.messages[row].position(),
         }
+    }
+
+    pub fn kafka(&self) -> Option<&Arc<KafkaRecords>> {
+        match self {
+            Origin::Kafka(k) => Some(k),
+            Origin::File { .. } => None,
+        }
+    }
+}
+
+/// One consumed Kafka message as it arrived: where it was and its original bytes (for the
+/// dead-letter output and for keying results).
+#[derive(Debug, Clone)]
+pub struct KafkaMessage {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub offset: i64,
+    /// Milliseconds since the epoch, when the message has a timestamp.
+    pub timestamp: Option<i64>,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+impl KafkaMessage {
+    pub fn position(&self) -> String {
+        format!("{}/{}/{}", self.topic, self.partition, self.offset)
+    }
+}
+
+/// The Kafka messages of one chunk and what is needed to commit them.
+pub struct KafkaRecords {
+    pub messages: Vec<KafkaMessage>,
+    /// Per partition, the offset to commit once every record of the chunk is durable (the
+    /// highest offset + 1).
+    pub next_offsets: Vec<(Arc<str>, i32, i64)>,
+    /// Rewind epoch the chunk was read in; chunks of an older epoch are discarded (exactly-once).
+    pub epoch: u64,
+    /// Consumer group state when the chunk was read, for offsets sent in a transaction.
+    pub group: Option<Arc<rdkafka::consumer::ConsumerGroupMetadata>>,
+}
+
+impl fmt::Debug for KafkaRecords {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KafkaRecords")
+            .field("messages", &self.messages.len())
+            .field("next_offsets", &self.next_offsets)
+            .field("epoch", &self.epoch)
+            .finish()
     }
 }
 

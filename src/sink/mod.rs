@@ -1,7 +1,9 @@
 //! Sinks: where results go. A sink writes the output of each chunk (results and error rows) and
 //! says which chunks are durable, so that sources only acknowledge what can no longer be lost.
 
+pub mod kafka;
 pub mod parquet;
+pub mod rolling;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,8 +12,11 @@ use arrow::array::{ArrayRef, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 
 use crate::error::{Error, Result};
+use crate::record::Origin;
 
+pub use self::kafka::KafkaSink;
 pub use self::parquet::ParquetSink;
+pub use self::rolling::RollingParquetSink;
 
 /// The output of one chunk: results of the records that succeeded (in input order) and one
 /// error row per record that failed.
@@ -20,6 +25,12 @@ pub struct ChunkOutput {
     pub seq: u64,
     pub results: RecordBatch,
     pub errors: RecordBatch,
+    /// Where the chunk came from.
+    pub origin: Origin,
+    /// For each result row, the record's row in the chunk.
+    pub result_rows: Vec<u32>,
+    /// For each error row, the record's row in the chunk.
+    pub error_rows: Vec<u32>,
 }
 
 /// What a sink wrote, for the summary.
@@ -38,6 +49,12 @@ pub trait Sink: Send {
 
     /// Flush and close everything; every chunk written is durable when this returns `Ok`.
     fn finish(&mut self) -> Result<SinkReport>;
+
+    /// Called when no chunk arrived for a while: a sink may close files that are old enough.
+    /// Returns the highest chunk `seq` that became durable, if any.
+    fn tick(&mut self) -> Result<Option<u64>> {
+        Ok(None)
+    }
 
     /// Discard unfinished output after a failure (temporary files are removed).
     fn abort(&mut self);

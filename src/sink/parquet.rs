@@ -16,11 +16,11 @@ use crate::config::{Compression, ParquetSinkConfig};
 use crate::error::{Error, Result};
 
 /// A Parquet file being written under a temporary name.
-struct OpenFile {
+pub(crate) struct OpenFile {
     writer: ArrowWriter<File>,
     tmp: PathBuf,
-    dest: PathBuf,
-    rows: usize,
+    pub(crate) dest: PathBuf,
+    pub(crate) rows: usize,
 }
 
 fn tmp_path(dest: &Path) -> PathBuf {
@@ -32,7 +32,7 @@ fn tmp_path(dest: &Path) -> PathBuf {
 }
 
 impl OpenFile {
-    fn create(dest: PathBuf, schema: &SchemaRef, props: &WriterProperties) -> Result<Self> {
+    pub(crate) fn create(dest: PathBuf, schema: &SchemaRef, props: &WriterProperties) -> Result<Self> {
         let loc = dest.display().to_string();
         if let Some(parent) = dest.parent() {
             if !parent.as_os_str().is_empty() {
@@ -57,15 +57,20 @@ impl OpenFile {
         })
     }
 
-    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+    pub(crate) fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         self.rows += batch.num_rows();
         self.writer
             .write(batch)
             .map_err(|e| Error::sink(self.dest.display().to_string(), e.to_string()))
     }
 
+    /// Bytes written so far plus those buffered for the current row group.
+    pub(crate) fn bytes(&self) -> u64 {
+        (self.writer.bytes_written() + self.writer.in_progress_size()) as u64
+    }
+
     /// Close, sync and rename into place.
-    fn commit(self) -> Result<PathBuf> {
+    pub(crate) fn commit(self) -> Result<PathBuf> {
         let loc = self.dest.display().to_string();
         let file = self
             .writer
@@ -79,10 +84,23 @@ impl OpenFile {
         Ok(self.dest)
     }
 
-    fn discard(self) {
+    pub(crate) fn discard(self) {
         drop(self.writer);
         let _ = std::fs::remove_file(&self.tmp);
     }
+}
+
+pub(crate) fn writer_properties(cfg: &ParquetSinkConfig) -> WriterProperties {
+    let compression = match cfg.compression {
+        Compression::None => PqCompression::UNCOMPRESSED,
+        Compression::Snappy => PqCompression::SNAPPY,
+        Compression::Zstd => PqCompression::ZSTD(ZstdLevel::default()),
+    };
+    WriterProperties::builder()
+        .set_compression(compression)
+        .set_max_row_group_row_count(Some(cfg.row_group_rows))
+        .set_created_by(format!("bertflow {}", env!("CARGO_PKG_VERSION")))
+        .build()
 }
 
 pub struct ParquetSink {
@@ -121,16 +139,7 @@ impl ParquetSink {
         error_schema: SchemaRef,
         error_path: Option<PathBuf>,
     ) -> Result<Self> {
-        let compression = match cfg.compression {
-            Compression::None => PqCompression::UNCOMPRESSED,
-            Compression::Snappy => PqCompression::SNAPPY,
-            Compression::Zstd => PqCompression::ZSTD(ZstdLevel::default()),
-        };
-        let props = WriterProperties::builder()
-            .set_compression(compression)
-            .set_max_row_group_row_count(Some(cfg.row_group_rows))
-            .set_created_by(format!("bertflow {}", env!("CARGO_PKG_VERSION")))
-            .build();
+        let props = writer_properties(cfg);
         if cfg.rows_per_file.is_some() && cfg.path.is_file() {
             return Err(Error::sink(
                 cfg.path.display().to_string(),

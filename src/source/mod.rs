@@ -1,6 +1,8 @@
-//! Sources: where records come from. A source yields [`Chunk`]s of records in order and is told
-//! when the output holding a chunk is durable ([`Source::ack`]).
+//! Sources: where records come from. A source yields [`Chunk`]s of records in order ;
+//! streaming sources are told which chunks are durable through their acker.
 
+pub mod kafka;
+pub mod offsets;
 pub mod parquet;
 
 use arrow::datatypes::FieldRef;
@@ -8,6 +10,7 @@ use arrow::datatypes::FieldRef;
 use crate::error::Result;
 use crate::record::Chunk;
 
+pub use self::kafka::KafkaSource;
 pub use self::parquet::ParquetSource;
 
 pub trait Source: Send {
@@ -23,6 +26,9 @@ pub trait Source: Send {
     /// The next chunk of records, or `None` at the end of the input.
     fn next_chunk(&mut self) -> Result<Option<Chunk>>;
 
-    /// Every record of every chunk up to and including `seq` is durable in the sink.
-    fn ack(&mut self, seq: u64) -> Result<()>;
+    /// The next stage cannot take a chunk yet: wait a little without reading ahead (a streaming
+    /// source pauses fetching and keeps its group membership alive).
+    fn wait(&mut self) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }

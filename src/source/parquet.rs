@@ -423,11 +423,6 @@ impl Source for ParquetSource {
             }
         }
     }
-
-    fn ack(&mut self, _seq: u64) -> Result<()> {
-        // Files are not consumed: nothing to commit.
-        Ok(())
-    }
 }
 
 #[cfg(test)]

@@ -2,6 +2,8 @@
 //! the real models that `make setup` (scripts/setup.sh) installs.
 #![allow(dead_code)]
 
+pub mod kafka;
+
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,0 +1,315 @@
+//! Rolling Parquet sink for streaming sources: one file per Kafka partition and roll, named by
+//! partition and offset range (`<topic>-<partition>-<first offset>-<last offset>.parquet`).
+//!
+//! All open files roll together: after `roll_interval_ms`, or when they hold `rows_per_file` rows
+//! or `max_file_bytes` bytes. Rolling closes each file under its temporary name (`.<name>.inprogress`),
+//! syncs it and renames it into place; only then are the chunks it holds reported durable, so
+//! their offsets can be committed. A file name that already exists (a restart that read the
+//! same offsets again) gets a `.1`, `.2`, ... suffix: nothing is ever overwritten. Failed records
+//! go to error files named the same way under the error directory, or to a dead-letter topic.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{RecordBatch, UInt32Array};
+use arrow::datatypes::SchemaRef;
+use parquet::file::properties::WriterProperties;
+
+use super::kafka::{dead_letters, send_all, KafkaProducer};
+use super::parquet::{writer_properties, OpenFile};
+use super::{ChunkOutput, Sink, SinkReport};
+use crate::config::ParquetSinkConfig;
+use crate::error::{Error, Result};
+use crate::record::Origin;
+
+/// Dead letters to a topic, with their own producer.
+pub struct DeadLetterTopic {
+    pub topic: String,
+    pub producer: KafkaProducer,
+}
+
+struct PartFile {
+    file: OpenFile,
+    first: i64,
+    last: i64,
+}
+
+/// Open files of one kind (results or errors), one per partition.
+struct FileSet {
+    dir: PathBuf,
+    schema: SchemaRef,
+    open: BTreeMap<(Arc<str>, i32), PartFile>,
+}
+
+impl FileSet {
+    fn write(
+        &mut self,
+        props: &WriterProperties,
+        topic: &Arc<str>,
+        partition: i32,
+        offsets: (i64, i64),
+        batch: &RecordBatch,
+    ) -> Result<()> {
+        let key = (topic.clone(), partition);
+        if !self.open.contains_key(&key) {
+            let tmp_dest = self
+                .dir
+                .join(format!("{}-{partition}-{:020}.parquet", safe(topic), offsets.0));
+            let file = OpenFile::create(tmp_dest, &self.schema, props)?;
+            self.open.insert(
+                key.clone(),
+                PartFile {
+                    file,
+                    first: offsets.0,
+                    last: offsets.1,
+                },
+            );
+        }
+        let f = self.open.get_mut(&key).expect("opened above");
+        f.first = f.first.min(offsets.0);
+        f.last = f.last.max(offsets.1);
+        f.file.write(batch)
+    }
+
+    fn rows(&self) -> usize {
+        self.open.values().map(|f| f.file.rows).sum()
+    }
+
+    fn bytes(&self) -> u64 {
+        self.open.values().map(|f| f.file.bytes()).sum()
+    }
+
+    /// Close every open file and rename it to its final, never-overwriting name.
+    fn commit_all(&mut self) -> Result<Vec<PathBuf>> {
+        let mut done = Vec::new();
+        for ((topic, partition), mut f) in std::mem::take(&mut self.open) {
+            let base = format!(
+                "{}-{partition}-{:020}-{:020}",
+                safe(&topic),
+                f.first,
+                f.last
+            );
+            f.file.dest = unused_name(&self.dir, &base);
+            done.push(f.file.commit()?);
+        }
+        Ok(done)
+    }
+
+    fn discard_all(&mut self) {
+        for (_, f) in std::mem::take(&mut self.open) {
+            f.file.discard();
+        }
+    }
+}
+
+/// Topic names may hold characters that are awkward in file names.
+fn safe(topic: &str) -> String {
+    topic
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn unused_name(dir: &Path, base: &str) -> PathBuf {
+    let first = dir.join(format!("{base}.parquet"));
+    if !first.exists() {
+        return first;
+    }
+    (1..)
+        .map(|n| dir.join(format!("{base}.{n}.parquet")))
+        .find(|p| !p.exists())
+        .expect("some suffix is free")
+}
+
+pub struct RollingParquetSink {
+    cfg: ParquetSinkConfig,
+    props: WriterProperties,
+    results: FileSet,
+    errors: Option<FileSet>,
+    dlq: Option<DeadLetterTopic>,
+    opened_at: Option<Instant>,
+    last_seq: Option<u64>,
+    report: SinkReport,
+}
+
+impl RollingParquetSink {
+    pub fn new(
+        cfg: &ParquetSinkConfig,
+        schema: SchemaRef,
+        error_schema: SchemaRef,
+        error_dir: Option<PathBuf>,
+        dlq: Option<DeadLetterTopic>,
+    ) -> Result<Self> {
+        if cfg.path.is_file() {
+            return Err(Error::sink(
+                cfg.path.display().to_string(),
+                "is a file; with a streaming source sink.parquet.path is a directory that receives one file per partition and roll",
+            ));
+        }
+        std::fs::create_dir_all(&cfg.path).map_err(|e| {
+            Error::sink(cfg.path.display().to_string(), format!("cannot create directory: {e}"))
+        })?;
+        let errors = if dlq.is_some() {
+            None
+        } else {
+            let dir = error_dir.unwrap_or_else(|| cfg.path.join("errors"));
+            std::fs::create_dir_all(&dir).map_err(|e| {
+                Error::sink(dir.display().to_string(), format!("cannot create directory: {e}"))
+            })?;
+            Some(FileSet {
+                dir,
+                schema: error_schema,
+                open: BTreeMap::new(),
+            })
+        };
+        Ok(RollingParquetSink {
+            props: writer_properties(cfg),
+            cfg: cfg.clone(),
+            results: FileSet {
+                dir: cfg.path.clone(),
+                schema,
+                open: BTreeMap::new(),
+            },
+            errors,
+            dlq,
+            opened_at: None,
+            last_seq: None,
+            report: SinkReport::default(),
+        })
+    }
+
+    fn roll(&mut self) -> Result<Option<u64>> {
+        let files = self.results.commit_all()?;
+        if !files.is_empty() {
+            tracing::debug!(files = files.len(), "rolled output files");
+        }
+        self.report.files.extend(files);
+        if let Some(e) = &mut self.errors {
+            let files = e.commit_all()?;
+            if let Some(last) = files.last() {
+                self.report.error_file = Some(last.clone());
+            }
+        }
+        self.opened_at = None;
+        Ok(self.last_seq)
+    }
+
+    fn due(&self) -> bool {
+        let age = Duration::from_millis(self.cfg.roll_interval_ms);
+        let rows = self.results.rows() + self.errors.as_ref().map_or(0, |e| e.rows());
+        self.opened_at.is_some_and(|t| t.elapsed() >= age)
+            || self.cfg.rows_per_file.is_some_and(|r| rows >= r)
+            || self
+                .cfg
+                .max_file_bytes
+                .is_some_and(|b| self.results.bytes() >= b)
+    }
+
+    /// Write `batch` (rows of the chunk given by `rows`) to per-partition files.
+    fn write_split(
+        props: &WriterProperties,
+        set: &mut FileSet,
+        origin: &Origin,
+        rows: &[u32],
+        batch: &RecordBatch,
+    ) -> Result<()> {
+        let Origin::Kafka(k) = origin else {
+            return Err(Error::sink(
+                set.dir.display().to_string(),
+                "internal: the rolling Parquet sink takes Kafka records",
+            ));
+        };
+        let mut groups: BTreeMap<(Arc<str>, i32), (Vec<u32>, i64, i64)> = BTreeMap::new();
+        for (i, &row) in rows.iter().enumerate() {
+            let m = &k.messages[row as usize];
+            let g = groups
+                .entry((m.topic.clone(), m.partition))
+                .or_insert((Vec::new(), i64::MAX, i64::MIN));
+            g.0.push(i as u32);
+            g.1 = g.1.min(m.offset);
+            g.2 = g.2.max(m.offset);
+        }
+        for ((topic, partition), (idx, lo, hi)) in groups {
+            let part = if idx.len() == batch.num_rows() {
+                batch.clone()
+            } else {
+                let idx = UInt32Array::from(idx);
+                let cols = batch
+                    .columns()
+                    .iter()
+                    .map(|c| arrow::compute::take(c.as_ref(), &idx, None))
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(|e| Error::sink("output", e.to_string()))?;
+                RecordBatch::try_new(batch.schema(), cols)
+                    .map_err(|e| Error::sink("output", e.to_string()))?
+            };
+            set.write(props, &topic, partition, (lo, hi), &part)?;
+        }
+        Ok(())
+    }
+}
+
+impl Sink for RollingParquetSink {
+    fn write(&mut self, out: &ChunkOutput) -> Result<Option<u64>> {
+        if self.opened_at.is_none() {
+            self.opened_at = Some(Instant::now());
+        }
+        if out.results.num_rows() > 0 {
+            Self::write_split(
+                &self.props,
+                &mut self.results,
+                &out.origin,
+                &out.result_rows,
+                &out.results,
+            )?;
+            self.report.rows += out.results.num_rows() as u64;
+        }
+        if out.errors.num_rows() > 0 {
+            if let Some(d) = &self.dlq {
+                // Acknowledged by the brokers before the chunk can count as durable.
+                send_all(&d.producer, dead_letters(&d.topic, out))?;
+            } else if let Some(e) = &mut self.errors {
+                Self::write_split(&self.props, e, &out.origin, &out.error_rows, &out.errors)?;
+            }
+            self.report.error_rows += out.errors.num_rows() as u64;
+        }
+        self.last_seq = Some(out.seq);
+        if self.due() {
+            return self.roll();
+        }
+        Ok(None)
+    }
+
+    fn tick(&mut self) -> Result<Option<u64>> {
+        if self.last_seq.is_some() && self.due() {
+            return self.roll();
+        }
+        Ok(None)
+    }
+
+    fn finish(&mut self) -> Result<SinkReport> {
+        self.roll()?;
+        if let Some(d) = &self.dlq {
+            use rdkafka::producer::Producer;
+            d.producer
+                .flush(Duration::from_secs(30))
+                .map_err(|e| Error::sink(format!("kafka topic {}", d.topic), e.to_string()))?;
+        }
+        Ok(self.report.clone())
+    }
+
+    fn abort(&mut self) {
+        self.results.discard_all();
+        if let Some(e) = &mut self.errors {
+            e.discard_all();
+        }
+    }
+}
