@@ -5,7 +5,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/bertflow/target
 CARGO ?= cargo
 
-.PHONY: setup build demo test fmt lint clean reference refenv bench
+.PHONY: setup build demo stream-demo kafka test fmt lint clean reference refenv bench
 
 setup:
 	@bash scripts/setup.sh
@@ -16,6 +16,14 @@ build: setup
 demo: build
 	@mkdir -p out
 	$(CARGO_TARGET_DIR)/release/bertflow run pipelines/demo.yaml
+
+# Streaming: a local Kafka broker and the feedback pipeline, Kafka -> Kafka.
+stream-demo: build
+	bash scripts/stream_demo.sh
+
+# A local single-node Kafka broker on 127.0.0.1:9092 (scripts/kafka.sh stop to end it).
+kafka:
+	bash scripts/kafka.sh start
 
 test: setup
 	bash scripts/test.sh

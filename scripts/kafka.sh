@@ -7,6 +7,9 @@
 #   scripts/kafka.sh status [--name default]                 exit 0 when it runs
 #   scripts/kafka.sh reset  [--name default]                 stop it and delete its data
 #   scripts/kafka.sh jars                                    only fetch the jars
+#   scripts/kafka.sh topic NAME [PARTITIONS]  [--port 9092]   create a topic (if missing)
+#   scripts/kafka.sh produce TOPIC            [--port 9092]   one message per stdin line
+#   scripts/kafka.sh consume TOPIC N          [--port 9092]   print N messages (read_committed), then exit
 #
 # Jars go to .kafka/lib (fetched once with Maven), data and logs to .kafka/<name>/.
 # Several brokers can run side by side under different names and ports.
@@ -18,11 +21,13 @@ LIB="$KAFKA_DIR/lib"
 cmd="${1:-status}"; shift || true
 PORT=9092
 NAME=default
+ARGS=()
 while (($#)); do
   case "$1" in
     --port) PORT="$2"; shift 2 ;;
     --name) NAME="$2"; shift 2 ;;
-    *) echo "kafka.sh: unknown argument $1" >&2; exit 2 ;;
+    --*) echo "kafka.sh: unknown option $1" >&2; exit 2 ;;
+    *) ARGS+=("$1"); shift ;;
   esac
 done
 HOME_DIR="$KAFKA_DIR/$NAME"
@@ -137,11 +142,25 @@ stop() {
   log "broker '$NAME' stopped"
 }
 
+tool() {
+  fetch_jars
+  java -Xmx256m -Dlog4j2.configurationFile="$ROOT/scripts/kafka/log4j2.yaml" -cp "$LIB/*" "$@"
+}
+
 case "$cmd" in
   start) start ;;
+  topic)
+    tool org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$PORT" --create --if-not-exists \
+      --topic "${ARGS[0]}" --partitions "${ARGS[1]:-1}" --replication-factor 1 ;;
+  produce)
+    tool org.apache.kafka.tools.ConsoleProducer --bootstrap-server "127.0.0.1:$PORT" --topic "${ARGS[0]}" ;;
+  consume)
+    tool org.apache.kafka.tools.consumer.ConsoleConsumer --bootstrap-server "127.0.0.1:$PORT" --topic "${ARGS[0]}" \
+      --from-beginning --max-messages "${ARGS[1]:-10}" --isolation-level read_committed --timeout-ms 120000 \
+      --formatter-property print.key=true ;;
   stop) stop ;;
   status) if running; then echo "running on 127.0.0.1:$(cat "$HOME_DIR/port")"; else echo "stopped"; exit 1; fi ;;
   reset) stop; rm -rf "$HOME_DIR" ;;
   jars) fetch_jars ;;
-  *) echo "usage: kafka.sh start|stop|status|reset|jars [--port P] [--name N]" >&2; exit 2 ;;
+  *) echo "usage: kafka.sh start|stop|status|reset|jars|topic|produce|consume [--port P] [--name N]" >&2; exit 2 ;;
 esac

@@ -2,11 +2,18 @@
 # Run the whole test suite (unit and integration tests) and close with one line of totals.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# The streaming tests need a real Kafka broker on 127.0.0.1:9092.
+started_kafka=0
+if ! bash scripts/kafka.sh status >/dev/null 2>&1; then
+  bash scripts/kafka.sh start
+  started_kafka=1
+fi
 log=$(mktemp)
 cargo test --locked --all-targets -- --test-threads=2 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 passed=$(grep -Eo '^test result: .* ([0-9]+) passed' "$log" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
 failed=$(grep -Eo '^test result: .*; ([0-9]+) failed' "$log" | grep -Eo '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
 rm -f "$log"
+if [ "$started_kafka" = 1 ]; then bash scripts/kafka.sh stop; fi
 echo "tests: ${passed} passed, ${failed} failed"
 exit "$status"

@@ -98,6 +98,10 @@ pub struct KafkaSourceConfig {
     /// A micro-batch closes after this long even when it is not full.
     #[serde(default = "default_max_wait_ms")]
     pub max_wait_ms: u64,
+    /// On a rebalance, how long to wait for in-flight records of the revoked partitions to
+    /// become durable (and be committed) before giving the partitions up.
+    #[serde(default = "default_revoke_wait_ms")]
+    pub revoke_wait_ms: u64,
     /// Larger values go to the error output instead of the model.
     #[serde(default = "default_max_value_bytes")]
     pub max_value_bytes: usize,
@@ -115,6 +119,9 @@ fn default_start_from() -> StartFrom {
 }
 fn default_max_wait_ms() -> u64 {
     500
+}
+fn default_revoke_wait_ms() -> u64 {
+    10_000
 }
 fn default_max_value_bytes() -> usize {
     1 << 20
@@ -746,7 +753,13 @@ impl PipelineConfig {
                         "sink.kafka.exactly_once needs a Kafka source (offsets are committed in the output transaction)",
                     ));
                 }
-                if self.sink.errors.as_ref().and_then(|e| e.topic.as_ref()).is_none() {
+                if self
+                    .sink
+                    .errors
+                    .as_ref()
+                    .and_then(|e| e.topic.as_ref())
+                    .is_none()
+                {
                     return Err(Error::config(
                         "sink.kafka.exactly_once needs `sink.errors.topic`: dead letters must be written in the same transaction as the results",
                     ));

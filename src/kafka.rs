@@ -9,9 +9,16 @@ use rdkafka::error::KafkaError;
 /// Property names whose values must never be logged.
 pub fn is_secret(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
-    ["password", "secret", "token", "key.pem", "sasl.jaas", "oauthbearer.config"]
-        .iter()
-        .any(|s| k.contains(s))
+    [
+        "password",
+        "secret",
+        "token",
+        "key.pem",
+        "sasl.jaas",
+        "oauthbearer.config",
+    ]
+    .iter()
+    .any(|s| k.contains(s))
 }
 
 /// `key=value` pairs for a log line, secrets replaced by `***`.

@@ -328,7 +328,11 @@ fn make_sink(
     err_schema: SchemaRef,
     stream: Option<Arc<crate::source::kafka::StreamState>>,
 ) -> Result<Box<dyn Sink>> {
-    let source_servers = cfg.source.kafka.as_ref().map(|k| k.bootstrap_servers.clone());
+    let source_servers = cfg
+        .source
+        .kafka
+        .as_ref()
+        .map(|k| k.bootstrap_servers.clone());
     let errors = cfg.sink.errors.as_ref();
     let dlq_topic = errors.and_then(|e| e.topic.clone());
     if let Some(k) = &cfg.sink.kafka {
@@ -354,9 +358,13 @@ fn make_sink(
             ));
         }
         if dlq_topic.is_none() {
-            tracing::warn!("sink.errors.topic is not set: failed records are counted and logged but not kept");
+            tracing::warn!(
+                "sink.errors.topic is not set: failed records are counted and logged but not kept"
+            );
         }
-        return Ok(Box::new(KafkaSink::new(k, &servers, dlq_topic, txn_id, stream)?));
+        return Ok(Box::new(KafkaSink::new(
+            k, &servers, dlq_topic, txn_id, stream,
+        )?));
     }
     let sink_cfg = cfg
         .sink
@@ -444,8 +452,12 @@ fn run_stages(
                     };
                     // When the tokenizer is behind, wait without reading ahead.
                     loop {
+                        let seq = c.seq;
                         match chunk_tx.send_timeout(c, Duration::from_millis(100)) {
-                            Ok(()) => break,
+                            Ok(()) => {
+                                source.sent(seq);
+                                break;
+                            }
                             Err(crossbeam_channel::SendTimeoutError::Timeout(back)) => {
                                 if stop_r.load(Ordering::Relaxed) {
                                     return Ok(());
@@ -857,7 +869,10 @@ fn write_stage(
         }
     };
     loop {
-        let inf = match rx.recv_timeout(Duration::from_millis(200)) {
+        if acker.is_some_and(|a| a.flush_requested()) {
+            ack(sink.flush()?);
+        }
+        let inf = match rx.recv_timeout(Duration::from_millis(50)) {
             Ok(inf) => inf,
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
                 // Idle: let the sink close files that are old enough.

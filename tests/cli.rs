@@ -119,3 +119,53 @@ fn bench_reports_raw_onnxruntime_on_the_same_batches() {
     assert!(v["ratio_to_raw_ort"].as_f64().unwrap() > 0.0);
     assert!(v["peak_rss_mib"].as_f64().unwrap() > 0.0);
 }
+
+#[test]
+fn every_example_pipeline_validates() {
+    let mut n = 0;
+    for entry in std::fs::read_dir(root().join("pipelines")).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().is_some_and(|e| e == "yaml") {
+            let o = bin().arg("validate").arg(&p).output().unwrap();
+            assert_ok(&o);
+            n += 1;
+        }
+    }
+    assert!(n >= 3, "expected the batch and streaming examples");
+}
+
+#[test]
+fn streaming_config_mistakes_are_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("p.yaml");
+    let base = "source:\n  kafka: {bootstrap_servers: 127.0.0.1:1, topics: [t], group_id: g}\ntasks:\n  embed: {model: m}\n";
+    let cases = [
+        (
+            "sink:\n  kafka: {topic: o, exactly_once: true}\n",
+            "needs `sink.errors.topic`",
+        ),
+        (
+            "sink:\n  parquet: {path: o}\n  errors: {path: e, topic: d}\n",
+            "either `path`",
+        ),
+        (
+            "sink:\n  kafka: {topic: o, exactly_once: yes_please}\n",
+            "exactly_once",
+        ),
+        ("sink:\n  kafka: {topik: o}\n", "topik"),
+    ];
+    for (sink, want) in cases {
+        std::fs::write(&p, format!("{base}{sink}")).unwrap();
+        let o = bin().arg("validate").arg(&p).output().unwrap();
+        assert!(!o.status.success(), "{sink}");
+        assert!(stderr(&o).contains(want), "{sink}: {}", stderr(&o));
+    }
+    let parquet_eos = "source:\n  parquet: {path: x.parquet}\ntasks:\n  embed: {model: m}\nsink:\n  kafka: {bootstrap_servers: b, topic: o, exactly_once: true}\n  errors: {path: e}\n";
+    std::fs::write(&p, parquet_eos).unwrap();
+    let o = bin().arg("validate").arg(&p).output().unwrap();
+    assert!(
+        stderr(&o).contains("needs a Kafka source"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -27,11 +27,53 @@ fn words(i: usize) -> String {
 
 /// `n` text records keyed `k<i>`, spread over the partitions by key.
 fn text_msgs(range: std::ops::Range<usize>) -> Vec<Msg> {
-    range.map(|i| Msg::text(&format!("k{i}"), &words(i))).collect()
+    range
+        .map(|i| Msg::text(&format!("k{i}"), &words(i)))
+        .collect()
 }
 
-/// A pipeline: Kafka topic -> sentiment (+ NER) -> `sink_yaml`.
-fn pipeline(dir: &Path, name: &str, servers: &str, topic: &str, group: &str, sink_yaml: &str) -> PathBuf {
+/// A pipeline: Kafka topic -> sentiment + NER (tiny fixture models) -> `sink_yaml`.
+fn pipeline(
+    dir: &Path,
+    name: &str,
+    servers: &str,
+    topic: &str,
+    group: &str,
+    sink_yaml: &str,
+) -> PathBuf {
+    let tasks = format!(
+        "  sentiment:\n    model: {}\n  ner:\n    model: {}\n",
+        fixture_model(SENTIMENT),
+        fixture_model(NER)
+    );
+    pipeline_with(dir, name, servers, topic, group, &tasks, sink_yaml)
+}
+
+/// A pipeline with the real embedding model: slow enough on CPU that a worker can be killed in
+/// the middle of a stream.
+fn embed_pipeline_kafka(
+    dir: &Path,
+    servers: &str,
+    topic: &str,
+    group: &str,
+    sink_yaml: &str,
+) -> PathBuf {
+    let tasks = format!(
+        "  embed:\n    model: {}\n",
+        model("all-MiniLM-L6-v2").display()
+    );
+    pipeline_with(dir, "w", servers, topic, group, &tasks, sink_yaml)
+}
+
+fn pipeline_with(
+    dir: &Path,
+    name: &str,
+    servers: &str,
+    topic: &str,
+    group: &str,
+    tasks: &str,
+    sink_yaml: &str,
+) -> PathBuf {
     let text = format!(
         "source:
   kafka:
@@ -43,15 +85,9 @@ fn pipeline(dir: &Path, name: &str, servers: &str, topic: &str, group: &str, sin
       session.timeout.ms: '6000'
       heartbeat.interval.ms: '500'
 tasks:
-  sentiment:
-    model: {sent}
-  ner:
-    model: {ner}
-batching:
+{tasks}batching:
   window_records: 64
-{sink_yaml}",
-        sent = fixture_model(SENTIMENT),
-        ner = fixture_model(NER),
+{sink_yaml}"
     );
     let p = dir.join(format!("{name}.yaml"));
     std::fs::write(&p, text).unwrap();
@@ -83,7 +119,10 @@ fn counts(ids: &[String]) -> HashMap<&str, usize> {
 
 fn assert_all_present(expected: &HashSet<String>, got: &[String], what: &str) -> usize {
     let c = counts(got);
-    let missing: Vec<&String> = expected.iter().filter(|i| !c.contains_key(i.as_str())).collect();
+    let missing: Vec<&String> = expected
+        .iter()
+        .filter(|i| !c.contains_key(i.as_str()))
+        .collect();
     assert!(
         missing.is_empty(),
         "{what}: {} of {} records lost, e.g. {:?}",
@@ -92,7 +131,10 @@ fn assert_all_present(expected: &HashSet<String>, got: &[String], what: &str) ->
         &missing[..missing.len().min(5)]
     );
     let unexpected: Vec<&&str> = c.keys().filter(|i| !expected.contains(**i)).collect();
-    assert!(unexpected.is_empty(), "{what}: ids not in the input: {unexpected:?}");
+    assert!(
+        unexpected.is_empty(),
+        "{what}: ids not in the input: {unexpected:?}"
+    );
     c.values().map(|&n| n - 1).sum()
 }
 
@@ -107,7 +149,16 @@ fn group_members_split_partitions_and_survive_join_and_leave() {
 
     let outs: Vec<PathBuf> = (0..3).map(|i| dir.path().join(format!("out{i}"))).collect();
     let pipes: Vec<PathBuf> = (0..3)
-        .map(|i| pipeline(dir.path(), &format!("w{i}"), &servers, &topic, &group, &parquet_sink(&outs[i])))
+        .map(|i| {
+            pipeline(
+                dir.path(),
+                &format!("w{i}"),
+                &servers,
+                &topic,
+                &group,
+                &parquet_sink(&outs[i]),
+            )
+        })
         .collect();
     let a = Worker::start(&pipes[0], "a", &[]);
     let b = Worker::start(&pipes[1], "b", &[]);
@@ -139,7 +190,11 @@ fn group_members_split_partitions_and_survive_join_and_leave() {
 
     let got: Vec<String> = outs.iter().flat_map(|o| output_ids(o)).collect();
     let dups = assert_all_present(&expected, &got, "join/leave");
-    println!("join/leave: {} records, {} duplicates", expected.len(), dups);
+    println!(
+        "join/leave: {} records, {} duplicates",
+        expected.len(),
+        dups
+    );
     if std::env::var("BERTFLOW_TEST_LOGS").is_ok() {
         println!("{la}\n----\n{lb}");
     }
@@ -154,14 +209,25 @@ fn group_members_split_partitions_and_survive_join_and_leave() {
             assert!(name.starts_with(&topic), "{name}");
         }
         let leftovers = std::fs::read_dir(o)
-            .map(|rd| rd.flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".inprogress")).count())
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".inprogress"))
+                    .count()
+            })
             .unwrap_or(0);
         assert_eq!(leftovers, 0, "temporary files left in {}", o.display());
     }
     // Passthrough columns and results are in the output.
     let f = &output_files(&outs[0])[0];
     let batch = read_parquet(f);
-    for col in ["id", "key", "partition", "offset", "sentiment_label", "entities"] {
+    for col in [
+        "id",
+        "key",
+        "partition",
+        "offset",
+        "sentiment_label",
+        "entities",
+    ] {
         assert!(batch.column_by_name(col).is_some(), "missing column {col}");
     }
     delete_topics(&servers, &[&topic]);
@@ -177,17 +243,23 @@ fn kill_9_loses_nothing_and_duplicates_only_the_uncommitted_tail() {
     let n = 3000;
     produce(&servers, &topic, &text_msgs(0..n));
     let out = dir.path().join("out");
-    let p = pipeline(dir.path(), "w", &servers, &topic, &group, &parquet_sink(&out));
+    let p = embed_pipeline_kafka(dir.path(), &servers, &topic, &group, &parquet_sink(&out));
     let mut crashes = 0;
-    for round in 0..3 {
+    // Crash as soon as a worker has made progress, while records are still unprocessed.
+    while crashes < 3 && output_ids(&out).len() < n {
         let before = output_ids(&out).len();
         let mut w = Worker::start(&p, "w", &[]);
-        // Crash once new output has appeared (or the worker is done).
-        wait_until(Duration::from_secs(60), || output_ids(&out).len() > before + 200 || !w.is_running());
+        wait_until(Duration::from_secs(60), || {
+            output_ids(&out).len() > before || !w.is_running()
+        });
         w.crash();
         crashes += 1;
-        println!("round {round}: {} rows on disk after crash", output_ids(&out).len());
+        println!("crash {crashes}: {} rows on disk", output_ids(&out).len());
     }
+    assert!(
+        crashes >= 2,
+        "the workers finished before they could be crashed twice"
+    );
     let expected = expected_ids(&topic, &servers, n);
     let w = Worker::start(&p, "w", &[]);
     let ok = wait_until(Duration::from_secs(180), || {
@@ -212,7 +284,7 @@ fn exactly_once_to_kafka_survives_kill_9() {
     let dlq = unique("eos-dlq");
     let group = unique("g");
     create_topics(&servers, &[(&topic, 2), (&out_topic, 2), (&dlq, 1)]);
-    let n = 2000;
+    let n = 4000;
     let mut msgs = text_msgs(0..n);
     // Two poison records: they must reach the dead-letter topic exactly once too.
     msgs[100].value = Some(vec![0xff, 0xfe, 0x41]);
@@ -221,16 +293,34 @@ fn exactly_once_to_kafka_survives_kill_9() {
     let sink = format!(
         "sink:\n  kafka:\n    topic: {out_topic}\n    exactly_once: true\n    transactional_id: {group}-worker-0\n  errors:\n    topic: {dlq}\n"
     );
-    let p = pipeline(dir.path(), "w", &servers, &topic, &group, &sink);
-    for _ in 0..3 {
+    let p = embed_pipeline_kafka(dir.path(), &servers, &topic, &group, &sink);
+    let mut crashes = 0;
+    // Messages in the output log, aborted ones included, counting at most `limit`.
+    let written = |limit: usize| {
+        read_topic(
+            &servers,
+            &out_topic,
+            false,
+            limit,
+            Duration::from_millis(800),
+        )
+        .len()
+    };
+    let mut seen = 0;
+    while crashes < 3 && seen < n {
         let mut w = Worker::start(&p, "w", &[]);
-        let seen = read_topic(&servers, &out_topic, false, usize::MAX, Duration::from_secs(2)).len();
         wait_until(Duration::from_secs(60), || {
-            read_topic(&servers, &out_topic, false, seen + 300, Duration::from_secs(1)).len() > seen + 200
-                || !w.is_running()
+            written(seen + 1) > seen || !w.is_running()
         });
         w.crash();
+        crashes += 1;
+        seen = written(usize::MAX);
+        println!("crash {crashes}: {seen} messages in the output log (aborted ones included)");
     }
+    assert!(
+        crashes >= 2,
+        "the workers finished before they could be crashed twice"
+    );
     let w = Worker::start(&p, "w", &[]);
     let ok = wait_until(Duration::from_secs(180), || {
         read_topic(&servers, &out_topic, true, n - 2, Duration::from_secs(2)).len() >= n - 2
@@ -240,7 +330,13 @@ fn exactly_once_to_kafka_survives_kill_9() {
     // Let any further (wrong) output show up before checking for duplicates.
     std::thread::sleep(Duration::from_secs(3));
     assert!(w.stop(), "worker did not stop cleanly:\n{}", log);
-    let got = read_topic(&servers, &out_topic, true, usize::MAX, Duration::from_secs(5));
+    let got = read_topic(
+        &servers,
+        &out_topic,
+        true,
+        usize::MAX,
+        Duration::from_secs(5),
+    );
     let ids: Vec<String> = got
         .iter()
         .map(|g| g.json()["id"].as_str().expect("id").to_string())
@@ -269,7 +365,12 @@ fn exactly_once_to_kafka_survives_kill_9() {
     let src_off: i64 = g.header("bertflow.source.offset").unwrap().parse().unwrap();
     assert!(src_off >= 0);
     assert!(g.key.as_deref().is_some_and(|k| k.starts_with(b"k")));
-    assert!(g.json()["sentiment_label"].is_string(), "{}", g.json());
+    assert_eq!(
+        g.json()["embedding"].as_array().map(|a| a.len()),
+        Some(384),
+        "{}",
+        g.json()
+    );
     delete_topics(&servers, &[&topic, &out_topic, &dlq]);
 }
 
@@ -282,8 +383,12 @@ fn poison_records_go_to_the_dead_letter_topic_and_good_ones_flow() {
     let group = unique("g");
     create_topics(&servers, &[(&topic, 1), (&dlq, 1)]);
     let good = |i: usize| -> Msg {
-        let mut m = Msg::text(&format!("k{i}"), &serde_json::json!({"doc": {"id": format!("d{i}"), "body": words(i)}}).to_string());
-        m.headers.push(("trace".into(), format!("t{i}").into_bytes()));
+        let mut m = Msg::text(
+            &format!("k{i}"),
+            &serde_json::json!({"doc": {"id": format!("d{i}"), "body": words(i)}}).to_string(),
+        );
+        m.headers
+            .push(("trace".into(), format!("t{i}").into_bytes()));
         m
     };
     let mut msgs: Vec<Msg> = Vec::new();
@@ -291,16 +396,43 @@ fn poison_records_go_to_the_dead_letter_topic_and_good_ones_flow() {
     for i in 0..10 {
         msgs.push(good(i));
     }
-    let mut poison = |key: &str, value: Option<Vec<u8>>, reason: &'static str, msgs: &mut Vec<Msg>| {
-        msgs.push(Msg { partition: None, key: Some(key.as_bytes().to_vec()), value, headers: vec![("trace".into(), b"poison".to_vec())] });
-        bad.insert(key.to_string(), reason);
-    };
-    poison("utf8", Some(vec![b'{', 0xc3, 0x28, b'}']), "UTF-8", &mut msgs);
-    poison("json", Some(b"{not json".to_vec()), "not valid JSON", &mut msgs);
-    poison("missing", Some(br#"{"doc": {"id": "x"}}"#.to_vec()), "missing", &mut msgs);
-    poison("wrongtype", Some(br#"{"doc": {"id": "y", "body": 42}}"#.to_vec()), "a number", &mut msgs);
+    let mut poison =
+        |key: &str, value: Option<Vec<u8>>, reason: &'static str, msgs: &mut Vec<Msg>| {
+            msgs.push(Msg {
+                partition: None,
+                key: Some(key.as_bytes().to_vec()),
+                value,
+                headers: vec![("trace".into(), b"poison".to_vec())],
+            });
+            bad.insert(key.to_string(), reason);
+        };
+    poison(
+        "utf8",
+        Some(vec![b'{', 0xc3, 0x28, b'}']),
+        "UTF-8",
+        &mut msgs,
+    );
+    poison(
+        "json",
+        Some(b"{not json".to_vec()),
+        "not valid JSON",
+        &mut msgs,
+    );
+    poison(
+        "missing",
+        Some(br#"{"doc": {"id": "x"}}"#.to_vec()),
+        "missing",
+        &mut msgs,
+    );
+    poison(
+        "wrongtype",
+        Some(br#"{"doc": {"id": "y", "body": 42}}"#.to_vec()),
+        "a number",
+        &mut msgs,
+    );
     poison("null", None, "no value", &mut msgs);
-    let big = serde_json::json!({"doc": {"id": "big", "body": "word ".repeat(1_000_000)}}).to_string();
+    let big =
+        serde_json::json!({"doc": {"id": "big", "body": "word ".repeat(1_000_000)}}).to_string();
     poison("big", Some(big.into_bytes()), "max_value_bytes", &mut msgs);
     for i in 10..20 {
         msgs.push(good(i));
@@ -341,21 +473,38 @@ sink:
     ids.sort();
     let mut want: Vec<String> = (0..20).map(|i| format!("d{i}")).collect();
     want.sort();
-    assert_eq!(ids, want, "good records around the poison ones are all processed");
+    assert_eq!(
+        ids, want,
+        "good records around the poison ones are all processed"
+    );
     assert_eq!(dead.len(), bad.len(), "one dead letter per poison record");
     for d in &dead {
         let key = String::from_utf8(d.key.clone().unwrap()).unwrap();
         let reason = d.header("bertflow.error.reason").unwrap();
         assert!(reason.contains(bad[&key]), "{key}: {reason}");
         assert_eq!(d.header("bertflow.error.stage").as_deref(), Some("source"));
-        assert_eq!(d.header("trace").as_deref(), Some("poison"), "original headers kept");
+        assert_eq!(
+            d.header("trace").as_deref(),
+            Some("poison"),
+            "original headers kept"
+        );
         assert!(d.header("bertflow.source.offset").is_some());
-        let original = msgs.iter().find(|m| m.key.as_deref() == Some(key.as_bytes())).unwrap();
+        let original = msgs
+            .iter()
+            .find(|m| m.key.as_deref() == Some(key.as_bytes()))
+            .unwrap();
         match (&original.value, &d.value) {
             (Some(o), Some(v)) if o.len() <= v.len() => assert_eq!(o, v, "original bytes kept"),
             (Some(o), Some(v)) => {
-                assert_eq!(&o[..v.len()], v.as_slice(), "oversized value cut, prefix kept");
-                assert_eq!(d.header("bertflow.error.value_bytes"), Some(o.len().to_string()));
+                assert_eq!(
+                    &o[..v.len()],
+                    v.as_slice(),
+                    "oversized value cut, prefix kept"
+                );
+                assert_eq!(
+                    d.header("bertflow.error.value_bytes"),
+                    Some(o.len().to_string())
+                );
             }
             (None, v) => assert!(v.as_deref().unwrap_or_default().is_empty()),
             (Some(_), None) => panic!("{key}: dead letter lost the value"),
@@ -377,7 +526,14 @@ fn broker_outage_of_30_seconds_loses_nothing() {
     create_topics(&servers, &[(&topic, 2)]);
     produce(&servers, &topic, &text_msgs(0..300));
     let out = dir.path().join("out");
-    let p = pipeline(dir.path(), "w", &servers, &topic, &group, &parquet_sink(&out));
+    let p = pipeline(
+        dir.path(),
+        "w",
+        &servers,
+        &topic,
+        &group,
+        &parquet_sink(&out),
+    );
     let w = Worker::start(&p, "w", &[]);
     assert!(
         wait_until(Duration::from_secs(90), || output_ids(&out).len() >= 300),
@@ -395,7 +551,10 @@ fn broker_outage_of_30_seconds_loses_nothing() {
     });
     let log = w.log_text();
     assert!(ok, "records lost across the outage:\n{log}");
-    assert!(w.stop(), "worker did not stop cleanly after the outage:\n{log}");
+    assert!(
+        w.stop(),
+        "worker did not stop cleanly after the outage:\n{log}"
+    );
     let dups = assert_all_present(&expected, &output_ids(&out), "outage");
     println!("broker outage: 600 records, {dups} duplicates");
 }
@@ -409,19 +568,31 @@ fn graceful_shutdown_commits_everything_written() {
     create_topics(&servers, &[(&topic, 2)]);
     produce(&servers, &topic, &text_msgs(0..500));
     let out = dir.path().join("out");
-    let p = pipeline(dir.path(), "w", &servers, &topic, &group, &parquet_sink(&out));
+    let p = pipeline(
+        dir.path(),
+        "w",
+        &servers,
+        &topic,
+        &group,
+        &parquet_sink(&out),
+    );
     let w = Worker::start(&p, "w", &[]);
     wait_until(Duration::from_secs(60), || !output_ids(&out).is_empty());
     assert!(w.stop(), "SIGTERM did not stop the worker cleanly");
     let first = output_ids(&out).len();
     // Everything it wrote was committed: a restart reads only what it had not written.
     let w = Worker::start(&p, "w2", &[]);
-    assert!(wait_until(Duration::from_secs(90), || output_ids(&out).len() >= 500));
+    assert!(wait_until(Duration::from_secs(90), || output_ids(&out)
+        .len()
+        >= 500));
     std::thread::sleep(Duration::from_secs(2));
     assert!(w.stop());
     let got = output_ids(&out);
     let expected = expected_ids(&topic, &servers, 500);
     let dups = assert_all_present(&expected, &got, "shutdown");
-    assert_eq!(dups, 0, "a clean stop after {first} records left an uncommitted tail");
+    assert_eq!(
+        dups, 0,
+        "a clean stop after {first} records left an uncommitted tail"
+    );
     delete_topics(&servers, &[&topic]);
 }

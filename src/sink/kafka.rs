@@ -175,10 +175,19 @@ pub fn dead_letters(topic: &str, out: &ChunkOutput) -> Vec<Outgoing> {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone().unwrap_or_default()))
                 .collect();
-            headers.push(("bertflow.error.reason".into(), reason.value(i).as_bytes().to_vec()));
-            headers.push(("bertflow.error.stage".into(), stage.value(i).as_bytes().to_vec()));
+            headers.push((
+                "bertflow.error.reason".into(),
+                reason.value(i).as_bytes().to_vec(),
+            ));
+            headers.push((
+                "bertflow.error.stage".into(),
+                stage.value(i).as_bytes().to_vec(),
+            ));
             if task.is_valid(i) {
-                headers.push(("bertflow.error.task".into(), task.value(i).as_bytes().to_vec()));
+                headers.push((
+                    "bertflow.error.task".into(),
+                    task.value(i).as_bytes().to_vec(),
+                ));
             }
             headers.extend(provenance(m));
             let value = if value.len() > DLQ_MAX_VALUE_BYTES {
@@ -230,7 +239,11 @@ pub fn json_rows(batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
     if rows.len() != batch.num_rows() {
         return Err(Error::sink(
             "kafka output",
-            format!("internal: {} JSON lines for {} rows", rows.len(), batch.num_rows()),
+            format!(
+                "internal: {} JSON lines for {} rows",
+                rows.len(),
+                batch.num_rows()
+            ),
         ));
     }
     Ok(rows)
@@ -339,7 +352,10 @@ impl KafkaSink {
                             .iter()
                             .map(|(t, p, o)| format!("{t}/{p}/{o}"))
                             .collect();
-                        headers.push(("bertflow.source.next_offsets".into(), offs.join(",").into_bytes()));
+                        headers.push((
+                            "bertflow.source.next_offsets".into(),
+                            offs.join(",").into_bytes(),
+                        ));
                     }
                     msgs.push(Outgoing {
                         topic: self.cfg.topic.clone(),
@@ -365,12 +381,20 @@ impl KafkaSink {
 
     /// One chunk in one transaction. `Ok(false)`: aborted (the source rewinds).
     fn write_transaction(&mut self, out: &ChunkOutput, msgs: Vec<Outgoing>) -> Result<bool> {
-        let stream = self.stream.clone().expect("exactly-once has the stream state");
+        let stream = self
+            .stream
+            .clone()
+            .expect("exactly-once has the stream state");
         let Some(k) = out.origin.kafka() else {
-            return Err(Error::config("sink.kafka.exactly_once needs a Kafka source"));
+            return Err(Error::config(
+                "sink.kafka.exactly_once needs a Kafka source",
+            ));
         };
         let group = k.group.clone().ok_or_else(|| {
-            Error::sink("kafka", "internal: no consumer group state for an exactly-once chunk")
+            Error::sink(
+                "kafka",
+                "internal: no consumer group state for an exactly-once chunk",
+            )
         })?;
         self.producer
             .begin_transaction()
@@ -441,7 +465,10 @@ impl Sink for KafkaSink {
             .flush(Duration::from_secs(60))
             .map_err(|e| self.txn_error("cannot flush", e))?;
         if self.aborted_transactions > 0 {
-            tracing::info!(aborted = self.aborted_transactions, "aborted transactions in this run");
+            tracing::info!(
+                aborted = self.aborted_transactions,
+                "aborted transactions in this run"
+            );
         }
         Ok(self.report.clone())
     }

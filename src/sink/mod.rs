@@ -56,6 +56,12 @@ pub trait Sink: Send {
         Ok(None)
     }
 
+    /// Make everything written so far durable now (a rebalance is waiting). Returns the highest
+    /// chunk `seq` that is durable, if any.
+    fn flush(&mut self) -> Result<Option<u64>> {
+        Ok(None)
+    }
+
     /// Discard unfinished output after a failure (temporary files are removed).
     fn abort(&mut self);
 }

@@ -32,7 +32,11 @@ fn tmp_path(dest: &Path) -> PathBuf {
 }
 
 impl OpenFile {
-    pub(crate) fn create(dest: PathBuf, schema: &SchemaRef, props: &WriterProperties) -> Result<Self> {
+    pub(crate) fn create(
+        dest: PathBuf,
+        schema: &SchemaRef,
+        props: &WriterProperties,
+    ) -> Result<Self> {
         let loc = dest.display().to_string();
         if let Some(parent) = dest.parent() {
             if !parent.as_os_str().is_empty() {

@@ -54,9 +54,11 @@ impl FileSet {
     ) -> Result<()> {
         let key = (topic.clone(), partition);
         if !self.open.contains_key(&key) {
-            let tmp_dest = self
-                .dir
-                .join(format!("{}-{partition}-{:020}.parquet", safe(topic), offsets.0));
+            let tmp_dest = self.dir.join(format!(
+                "{}-{partition}-{:020}.parquet",
+                safe(topic),
+                offsets.0
+            ));
             let file = OpenFile::create(tmp_dest, &self.schema, props)?;
             self.open.insert(
                 key.clone(),
@@ -155,14 +157,20 @@ impl RollingParquetSink {
             ));
         }
         std::fs::create_dir_all(&cfg.path).map_err(|e| {
-            Error::sink(cfg.path.display().to_string(), format!("cannot create directory: {e}"))
+            Error::sink(
+                cfg.path.display().to_string(),
+                format!("cannot create directory: {e}"),
+            )
         })?;
         let errors = if dlq.is_some() {
             None
         } else {
             let dir = error_dir.unwrap_or_else(|| cfg.path.join("errors"));
             std::fs::create_dir_all(&dir).map_err(|e| {
-                Error::sink(dir.display().to_string(), format!("cannot create directory: {e}"))
+                Error::sink(
+                    dir.display().to_string(),
+                    format!("cannot create directory: {e}"),
+                )
             })?;
             Some(FileSet {
                 dir,
@@ -227,12 +235,16 @@ impl RollingParquetSink {
                 "internal: the rolling Parquet sink takes Kafka records",
             ));
         };
-        let mut groups: BTreeMap<(Arc<str>, i32), (Vec<u32>, i64, i64)> = BTreeMap::new();
+        // Per partition: rows of the batch, lowest and highest offset.
+        type Rows = (Vec<u32>, i64, i64);
+        let mut groups: BTreeMap<(Arc<str>, i32), Rows> = BTreeMap::new();
         for (i, &row) in rows.iter().enumerate() {
             let m = &k.messages[row as usize];
-            let g = groups
-                .entry((m.topic.clone(), m.partition))
-                .or_insert((Vec::new(), i64::MAX, i64::MIN));
+            let g = groups.entry((m.topic.clone(), m.partition)).or_insert((
+                Vec::new(),
+                i64::MAX,
+                i64::MIN,
+            ));
             g.0.push(i as u32);
             g.1 = g.1.min(m.offset);
             g.2 = g.2.max(m.offset);
@@ -293,6 +305,10 @@ impl Sink for RollingParquetSink {
             return self.roll();
         }
         Ok(None)
+    }
+
+    fn flush(&mut self) -> Result<Option<u64>> {
+        self.roll()
     }
 
     fn finish(&mut self) -> Result<SinkReport> {

@@ -37,7 +37,14 @@ use crate::record::{Chunk, KafkaMessage, KafkaRecords, Origin, RecordError, Stag
 
 /// Names of the message attributes that `sink.passthrough` can copy to the output; any other
 /// name is read from the JSON value.
-pub const MESSAGE_FIELDS: &[&str] = &["key", "headers", "topic", "partition", "offset", "timestamp"];
+pub const MESSAGE_FIELDS: &[&str] = &[
+    "key",
+    "headers",
+    "topic",
+    "partition",
+    "offset",
+    "timestamp",
+];
 
 /// State shared by the source thread, the rebalance callbacks and the writer (acknowledgements,
 /// exactly-once rewinds).
@@ -55,6 +62,14 @@ pub struct StreamState {
     pub joined: AtomicBool,
     /// Commit offsets here (at-least-once); false when the sink commits them in transactions.
     commit: bool,
+    /// Chunks handed to the pipeline (highest seq + 1).
+    sent: AtomicU64,
+    /// Chunks durable in the sink (highest seq + 1).
+    acked: AtomicU64,
+    /// Set while a revoke waits for in-flight chunks: the writer makes its output durable now.
+    flush_requested: AtomicBool,
+    /// Longest wait for in-flight chunks on revoke.
+    revoke_wait: Duration,
 }
 
 impl StreamState {
@@ -69,6 +84,34 @@ impl StreamState {
     /// A chunk read in `epoch` was read before a requested rewind and must not be written.
     pub fn is_stale(&self, epoch: u64) -> bool {
         epoch < self.rewind_to.load(Ordering::SeqCst)
+    }
+
+    /// A revoke is waiting for in-flight output to become durable.
+    pub fn flush_requested(&self) -> bool {
+        self.flush_requested.load(Ordering::SeqCst)
+    }
+
+    /// Before giving partitions up: let the pipeline finish the chunks it holds and make them
+    /// durable (bounded by `revoke_wait`), so the next owner does not read them again.
+    fn finish_in_flight(&self) {
+        let sent = self.sent.load(Ordering::SeqCst);
+        if self.acked.load(Ordering::SeqCst) >= sent {
+            return;
+        }
+        self.flush_requested.store(true, Ordering::SeqCst);
+        let started = Instant::now();
+        while self.acked.load(Ordering::SeqCst) < sent && started.elapsed() < self.revoke_wait {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.flush_requested.store(false, Ordering::SeqCst);
+        let acked = self.acked.load(Ordering::SeqCst);
+        if acked < sent {
+            tracing::warn!(
+                chunks = sent - acked,
+                waited_ms = started.elapsed().as_millis() as u64,
+                "in-flight chunks not durable before the revoke deadline (source.kafka.revoke_wait_ms); their records will be read again by the next owner"
+            );
+        }
     }
 }
 
@@ -100,10 +143,7 @@ fn offsets_list(offsets: &[(Partition, i64)]) -> Option<TopicPartitionList> {
     }
     let mut tpl = TopicPartitionList::new();
     for ((t, p), o) in offsets {
-        if tpl
-            .add_partition_offset(t, *p, Offset::Offset(*o))
-            .is_err()
-        {
+        if tpl.add_partition_offset(t, *p, Offset::Offset(*o)).is_err() {
             return None;
         }
     }
@@ -114,12 +154,20 @@ impl ConsumerContext for SourceContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
             let parts = partitions_of(tpl);
+            if self.state.commit {
+                self.state.finish_in_flight();
+            }
             let durable = self.state.tracker.lock().expect("tracker").revoke(&parts);
             if self.state.commit {
                 if let Some(list) = offsets_list(&durable) {
                     match consumer.commit(&list, CommitMode::Sync) {
-                        Ok(()) => tracing::info!(partitions = parts.len(), "committed durable offsets of revoked partitions"),
-                        Err(e) => tracing::warn!(error = %e, "cannot commit offsets of revoked partitions; their records will be read again by the next owner"),
+                        Ok(()) => tracing::info!(
+                            partitions = parts.len(),
+                            "committed durable offsets of revoked partitions"
+                        ),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot commit offsets of revoked partitions; their records will be read again by the next owner")
+                        }
                     }
                 }
             }
@@ -143,10 +191,16 @@ impl ConsumerContext for SourceContext {
         }
     }
 
-    fn commit_callback(&self, result: rdkafka::error::KafkaResult<()>, offsets: &TopicPartitionList) {
+    fn commit_callback(
+        &self,
+        result: rdkafka::error::KafkaResult<()>,
+        offsets: &TopicPartitionList,
+    ) {
         match result {
             Ok(()) => tracing::debug!(offsets = ?offsets.to_topic_map(), "offsets committed"),
-            Err(e) => tracing::warn!(error = %e, "offset commit failed; it is retried with the next commit"),
+            Err(e) => {
+                tracing::warn!(error = %e, "offset commit failed; it is retried with the next commit")
+            }
         }
     }
 }
@@ -166,18 +220,35 @@ pub struct KafkaAcker {
 impl KafkaAcker {
     /// Every chunk up to `seq` is durable.
     pub fn ack(&self, seq: u64) {
-        let offsets = self.state.tracker.lock().expect("tracker").ack(seq);
-        if !self.state.commit {
-            return;
+        let mut tracker = self.state.tracker.lock().expect("tracker");
+        if self.state.flush_requested() {
+            // A revoke is waiting: it commits these offsets itself, synchronously.
+            tracker.ack_only(seq);
+            drop(tracker);
+        } else {
+            let offsets = tracker.ack(seq);
+            drop(tracker);
+            if self.state.commit {
+                self.commit(offsets, CommitMode::Async);
+            }
         }
-        self.commit(offsets, CommitMode::Async);
+        self.state.acked.fetch_max(seq + 1, Ordering::SeqCst);
+    }
+
+    /// A revoke is waiting for in-flight output: the sink should make it durable now.
+    pub fn flush_requested(&self) -> bool {
+        self.state.flush_requested()
     }
 
     fn commit(&self, offsets: Vec<(Partition, i64)>, mode: CommitMode) {
         if let Some(list) = offsets_list(&offsets) {
             if let Err(e) = self.consumer.commit(&list, mode) {
                 tracing::warn!(error = %e, "cannot commit offsets; retrying with the next commit");
-                self.state.tracker.lock().expect("tracker").restore(&offsets);
+                self.state
+                    .tracker
+                    .lock()
+                    .expect("tracker")
+                    .restore(&offsets);
             }
         }
     }
@@ -205,7 +276,7 @@ enum Passthrough {
 }
 
 /// One decoded message.
-struct Decoded {
+pub(crate) struct Decoded {
     id: String,
     text: std::result::Result<Arc<str>, String>,
     question: Option<Arc<str>>,
@@ -239,7 +310,11 @@ impl KafkaSource {
         exactly_once: bool,
         shutdown: Arc<AtomicBool>,
     ) -> Result<Self> {
-        let where_ = format!("kafka {} topics {}", cfg.bootstrap_servers, cfg.topics.join(","));
+        let where_ = format!(
+            "kafka {} topics {}",
+            cfg.bootstrap_servers,
+            cfg.topics.join(",")
+        );
         let mut pass = Vec::new();
         for name in passthrough {
             let p = match name.as_str() {
@@ -278,6 +353,7 @@ impl KafkaSource {
 
         let state = Arc::new(StreamState {
             commit: !exactly_once,
+            revoke_wait: Duration::from_millis(cfg.revoke_wait_ms),
             ..StreamState::default()
         });
         let defaults = [
@@ -320,7 +396,9 @@ impl KafkaSource {
         consumer.subscribe(&topics).map_err(|e| {
             Error::source(
                 &where_,
-                format!("cannot subscribe: {e} (topic names, or regular expressions starting with ^)"),
+                format!(
+                    "cannot subscribe: {e} (topic names, or regular expressions starting with ^)"
+                ),
             )
         })?;
         Ok(KafkaSource {
@@ -373,7 +451,13 @@ impl KafkaSource {
 
     /// Drop buffered records of partitions revoked since the last look.
     fn drop_revoked(&mut self) {
-        let revoked: HashSet<Partition> = self.state.revoked.lock().expect("revoked").drain(..).collect();
+        let revoked: HashSet<Partition> = self
+            .state
+            .revoked
+            .lock()
+            .expect("revoked")
+            .drain(..)
+            .collect();
         if revoked.is_empty() {
             return;
         }
@@ -426,15 +510,15 @@ impl KafkaSource {
                 return Err(self.err(err));
             }
         }
-        tracing::warn!(epoch = want, "rewound to the committed offsets after an aborted transaction");
+        tracing::warn!(
+            epoch = want,
+            "rewound to the committed offsets after an aborted transaction"
+        );
         Ok(())
     }
 
     fn err(&self, e: KafkaError) -> Error {
-        Error::source(
-            format!("kafka group {}", self.cfg.group_id),
-            e.to_string(),
-        )
+        Error::source(format!("kafka group {}", self.cfg.group_id), e.to_string())
     }
 
     fn poll_once(&mut self, timeout: Duration) -> bool {
@@ -473,96 +557,7 @@ impl KafkaSource {
     }
 
     fn decode(&self, m: &KafkaMessage) -> Decoded {
-        let position = m.position();
-        let mut d = Decoded {
-            id: position.clone(),
-            text: Err(String::new()),
-            question: None,
-            json: None,
-        };
-        let Some(value) = &m.value else {
-            d.text = Err("message has no value (null or tombstone)".into());
-            return d;
-        };
-        if value.len() > self.cfg.max_value_bytes {
-            d.text = Err(format!(
-                "value of {} bytes exceeds source.kafka.max_value_bytes ({})",
-                value.len(),
-                self.cfg.max_value_bytes
-            ));
-            return d;
-        }
-        let s = match std::str::from_utf8(value) {
-            Ok(s) => s,
-            Err(e) => {
-                d.text = Err(format!(
-                    "value is not valid UTF-8 (first bad byte at {})",
-                    e.valid_up_to()
-                ));
-                return d;
-            }
-        };
-        match self.cfg.format {
-            ValueFormat::Text => d.text = Ok(Arc::from(s)),
-            ValueFormat::Json => {
-                let v: serde_json::Value = match serde_json::from_str(s) {
-                    Ok(v) => v,
-                    Err(e) => {
-                        d.text = Err(format!("value is not valid JSON: {e}"));
-                        return d;
-                    }
-                };
-                let j = &self.cfg.json;
-                if let Some(idp) = &j.id {
-                    match lookup(&v, idp) {
-                        Some(serde_json::Value::String(s)) => d.id = s.clone(),
-                        Some(serde_json::Value::Number(n)) => d.id = n.to_string(),
-                        Some(other) => {
-                            d.text = Err(format!(
-                                "id field '{idp}' is {}, expected a string or a number",
-                                kind(other)
-                            ));
-                            d.json = Some(v);
-                            return d;
-                        }
-                        None => {
-                            d.text = Err(format!("id field '{idp}' is missing"));
-                            d.json = Some(v);
-                            return d;
-                        }
-                    }
-                }
-                d.text = match lookup(&v, &j.text) {
-                    Some(serde_json::Value::String(s)) => Ok(Arc::from(s.as_str())),
-                    Some(serde_json::Value::Null) => Err(format!("text field '{}' is null", j.text)),
-                    Some(other) => Err(format!(
-                        "text field '{}' is {}, expected a string",
-                        j.text,
-                        kind(other)
-                    )),
-                    None => Err(format!("text field '{}' is missing", j.text)),
-                };
-                if self.read_question {
-                    if let Some(qp) = &j.question {
-                        match lookup(&v, qp) {
-                            Some(serde_json::Value::String(s)) => {
-                                d.question = Some(Arc::from(s.as_str()))
-                            }
-                            other => {
-                                if d.text.is_ok() {
-                                    d.text = Err(format!(
-                                        "question field '{qp}' is {}, expected a string",
-                                        other.map(kind).unwrap_or("missing")
-                                    ));
-                                }
-                            }
-                        }
-                    }
-                }
-                d.json = Some(v);
-            }
-        }
-        d
+        decode(&self.cfg, self.read_question, m)
     }
 
     fn build_chunk(&mut self, messages: Vec<KafkaMessage>) -> Chunk {
@@ -627,6 +622,100 @@ impl KafkaSource {
             errors,
         }
     }
+}
+
+/// Read one message into an id, a text (or why not) and, for JSON, the parsed value.
+pub(crate) fn decode(cfg: &KafkaSourceConfig, read_question: bool, m: &KafkaMessage) -> Decoded {
+    let position = m.position();
+    let mut d = Decoded {
+        id: position.clone(),
+        text: Err(String::new()),
+        question: None,
+        json: None,
+    };
+    let Some(value) = &m.value else {
+        d.text = Err("message has no value (null or tombstone)".into());
+        return d;
+    };
+    if value.len() > cfg.max_value_bytes {
+        d.text = Err(format!(
+            "value of {} bytes exceeds source.kafka.max_value_bytes ({})",
+            value.len(),
+            cfg.max_value_bytes
+        ));
+        return d;
+    }
+    let s = match std::str::from_utf8(value) {
+        Ok(s) => s,
+        Err(e) => {
+            d.text = Err(format!(
+                "value is not valid UTF-8 (first bad byte at {})",
+                e.valid_up_to()
+            ));
+            return d;
+        }
+    };
+    match cfg.format {
+        ValueFormat::Text => d.text = Ok(Arc::from(s)),
+        ValueFormat::Json => {
+            let v: serde_json::Value = match serde_json::from_str(s) {
+                Ok(v) => v,
+                Err(e) => {
+                    d.text = Err(format!("value is not valid JSON: {e}"));
+                    return d;
+                }
+            };
+            let j = &cfg.json;
+            if let Some(idp) = &j.id {
+                match lookup(&v, idp) {
+                    Some(serde_json::Value::String(s)) => d.id = s.clone(),
+                    Some(serde_json::Value::Number(n)) => d.id = n.to_string(),
+                    Some(other) => {
+                        d.text = Err(format!(
+                            "id field '{idp}' is {}, expected a string or a number",
+                            kind(other)
+                        ));
+                        d.json = Some(v);
+                        return d;
+                    }
+                    None => {
+                        d.text = Err(format!("id field '{idp}' is missing"));
+                        d.json = Some(v);
+                        return d;
+                    }
+                }
+            }
+            d.text = match lookup(&v, &j.text) {
+                Some(serde_json::Value::String(s)) => Ok(Arc::from(s.as_str())),
+                Some(serde_json::Value::Null) => Err(format!("text field '{}' is null", j.text)),
+                Some(other) => Err(format!(
+                    "text field '{}' is {}, expected a string",
+                    j.text,
+                    kind(other)
+                )),
+                None => Err(format!("text field '{}' is missing", j.text)),
+            };
+            if read_question {
+                if let Some(qp) = &j.question {
+                    match lookup(&v, qp) {
+                        Some(serde_json::Value::String(s)) => {
+                            d.question = Some(Arc::from(s.as_str()))
+                        }
+                        other => {
+                            if d.text.is_ok() {
+                                d.text = Err(format!(
+                                    "question field '{qp}' is {}, expected a string",
+                                    other.map(kind).unwrap_or("missing")
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+            d.json = Some(v);
+        }
+    }
+    d
 }
 
 fn kind(v: &serde_json::Value) -> &'static str {
@@ -695,15 +784,17 @@ fn passthrough_column(
         Passthrough::Offset => Arc::new(Int64Array::from_iter_values(
             messages.iter().map(|m| m.offset),
         )),
-        Passthrough::Timestamp => Arc::new(Int64Array::from_iter(
-            messages.iter().map(|m| m.timestamp),
-        )),
+        Passthrough::Timestamp => {
+            Arc::new(Int64Array::from_iter(messages.iter().map(|m| m.timestamp)))
+        }
         Passthrough::Json(path) => Arc::new(StringArray::from_iter(jsons.iter().map(|j| {
-            j.as_ref().and_then(|v| lookup(v, path)).and_then(|f| match f {
-                serde_json::Value::Null => None,
-                serde_json::Value::String(s) => Some(s.clone()),
-                other => Some(other.to_string()),
-            })
+            j.as_ref()
+                .and_then(|v| lookup(v, path))
+                .and_then(|f| match f {
+                    serde_json::Value::Null => None,
+                    serde_json::Value::String(s) => Some(s.clone()),
+                    other => Some(other.to_string()),
+                })
         }))),
     }
 }
@@ -752,7 +843,9 @@ impl Source for KafkaSource {
                 }
             }
             let timeout = match first_at {
-                Some(t) => max_wait.saturating_sub(t.elapsed()).min(Duration::from_millis(100)),
+                Some(t) => max_wait
+                    .saturating_sub(t.elapsed())
+                    .min(Duration::from_millis(100)),
                 None => Duration::from_millis(100),
             };
             if self.poll_once(timeout) && first_at.is_none() {
@@ -767,6 +860,10 @@ impl Source for KafkaSource {
         Ok(Some(self.build_chunk(msgs)))
     }
 
+    fn sent(&mut self, seq: u64) {
+        self.state.sent.fetch_max(seq + 1, Ordering::SeqCst);
+    }
+
     fn wait(&mut self) {
         // The next stage is full: stop fetching, keep serving the group.
         self.set_paused(true);
@@ -774,5 +871,142 @@ impl Source for KafkaSource {
             // A message fetched before the pause took effect: kept for the next chunk.
         }
         self.drop_revoked();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(format: ValueFormat) -> KafkaSourceConfig {
+        let mut c: KafkaSourceConfig = serde_yaml::from_str(
+            "{bootstrap_servers: x, topics: [t], group_id: g, max_value_bytes: 64}",
+        )
+        .unwrap();
+        c.format = format;
+        c
+    }
+
+    fn msg(value: Option<&[u8]>) -> KafkaMessage {
+        KafkaMessage {
+            topic: Arc::from("t"),
+            partition: 3,
+            offset: 42,
+            timestamp: None,
+            key: None,
+            value: value.map(|v| v.to_vec()),
+            headers: Vec::new(),
+        }
+    }
+
+    fn reason(d: &Decoded) -> &str {
+        d.text.as_ref().err().map(String::as_str).unwrap_or("")
+    }
+
+    #[test]
+    fn text_values_and_their_failures() {
+        let c = cfg(ValueFormat::Text);
+        let d = decode(&c, false, &msg(Some("héllo".as_bytes())));
+        assert_eq!(d.id, "t/3/42");
+        assert_eq!(d.text.as_deref().ok(), Some("héllo"));
+        assert!(reason(&decode(&c, false, &msg(None))).contains("no value"));
+        assert!(reason(&decode(&c, false, &msg(Some(&[b'a', 0xff]))))
+            .contains("UTF-8 (first bad byte at 1)"));
+        assert!(
+            reason(&decode(&c, false, &msg(Some(&[b'a'; 65])))).contains("max_value_bytes (64)")
+        );
+        // Empty text is a valid record.
+        assert_eq!(
+            decode(&c, false, &msg(Some(b""))).text.as_deref().ok(),
+            Some("")
+        );
+    }
+
+    #[test]
+    fn json_fields_by_path_and_pointer() {
+        let mut c = cfg(ValueFormat::Json);
+        c.json.text = "/doc/body".into();
+        c.json.id = Some("doc.id".into());
+        c.json.question = Some("q".into());
+        let d = decode(
+            &c,
+            true,
+            &msg(Some(br#"{"doc":{"id":7,"body":"b"},"q":"why?"}"#)),
+        );
+        assert_eq!(d.id, "7");
+        assert_eq!(d.text.as_deref().ok(), Some("b"));
+        assert_eq!(d.question.as_deref(), Some("why?"));
+        let cases: &[(&[u8], &str)] = &[
+            (b"{", "not valid JSON"),
+            (
+                br#"{"doc":{"id":"a"}}"#,
+                "text field '/doc/body' is missing",
+            ),
+            (br#"{"doc":{"id":"a","body":null}}"#, "is null"),
+            (
+                br#"{"doc":{"id":"a","body":[1]}}"#,
+                "is an array, expected a string",
+            ),
+            (br#"{"doc":{"body":"x"}}"#, "id field 'doc.id' is missing"),
+            (
+                br#"{"doc":{"id":{},"body":"x"}}"#,
+                "id field 'doc.id' is an object",
+            ),
+            (
+                br#"{"doc":{"id":1,"body":"x"}}"#,
+                "question field 'q' is missing",
+            ),
+        ];
+        for (v, want) in cases {
+            let d = decode(&c, true, &msg(Some(v)));
+            assert!(
+                reason(&d).contains(want),
+                "{}: {}",
+                String::from_utf8_lossy(v),
+                reason(&d)
+            );
+        }
+    }
+
+    #[test]
+    fn lookup_paths() {
+        let v: serde_json::Value = serde_json::from_str(r#"{"a":{"b":[{"c":1}]}}"#).unwrap();
+        assert_eq!(lookup(&v, "a.b.0.c"), Some(&serde_json::json!(1)));
+        assert_eq!(lookup(&v, "/a/b/0/c"), Some(&serde_json::json!(1)));
+        assert_eq!(lookup(&v, "a.x"), None);
+        assert_eq!(lookup(&v, "a.b.9"), None);
+    }
+
+    #[test]
+    fn any_bytes_decode_without_panicking() {
+        // A deterministic sweep over awkward byte strings (a property test of the decoder: every
+        // value gives a text or a reason, never a panic).
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let alphabet: &[u8] = b"{}[]\":,. \\/0123456789abcdeftrunl\xff\xc3\xa9\x00\n";
+        for format in [ValueFormat::Text, ValueFormat::Json] {
+            let mut c = cfg(format);
+            c.json.id = Some("a.b".into());
+            for _ in 0..5000 {
+                let len = (next() % 40) as usize;
+                let v: Vec<u8> = (0..len)
+                    .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                    .collect();
+                let d = decode(&c, false, &msg(Some(&v)));
+                match &d.text {
+                    Ok(t) => assert!(
+                        std::str::from_utf8(&v).is_ok()
+                            && (format == ValueFormat::Json
+                                || **t == *std::str::from_utf8(&v).unwrap())
+                    ),
+                    Err(r) => assert!(!r.is_empty()),
+                }
+            }
+        }
     }
 }

@@ -72,6 +72,13 @@ impl OffsetTracker {
 
     /// Every chunk up to `seq` is durable. Returns the offsets that can now be committed.
     pub fn ack(&mut self, seq: u64) -> Vec<(Partition, i64)> {
+        self.ack_only(seq);
+        self.take_durable()
+    }
+
+    /// Like [`ack`](Self::ack), leaving the offsets for a later [`take_durable`](Self::take_durable)
+    /// or [`revoke`](Self::revoke).
+    pub fn ack_only(&mut self, seq: u64) {
         let rest = self.pending.split_off(&(seq + 1));
         let done = std::mem::replace(&mut self.pending, rest);
         for (_, entries) in done {
@@ -82,7 +89,6 @@ impl OffsetTracker {
                 }
             }
         }
-        self.take_durable()
     }
 
     /// Durable offsets not yet committed (and marks them committed).

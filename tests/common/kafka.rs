@@ -272,11 +272,7 @@ pub fn output_files(dir: &Path) -> Vec<PathBuf> {
                 .filter(|p| {
                     p.is_file()
                         && p.extension().is_some_and(|e| e == "parquet")
-                        && !p
-                            .file_name()
-                            .unwrap()
-                            .to_string_lossy()
-                            .starts_with('.')
+                        && !p.file_name().unwrap().to_string_lossy().starts_with('.')
                 })
                 .collect()
         })
@@ -335,7 +331,11 @@ impl Broker {
             .args(["--name", &self.name, "--port", &self.port.to_string()])
             .status()
             .expect("scripts/kafka.sh");
-        assert!(st.success(), "scripts/kafka.sh {cmd} --name {} failed", self.name);
+        assert!(
+            st.success(),
+            "scripts/kafka.sh {cmd} --name {} failed",
+            self.name
+        );
     }
 }
 
