@@ -199,7 +199,16 @@ impl ConsumerContext for SourceContext {
         match result {
             Ok(()) => tracing::debug!(offsets = ?offsets.to_topic_map(), "offsets committed"),
             Err(e) => {
-                tracing::warn!(error = %e, "offset commit failed; it is retried with the next commit")
+                tracing::warn!(error = %e, "offset commit failed; it is retried with the next commit");
+                let offsets: Vec<(Partition, i64)> = offsets
+                    .elements()
+                    .iter()
+                    .filter_map(|e| match e.offset() {
+                        Offset::Offset(o) => Some(((Arc::from(e.topic()), e.partition()), o)),
+                        _ => None,
+                    })
+                    .collect();
+                self.state.tracker.lock().expect("tracker").restore(&offsets);
             }
         }
     }
