@@ -27,6 +27,34 @@ pub struct PipelineConfig {
     pub runtime: RuntimeConfig,
     /// Where results go.
     pub sink: SinkConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// The operator endpoint: Prometheus `/metrics`, `/health`, `/ready`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve the endpoint. Default: on for streaming (Kafka) sources, off for batch jobs.
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// Address to listen on; `127.0.0.1` keeps it off the network, `0.0.0.0:9464` exposes it
+    /// (e.g. to a Prometheus scraper in Kubernetes). Port 0 picks a free port (logged).
+    #[serde(default = "default_metrics_listen")]
+    pub listen: String,
+}
+
+fn default_metrics_listen() -> String {
+    "127.0.0.1:9464".into()
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: None,
+            listen: default_metrics_listen(),
+        }
+    }
 }
 
 // ------------------------------------------------------------------------------------ source
@@ -139,6 +167,56 @@ pub struct ParquetSourceConfig {
     /// across all input files in name order).
     #[serde(default)]
     pub id_column: Option<String>,
+    /// `i/N`: this worker reads only shard i (0-based) of N: the input files whose position in
+    /// name order is i modulo N. Also `--shard i/N`.
+    #[serde(default)]
+    pub shard: Option<String>,
+}
+
+/// One of `count` workers of a sharded batch job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Shard {
+    pub fn parse(s: &str) -> Result<Shard> {
+        let bad = || {
+            Error::config(format!(
+                "shard '{s}': write i/N with 0 <= i < N, e.g. 0/4 (in a Kubernetes Indexed Job: $JOB_COMPLETION_INDEX/N)"
+            ))
+        };
+        let (i, n) = s.trim().split_once('/').ok_or_else(bad)?;
+        let index: usize = i.trim().parse().map_err(|_| bad())?;
+        let count: usize = n.trim().parse().map_err(|_| bad())?;
+        if count == 0 || index >= count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+
+    /// The output path of this shard: `{shard}` in `path` becomes the index; without it, a
+    /// file gets `.shard-i-of-N` before its extension and a directory a `shard-i-of-N`
+    /// subdirectory, so that shards never write to the same place.
+    pub fn path(&self, path: &Path, is_dir: bool) -> PathBuf {
+        let s = path.to_string_lossy();
+        if s.contains("{shard}") {
+            return PathBuf::from(s.replace("{shard}", &self.index.to_string()));
+        }
+        let tag = format!("shard-{}-of-{}", self.index, self.count);
+        if is_dir {
+            return path.join(tag);
+        }
+        let stem = path
+            .file_stem()
+            .map(|x| x.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        match path.extension() {
+            Some(ext) => path.with_file_name(format!("{stem}.{tag}.{}", ext.to_string_lossy())),
+            None => path.with_file_name(format!("{stem}.{tag}")),
+        }
+    }
 }
 
 fn default_text_column() -> String {
@@ -730,6 +808,9 @@ impl PipelineConfig {
                     "sink.errors.topic needs a Kafka source (its brokers receive the dead letters); use sink.errors.path with a Parquet source",
                 ));
             }
+        }
+        if let Some(s) = self.source.parquet.as_ref().and_then(|p| p.shard.as_ref()) {
+            Shard::parse(s)?;
         }
         if let Some(k) = &self.source.kafka {
             if k.topics.is_empty() || k.topics.iter().any(|t| t.trim().is_empty()) {

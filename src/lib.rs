@@ -16,6 +16,7 @@ pub mod record;
 pub mod sink;
 pub mod source;
 pub mod task;
+pub mod telemetry;
 
 pub use config::PipelineConfig;
 pub use error::{Error, Result};

@@ -52,6 +52,10 @@ struct PipelineArgs {
     /// Path of libonnxruntime.so.
     #[arg(long)]
     ort_lib: Option<PathBuf>,
+    /// Batch jobs: read only shard i of N of the input files (e.g. 2/8, or
+    /// "$JOB_COMPLETION_INDEX/8" in a Kubernetes Indexed Job); outputs get the shard in their name.
+    #[arg(long, value_name = "I/N", env = "BERTFLOW_SHARD")]
+    shard: Option<String>,
 }
 
 impl PipelineArgs {
@@ -67,9 +71,38 @@ impl PipelineArgs {
                 yaml_string(&o.to_string_lossy()),
             ));
         }
+        if let Some(s) = self.shard {
+            self.sets
+                .push(("source.parquet.shard".into(), yaml_string(&s)));
+        }
         let cfg = PipelineConfig::load(&self.pipeline, &self.sets)?;
         Ok((self.pipeline, cfg, self.ort_lib))
     }
+}
+
+#[derive(Subcommand, Debug)]
+enum ModelsCommand {
+    /// Download a model from the Hugging Face Hub (honours HF_ENDPOINT, HF_HOME, HF_TOKEN) and
+    /// assemble a model directory; prints its path. Pipelines may also name `hf:...` directly.
+    Pull {
+        /// hf:<org>/<repo>[@revision]
+        reference: String,
+        /// ONNX file inside the repository (default: model.onnx, else onnx/model.onnx).
+        #[arg(long)]
+        onnx_file: Option<String>,
+    },
+    /// Print a model's inputs and outputs, labels, maximum length, tokenizer and the tasks it
+    /// can serve, with any problem found.
+    Inspect {
+        /// A model directory or an hf: reference.
+        model: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Path of libonnxruntime.so.
+        #[arg(long)]
+        ort_lib: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -90,6 +123,11 @@ enum Command {
         /// Also write the figures as JSON to this file.
         #[arg(long)]
         json: Option<PathBuf>,
+    },
+    /// Get and examine models.
+    Models {
+        #[command(subcommand)]
+        command: ModelsCommand,
     },
     /// Check a pipeline file (keys, types, values) without running it.
     Validate {
@@ -170,6 +208,37 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Models { command } => match command {
+            ModelsCommand::Pull {
+                reference,
+                onnx_file,
+            } => {
+                let r = bertflow::model::hub::HubRef::parse(&reference).ok_or_else(|| {
+                    anyhow::anyhow!("'{reference}' is not an hf:<org>/<repo>[@revision] reference")
+                })??;
+                let dir = bertflow::model::hub::pull(&r, onnx_file.as_deref())?;
+                println!("{}", dir.display());
+                Ok(())
+            }
+            ModelsCommand::Inspect {
+                model,
+                json,
+                ort_lib,
+            } => {
+                let dir = bertflow::model::hub::resolve_model(&model)?;
+                let rt = bertflow::model::OrtRuntime::init(
+                    ort_lib.as_deref(),
+                    &bertflow::config::RuntimeConfig::default(),
+                )?;
+                let report = bertflow::model::inspect::inspect(&rt, &dir)?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                } else {
+                    print!("{report}");
+                }
+                Ok(())
+            }
+        },
         Command::Validate { pipeline, sets } => {
             PipelineConfig::load(&pipeline, &sets)?;
             println!("{}: ok", pipeline.display());

@@ -14,7 +14,7 @@ use arrow::datatypes::{FieldRef, Schema, SchemaRef};
 use crossbeam_channel::{bounded, Receiver, Sender};
 
 use crate::batch::{plan, Feature, PaddedBatch};
-use crate::config::PipelineConfig;
+use crate::config::{PipelineConfig, Shard};
 use crate::error::{Error, Result};
 use crate::model::tokenizer::TokenCache;
 use crate::model::{ModelDir, OnnxModel, OrtRuntime, ProviderInfo};
@@ -29,6 +29,10 @@ use crate::source::kafka::KafkaAcker;
 use crate::source::{KafkaSource, ParquetSource, Source};
 use crate::task::{
     EmbedTask, Featurized, LoadedTask, NerTask, QaTask, SentimentTask, Task, TaskOutput,
+};
+use crate::telemetry::{
+    self, BatchRun, Event, ExecutionProviderInUse, Health, MetricsServer, QueueDepth,
+    RecordsFailed, RecordsRead, RecordsWritten, StageTime,
 };
 
 /// Options of a run that are not part of the pipeline file.
@@ -182,6 +186,17 @@ pub fn load_tasks(
                     optional: bool,
                     make: &MakeTask<'_>|
      -> Result<()> {
+        let resolved = match crate::model::hub::resolve_model(model_dir) {
+            Ok(p) => p,
+            Err(e) if optional => {
+                let msg = format!("{kind}: {e}; task skipped (it is marked optional)");
+                tracing::warn!("{msg}");
+                skipped.push(msg);
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let model_dir = resolved.as_path();
         if optional && !model_dir.exists() {
             let msg = format!(
                 "{kind}: model {} not found, task skipped (it is marked optional)",
@@ -193,6 +208,7 @@ pub fn load_tasks(
         }
         let dir = ModelDir::open(model_dir)?;
         let model = OnnxModel::load(rt, &dir.onnx)?;
+        crate::model::inspect::check_for_task(kind, &dir, &model)?;
         let task = make(&dir, &model)?;
         tasks.push(LoadedTask { task, model });
         Ok(())
@@ -248,6 +264,16 @@ pub fn output_schema(source: &[FieldRef], tasks: &[LoadedTask]) -> Result<Schema
 /// until `RunOptions::shutdown` is set.
 pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<Summary> {
     let started = Instant::now();
+    let health = Arc::new(Health::default());
+    let _server = if cfg.metrics.enabled.unwrap_or(cfg.source.kafka.is_some()) {
+        Some(MetricsServer::start(
+            &cfg.metrics.listen,
+            telemetry::install(),
+            health.clone(),
+        )?)
+    } else {
+        None
+    };
     let rt = OrtRuntime::init(opts.ort_lib.as_deref(), &cfg.runtime)?;
     let question_column = cfg
         .tasks
@@ -259,6 +285,7 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<Summary> {
         .clone()
         .unwrap_or_else(|| Arc::new(AtomicBool::new(false)));
     let exactly_once = cfg.sink.kafka.as_ref().is_some_and(|k| k.exactly_once);
+    let mut cfg_owned = cfg.clone();
     let mut acker = None;
     let mut stream_state = None;
     let source: Box<dyn Source> = if let Some(k) = &cfg.source.kafka {
@@ -279,14 +306,35 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<Summary> {
             .parquet
             .as_ref()
             .ok_or_else(|| Error::config("source.parquet is required"))?;
-        Box::new(ParquetSource::open(
+        let source = ParquetSource::open(
             src_cfg,
             &cfg.sink.passthrough,
             question_column,
             cfg.batching.window_records,
-        )?)
+        )?;
+        match src_cfg.shard.as_deref().map(Shard::parse).transpose()? {
+            Some(shard) => {
+                shard_outputs(&mut cfg_owned, shard);
+                Box::new(source.with_shard(shard))
+            }
+            None => Box::new(source),
+        }
     };
+    let cfg = &cfg_owned;
     let (tasks, skipped) = load_tasks(cfg, &rt)?;
+    for t in &tasks {
+        ExecutionProviderInUse {
+            task: t.task.name(),
+            provider: t.model.provider.to_string(),
+        }
+        .emit();
+    }
+    match &stream_state {
+        // Readiness follows the group membership.
+        Some(s) => health.set_joined(s.joined.clone()),
+        None => health.no_group.store(true, Ordering::SeqCst),
+    }
+    health.models_loaded.store(true, Ordering::SeqCst);
     let source_fields = source.fields();
     let schema = output_schema(&source_fields, &tasks)?;
     let err_schema = error_schema(&source_fields[0]);
@@ -320,6 +368,17 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<Summary> {
     }
     summary.elapsed = started.elapsed();
     result.map(|_| summary)
+}
+
+/// Give a shard its own output and error paths.
+fn shard_outputs(cfg: &mut PipelineConfig, shard: Shard) {
+    if let Some(p) = &mut cfg.sink.parquet {
+        let is_dir = p.rows_per_file.is_some();
+        p.path = shard.path(&p.path, is_dir);
+    }
+    if let Some(e) = cfg.sink.errors.as_mut().and_then(|e| e.path.as_mut()) {
+        *e = shard.path(e, false);
+    }
 }
 
 fn make_sink(
@@ -450,6 +509,16 @@ fn run_stages(
                     let Some(mut c) = source.next_chunk()? else {
                         break;
                     };
+                    RecordsRead {
+                        source: source.kind(),
+                        count: c.len(),
+                    }
+                    .emit();
+                    QueueDepth {
+                        queue: "tokenize",
+                        depth: chunk_tx.len(),
+                    }
+                    .emit();
                     // When the tokenizer is behind, wait without reading ahead.
                     loop {
                         let seq = c.seq;
@@ -571,10 +640,21 @@ fn tokenize_stage(
             .iter()
             .map(|task| task.featurize(&chunk, &cache))
             .collect();
+        let elapsed = t.elapsed();
+        StageTime {
+            stage: "tokenize",
+            elapsed,
+        }
+        .emit();
+        QueueDepth {
+            queue: "infer",
+            depth: tx.len(),
+        }
+        .emit();
         let msg = Tokenized {
             chunk,
             per_task,
-            elapsed: t.elapsed(),
+            elapsed,
         };
         if tx.send(msg).is_err() {
             return Err(Error::StageStopped("infer"));
@@ -643,8 +723,17 @@ fn run_batch(
         post = p.elapsed();
         r
     });
-    stats.model_time += t.elapsed().saturating_sub(post);
+    let model_time = t.elapsed().saturating_sub(post);
+    stats.model_time += model_time;
     stats.postprocess_time += post;
+    BatchRun {
+        task: task.name(),
+        sequences: idx.len(),
+        real_tokens: padded.real_tokens,
+        padded_tokens: padded.padded_tokens(),
+        model_time,
+    }
+    .emit();
     match out {
         Ok(values) if values.len() == idx.len() => {
             for (&i, v) in idx.iter().zip(values) {
@@ -731,6 +820,16 @@ fn infer_stage(
             per_task.push(rows);
             early_errors.push(feats.errors);
         }
+        StageTime {
+            stage: "infer",
+            elapsed: stats.model_time + stats.postprocess_time,
+        }
+        .emit();
+        QueueDepth {
+            queue: "write",
+            depth: tx.len(),
+        }
+        .emit();
         let msg = Inferred {
             chunk: tok.chunk,
             per_task,
@@ -852,6 +951,28 @@ fn assemble(
     })
 }
 
+/// Count error rows by stage and task.
+fn emit_failures(errors: &RecordBatch) {
+    use arrow::array::{Array, AsArray};
+    if errors.num_rows() == 0 {
+        return;
+    }
+    let stage = errors.column(2).as_string::<i32>();
+    let task = errors.column(3).as_string::<i32>();
+    let mut counts: std::collections::BTreeMap<(&str, &str), usize> = Default::default();
+    for i in 0..errors.num_rows() {
+        let t = if task.is_valid(i) {
+            task.value(i)
+        } else {
+            "none"
+        };
+        *counts.entry((stage.value(i), t)).or_default() += 1;
+    }
+    for ((stage, task), count) in counts {
+        RecordsFailed { stage, task, count }.emit();
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn write_stage(
     rx: Receiver<Inferred>,
@@ -894,8 +1015,18 @@ fn write_stage(
         let out = assemble(inf, tasks, schema, err_schema)?;
         summary.written += out.results.num_rows() as u64;
         summary.errors += out.errors.num_rows() as u64;
+        RecordsWritten {
+            count: out.results.num_rows(),
+        }
+        .emit();
+        emit_failures(&out.errors);
         summary.last_seq = Some(out.seq);
         ack(sink.write(&out)?);
+        StageTime {
+            stage: "write",
+            elapsed: t.elapsed(),
+        }
+        .emit();
         summary.write_time += t.elapsed();
         progress.inc(n);
     }

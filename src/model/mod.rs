@@ -2,6 +2,8 @@
 //! execution providers ([`session`]), and tokenizers ([`tokenizer`]).
 
 pub mod files;
+pub mod hub;
+pub mod inspect;
 pub mod runtime;
 pub mod session;
 pub mod tokenizer;

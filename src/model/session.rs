@@ -21,6 +21,14 @@ struct InputLayout {
     int32: bool,
 }
 
+/// One input or output of a graph.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TensorInfo {
+    pub name: String,
+    pub dtype: String,
+    pub shape: Vec<i64>,
+}
+
 /// An ONNX model ready to run padded batches.
 pub struct OnnxModel {
     session: Session,
@@ -215,6 +223,36 @@ impl OnnxModel {
             }
             _ => None,
         }
+    }
+
+    /// Inputs and outputs of the graph: name, element type and shape (`-1` for dynamic axes).
+    pub fn io(&self) -> (Vec<TensorInfo>, Vec<TensorInfo>) {
+        fn info(name: &str, t: &ValueType) -> TensorInfo {
+            match t {
+                ValueType::Tensor { ty, shape, .. } => TensorInfo {
+                    name: name.to_string(),
+                    dtype: format!("{ty:?}").to_lowercase(),
+                    shape: shape.iter().copied().collect(),
+                },
+                other => TensorInfo {
+                    name: name.to_string(),
+                    dtype: format!("{other:?}"),
+                    shape: Vec::new(),
+                },
+            }
+        }
+        (
+            self.session
+                .inputs()
+                .iter()
+                .map(|i| info(i.name(), i.dtype()))
+                .collect(),
+            self.session
+                .outputs()
+                .iter()
+                .map(|o| info(o.name(), o.dtype()))
+                .collect(),
+        )
     }
 
     /// Number of dimensions of output `name`, when the graph declares it.

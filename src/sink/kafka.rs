@@ -24,6 +24,7 @@ use crate::config::{KafkaOutputFormat, KafkaSinkConfig};
 use crate::error::{Error, Result};
 use crate::record::{KafkaMessage, Origin};
 use crate::source::kafka::StreamState;
+use crate::telemetry::{DeadLettered, Event, TransactionAborted};
 
 /// Largest dead-letter value sent as is; a longer original value is cut to this size and the
 /// message says so in its `bertflow.error.value_bytes` header (brokers refuse messages above
@@ -433,6 +434,7 @@ impl KafkaSink {
                     .abort_transaction(TXN_TIMEOUT)
                     .map_err(|e| self.txn_error("cannot abort the transaction", e))?;
                 self.aborted_transactions += 1;
+                TransactionAborted.emit();
                 stream.request_rewind();
                 Ok(false)
             }
@@ -457,6 +459,15 @@ impl Sink for KafkaSink {
         }
         self.report.rows += out.results.num_rows() as u64;
         self.report.error_rows += out.errors.num_rows() as u64;
+        if let Some(t) = &self.dlq_topic {
+            if out.errors.num_rows() > 0 {
+                DeadLettered {
+                    topic: t.clone(),
+                    count: out.errors.num_rows(),
+                }
+                .emit();
+            }
+        }
         Ok(Some(out.seq))
     }
 

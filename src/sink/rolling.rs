@@ -23,6 +23,7 @@ use super::{ChunkOutput, Sink, SinkReport};
 use crate::config::ParquetSinkConfig;
 use crate::error::{Error, Result};
 use crate::record::Origin;
+use crate::telemetry::{DeadLettered, Event};
 
 /// Dead letters to a topic, with their own producer.
 pub struct DeadLetterTopic {
@@ -288,6 +289,11 @@ impl Sink for RollingParquetSink {
             if let Some(d) = &self.dlq {
                 // Acknowledged by the brokers before the chunk can count as durable.
                 send_all(&d.producer, dead_letters(&d.topic, out))?;
+                DeadLettered {
+                    topic: d.topic.clone(),
+                    count: out.errors.num_rows(),
+                }
+                .emit();
             } else if let Some(e) = &mut self.errors {
                 Self::write_split(&self.props, e, &out.origin, &out.error_rows, &out.errors)?;
             }

@@ -34,6 +34,7 @@ use super::Source;
 use crate::config::{KafkaSourceConfig, StartFrom, ValueFormat};
 use crate::error::{Error, Result};
 use crate::record::{Chunk, KafkaMessage, KafkaRecords, Origin, RecordError, Stage};
+use crate::telemetry::{ConsumerLag, Event, OffsetCommitted, PartitionsAssigned};
 
 /// Names of the message attributes that `sink.passthrough` can copy to the output; any other
 /// name is read from the JSON value.
@@ -59,7 +60,7 @@ pub struct StreamState {
     /// Epoch asked for by the sink after an aborted transaction.
     rewind_to: AtomicU64,
     /// The consumer has an assignment (for readiness).
-    pub joined: AtomicBool,
+    pub joined: Arc<AtomicBool>,
     /// Commit offsets here (at-least-once); false when the sink commits them in transactions.
     commit: bool,
     /// Chunks handed to the pipeline (highest seq + 1).
@@ -121,6 +122,22 @@ pub struct SourceContext {
 }
 
 impl ClientContext for SourceContext {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        for (topic, t) in &statistics.topics {
+            for (id, p) in &t.partitions {
+                // Partition -1 is librdkafka's internal "unassigned" partition.
+                if *id >= 0 && p.consumer_lag >= 0 {
+                    ConsumerLag {
+                        topic,
+                        partition: *id,
+                        lag: p.consumer_lag,
+                    }
+                    .emit();
+                }
+            }
+        }
+    }
+
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
         crate::kafka::log(level, fac, log_message);
     }
@@ -175,6 +192,7 @@ impl ConsumerContext for SourceContext {
             self.state.revoked.lock().expect("revoked").extend(parts);
             let left = self.state.tracker.lock().expect("tracker").assigned_count();
             self.state.joined.store(left > 0, Ordering::SeqCst);
+            PartitionsAssigned { count: left }.emit();
         }
     }
 
@@ -183,7 +201,13 @@ impl ConsumerContext for SourceContext {
             Rebalance::Assign(tpl) => {
                 let parts = partitions_of(tpl);
                 tracing::info!(partitions = ?describe(&parts), "partitions assigned");
-                self.state.tracker.lock().expect("tracker").assign(parts);
+                let mut tracker = self.state.tracker.lock().expect("tracker");
+                tracker.assign(parts);
+                PartitionsAssigned {
+                    count: tracker.assigned_count(),
+                }
+                .emit();
+                drop(tracker);
                 self.state.joined.store(true, Ordering::SeqCst);
             }
             Rebalance::Revoke(_) => {}
@@ -197,7 +221,19 @@ impl ConsumerContext for SourceContext {
         offsets: &TopicPartitionList,
     ) {
         match result {
-            Ok(()) => tracing::debug!(offsets = ?offsets.to_topic_map(), "offsets committed"),
+            Ok(()) => {
+                for e in offsets.elements() {
+                    if let Offset::Offset(o) = e.offset() {
+                        OffsetCommitted {
+                            topic: e.topic(),
+                            partition: e.partition(),
+                            offset: o,
+                        }
+                        .emit();
+                    }
+                }
+                tracing::debug!(offsets = ?offsets.to_topic_map(), "offsets committed");
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "offset commit failed; it is retried with the next commit");
                 let offsets: Vec<(Partition, i64)> = offsets
@@ -208,7 +244,11 @@ impl ConsumerContext for SourceContext {
                         _ => None,
                     })
                     .collect();
-                self.state.tracker.lock().expect("tracker").restore(&offsets);
+                self.state
+                    .tracker
+                    .lock()
+                    .expect("tracker")
+                    .restore(&offsets);
             }
         }
     }
@@ -382,6 +422,8 @@ impl KafkaSource {
             // queue is what remains in memory.
             ("queued.max.messages.kbytes", "16384".to_string()),
             ("enable.partition.eof", "false".to_string()),
+            // Consumer lag per partition for the metrics endpoint.
+            ("statistics.interval.ms", "5000".to_string()),
         ];
         tracing::info!(
             servers = %cfg.bootstrap_servers,
@@ -809,6 +851,10 @@ fn passthrough_column(
 }
 
 impl Source for KafkaSource {
+    fn kind(&self) -> &'static str {
+        "kafka"
+    }
+
     fn describe(&self) -> String {
         format!(
             "kafka {} topics {} group {}",

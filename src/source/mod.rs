@@ -14,6 +14,9 @@ pub use self::kafka::KafkaSource;
 pub use self::parquet::ParquetSource;
 
 pub trait Source: Send {
+    /// Kind of source, as metrics label it (`parquet`, `kafka`).
+    fn kind(&self) -> &'static str;
+
     /// Short description for logs and the summary (e.g. the file list).
     fn describe(&self) -> String;
 

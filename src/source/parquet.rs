@@ -14,13 +14,15 @@ use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchR
 use parquet::arrow::ProjectionMask;
 
 use super::Source;
-use crate::config::ParquetSourceConfig;
+use crate::config::{ParquetSourceConfig, Shard};
 use crate::error::{Error, Result};
 use crate::record::{Chunk, Origin, RecordError, Stage};
 
 struct InputFile {
     path: PathBuf,
     rows: u64,
+    /// In this worker's shard (every file is, without sharding).
+    selected: bool,
 }
 
 /// Reads records from Parquet files.
@@ -32,6 +34,7 @@ pub struct ParquetSource {
     question_column: Option<String>,
     fields: Vec<FieldRef>,
     batch_rows: usize,
+    shard: Option<Shard>,
     // reading state
     current: usize,
     reader: Option<(ParquetRecordBatchReader, Arc<str>)>,
@@ -203,7 +206,11 @@ impl ParquetSource {
                     None => *slot = Some((Arc::new(f.clone()), path.clone())),
                 }
             }
-            files.push(InputFile { path, rows });
+            files.push(InputFile {
+                path,
+                rows,
+                selected: true,
+            });
         }
         let id = match id_field {
             Some((f, _)) => Arc::new(Field::new("id", f.data_type().clone(), true)),
@@ -222,11 +229,22 @@ impl ParquetSource {
             fields,
             batch_rows,
             current: 0,
+            shard: None,
             reader: None,
             rows_read_in_file: 0,
             rows_read_total: 0,
             next_seq: 0,
         })
+    }
+
+    /// Read only the files of shard `index` of `count`: file k (in name order) belongs to shard
+    /// k mod count. Row-number ids stay those of the whole input.
+    pub fn with_shard(mut self, shard: Shard) -> Self {
+        for (k, f) in self.files.iter_mut().enumerate() {
+            f.selected = k % shard.count == shard.index;
+        }
+        self.shard = Some(shard);
+        self
     }
 
     fn open_reader(&mut self) -> Result<()> {
@@ -339,15 +357,34 @@ pub(crate) fn extract_texts(
 }
 
 impl Source for ParquetSource {
+    fn kind(&self) -> &'static str {
+        "parquet"
+    }
+
     fn describe(&self) -> String {
-        match self.files.len() {
+        let all = match self.files.len() {
             1 => self.files[0].path.display().to_string(),
             n => format!("{n} Parquet files ({} ...)", self.files[0].path.display()),
+        };
+        match self.shard {
+            Some(s) => format!(
+                "{all}, shard {}/{}: {} files",
+                s.index,
+                s.count,
+                self.files.iter().filter(|f| f.selected).count()
+            ),
+            None => all,
         }
     }
 
     fn size_hint(&self) -> Option<u64> {
-        Some(self.files.iter().map(|f| f.rows).sum())
+        Some(
+            self.files
+                .iter()
+                .filter(|f| f.selected)
+                .map(|f| f.rows)
+                .sum(),
+        )
     }
 
     fn fields(&self) -> Vec<FieldRef> {
@@ -360,6 +397,11 @@ impl Source for ParquetSource {
                 return Ok(None);
             }
             if self.reader.is_none() {
+                if !self.files[self.current].selected {
+                    self.rows_read_total += self.files[self.current].rows;
+                    self.current += 1;
+                    continue;
+                }
                 self.open_reader()?;
             }
             let (reader, loc) = self.reader.as_mut().expect("reader opened above");

@@ -1,0 +1,268 @@
+//! What a model directory holds and which tasks it can serve (`bertflow models inspect`), and
+//! the start-up check that a task is given a model of the right kind.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::session::TensorInfo;
+use super::{ModelDir, OnnxModel, OrtRuntime};
+use crate::error::{Error, Result};
+use crate::task::labels::{default_max_length, Labels};
+
+/// The tasks a graph can serve, judged by its outputs (and `architectures` when the graph does
+/// not declare ranks).
+pub fn tasks_served(dir: &ModelDir, outputs: &[TensorInfo]) -> Vec<&'static str> {
+    let has = |n: &str| outputs.iter().find(|o| o.name == n);
+    let mut tasks = Vec::new();
+    if has("start_logits").is_some() && has("end_logits").is_some() {
+        tasks.push("qa");
+    }
+    let arch: Vec<String> = dir
+        .config
+        .as_ref()
+        .and_then(|c| c.get("architectures"))
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(l) = has("logits") {
+        match l.shape.len() {
+            2 => tasks.push("sentiment"),
+            3 => tasks.push("ner"),
+            _ => {
+                if arch
+                    .iter()
+                    .any(|a| a.ends_with("ForSequenceClassification"))
+                {
+                    tasks.push("sentiment");
+                }
+                if arch.iter().any(|a| a.ends_with("ForTokenClassification")) {
+                    tasks.push("ner");
+                }
+            }
+        }
+    }
+    if [
+        "last_hidden_state",
+        "token_embeddings",
+        "sentence_embedding",
+    ]
+    .iter()
+    .any(|n| has(n).is_some())
+    {
+        tasks.push("embed");
+    }
+    tasks
+}
+
+/// Why a model cannot serve `task`, if it cannot; also catches a tokenizer that does not belong
+/// to the model.
+pub fn check_for_task(task: &str, dir: &ModelDir, model: &OnnxModel) -> Result<()> {
+    let (_, outputs) = model.io();
+    let served = tasks_served(dir, &outputs);
+    // Outputs with unusual names are left to the task to judge.
+    if !served.is_empty() && !served.contains(&task) {
+        let names: Vec<&str> = outputs.iter().map(|o| o.name.as_str()).collect();
+        let hint = if served.is_empty() {
+            "it serves none of embed, sentiment, ner, qa".to_string()
+        } else {
+            format!(
+                "it can serve {}: configure it under tasks.{} instead",
+                served.join(", "),
+                served[0]
+            )
+        };
+        return Err(Error::model(
+            &dir.dir,
+            format!(
+                "configured as `{task}`, but its outputs ({}) are not those of a {task} model; {hint} (see `bertflow models inspect {}`)",
+                names.join(", "),
+                dir.dir.display()
+            ),
+        ));
+    }
+    if let Some(problem) = vocab_mismatch(dir)? {
+        return Err(Error::model(&dir.dir, problem));
+    }
+    Ok(())
+}
+
+/// A tokenizer with more tokens than the model's embedding table produces ids the model cannot
+/// look up: the tokenizer is not this model's.
+fn vocab_mismatch(dir: &ModelDir) -> Result<Option<String>> {
+    let Some(model_vocab) = dir
+        .config
+        .as_ref()
+        .and_then(|c| c.get("vocab_size"))
+        .and_then(Value::as_u64)
+    else {
+        return Ok(None);
+    };
+    let tok = tokenizers::Tokenizer::from_file(&dir.tokenizer)
+        .map_err(|e| Error::model(&dir.tokenizer, format!("cannot load tokenizer: {e}")))?;
+    let n = tok.get_vocab_size(true) as u64;
+    Ok((n > model_vocab).then(|| {
+        format!(
+            "tokenizer.json has {n} tokens but config.json says the model knows {model_vocab} (vocab_size): the tokenizer belongs to another model; copy the model's own tokenizer.json"
+        )
+    }))
+}
+
+/// Everything `bertflow models inspect` prints.
+#[derive(Debug, Serialize)]
+pub struct Inspection {
+    pub dir: String,
+    pub onnx: String,
+    pub onnx_bytes: u64,
+    pub inputs: Vec<TensorInfo>,
+    pub outputs: Vec<TensorInfo>,
+    pub model_type: Option<String>,
+    pub architectures: Vec<String>,
+    pub labels: Vec<String>,
+    pub max_length: usize,
+    pub config_vocab_size: Option<u64>,
+    pub tokenizer_type: String,
+    pub tokenizer_vocab_size: usize,
+    pub pooling: Option<String>,
+    pub tasks: Vec<&'static str>,
+    pub problems: Vec<String>,
+}
+
+pub fn inspect(rt: &Arc<OrtRuntime>, dir: &std::path::Path) -> Result<Inspection> {
+    let md = ModelDir::open(dir)?;
+    let model = OnnxModel::load(rt, &md.onnx)?;
+    let (inputs, outputs) = model.io();
+    let cfg = md.config.clone().unwrap_or(Value::Null);
+    let tok = tokenizers::Tokenizer::from_file(&md.tokenizer)
+        .map_err(|e| Error::model(&md.tokenizer, format!("cannot load tokenizer: {e}")))?;
+    let tokenizer_type = match tok.get_model() {
+        tokenizers::models::ModelWrapper::WordPiece(_) => "WordPiece",
+        tokenizers::models::ModelWrapper::BPE(_) => "BPE",
+        tokenizers::models::ModelWrapper::Unigram(_) => "Unigram",
+        tokenizers::models::ModelWrapper::WordLevel(_) => "WordLevel",
+    }
+    .to_string();
+    let labels = Labels::from_model(&md);
+    let tasks = tasks_served(&md, &outputs);
+    let mut problems = Vec::new();
+    if tasks.is_empty() {
+        problems.push(
+            "no task recognised: outputs should include last_hidden_state (embed), logits (sentiment: 2-D, ner: 3-D) or start_logits/end_logits (qa)"
+                .to_string(),
+        );
+    }
+    if let Some(p) = vocab_mismatch(&md)? {
+        problems.push(p);
+    }
+    if (tasks.contains(&"sentiment") || tasks.contains(&"ner")) && !labels.from_config {
+        problems.push("config.json has no id2label: labels will be LABEL_0, LABEL_1, ...".into());
+    }
+    let pooling = md.json("1_Pooling/config.json")?.map(|p| {
+        let modes: Vec<&str> = [
+            ("pooling_mode_cls_token", "cls"),
+            ("pooling_mode_mean_tokens", "mean"),
+            ("pooling_mode_max_tokens", "max"),
+            ("pooling_mode_mean_sqrt_len_tokens", "mean_sqrt_len"),
+        ]
+        .iter()
+        .filter(|(k, _)| p.get(*k).and_then(Value::as_bool).unwrap_or(false))
+        .map(|(_, n)| *n)
+        .collect();
+        modes.join("+")
+    });
+    Ok(Inspection {
+        dir: md.dir.display().to_string(),
+        onnx: md.onnx.display().to_string(),
+        onnx_bytes: std::fs::metadata(&md.onnx).map(|m| m.len()).unwrap_or(0),
+        inputs,
+        outputs,
+        model_type: cfg
+            .get("model_type")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        architectures: cfg
+            .get("architectures")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        labels: (0..labels.len()).map(|i| labels.name(i)).collect(),
+        max_length: default_max_length(&md),
+        config_vocab_size: cfg.get("vocab_size").and_then(Value::as_u64),
+        tokenizer_type,
+        tokenizer_vocab_size: tok.get_vocab_size(true),
+        pooling,
+        tasks,
+        problems,
+    })
+}
+
+impl fmt::Display for Inspection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shape = |t: &TensorInfo| {
+            let dims: Vec<String> = t
+                .shape
+                .iter()
+                .map(|d| if *d < 0 { "?".into() } else { d.to_string() })
+                .collect();
+            format!("{} {} [{}]", t.name, t.dtype, dims.join(", "))
+        };
+        writeln!(f, "model         {}", self.dir)?;
+        writeln!(
+            f,
+            "onnx          {} ({:.1} MB)",
+            self.onnx,
+            self.onnx_bytes as f64 / 1e6
+        )?;
+        for i in &self.inputs {
+            writeln!(f, "input         {}", shape(i))?;
+        }
+        for o in &self.outputs {
+            writeln!(f, "output        {}", shape(o))?;
+        }
+        writeln!(
+            f,
+            "architecture  {} {}",
+            self.model_type.as_deref().unwrap_or("-"),
+            self.architectures.join(", ")
+        )?;
+        if !self.labels.is_empty() {
+            writeln!(f, "labels        {}", self.labels.join(", "))?;
+        }
+        writeln!(f, "max length    {} tokens", self.max_length)?;
+        writeln!(
+            f,
+            "tokenizer     {}, {} tokens (config vocab_size {})",
+            self.tokenizer_type,
+            self.tokenizer_vocab_size,
+            self.config_vocab_size
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "-".into())
+        )?;
+        if let Some(p) = &self.pooling {
+            writeln!(f, "pooling       {p}")?;
+        }
+        writeln!(
+            f,
+            "tasks         {}",
+            if self.tasks.is_empty() {
+                "none".to_string()
+            } else {
+                self.tasks.join(", ")
+            }
+        )?;
+        for p in &self.problems {
+            writeln!(f, "problem       {p}")?;
+        }
+        Ok(())
+    }
+}
