@@ -169,3 +169,71 @@ fn streaming_config_mistakes_are_explained() {
         stderr(&o)
     );
 }
+
+#[test]
+fn shards_split_the_input_files_and_keep_their_outputs_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    for f in 0..5 {
+        let ids: Vec<String> = (0..3).map(|r| format!("f{f}r{r}")).collect();
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        texts_parquet(
+            &input.join(format!("part-{f}.parquet")),
+            &ids,
+            &[Some("a"), Some("b"), Some("c")],
+        );
+    }
+    let out = dir.path().join("out.parquet");
+    let p = embed_pipeline(dir.path(), &input, &out, "");
+    let mut all = Vec::new();
+    for i in 0..2 {
+        let o = bin()
+            .args([
+                "run",
+                p.to_str().unwrap(),
+                "--no-progress",
+                "--shard",
+                &format!("{i}/2"),
+            ])
+            .output()
+            .unwrap();
+        assert_ok(&o);
+        assert!(
+            stdout(&o).contains(&format!("shard {i}/2")),
+            "{}",
+            stdout(&o)
+        );
+        let path = dir.path().join(format!("out.shard-{i}-of-2.parquet"));
+        let ids: Vec<String> = strings(&read_parquet(&path), "id")
+            .into_iter()
+            .flatten()
+            .collect();
+        // Files 0, 2, 4 go to shard 0; 1, 3 to shard 1.
+        let files: Vec<usize> = if i == 0 { vec![0, 2, 4] } else { vec![1, 3] };
+        let want: Vec<String> = files
+            .iter()
+            .flat_map(|f| (0..3).map(move |r| format!("f{f}r{r}")))
+            .collect();
+        assert_eq!(ids, want);
+        assert!(dir
+            .path()
+            .join(format!("out.shard-{i}-of-2.errors.parquet"))
+            .is_file());
+        all.extend(ids);
+    }
+    assert_eq!(all.len(), 15);
+    assert!(!out.exists(), "shards never write the unsharded output");
+    // Kubernetes Indexed Job style, through the environment; a bad spec is explained.
+    let o = bin()
+        .args(["run", p.to_str().unwrap(), "--no-progress"])
+        .env("BERTFLOW_SHARD", "2/2")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("JOB_COMPLETION_INDEX"),
+        "{}",
+        stderr(&o)
+    );
+}

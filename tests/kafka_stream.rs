@@ -596,3 +596,99 @@ fn graceful_shutdown_commits_everything_written() {
     );
     delete_topics(&servers, &[&topic]);
 }
+
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = match std::net::TcpStream::connect(addr) {
+        Ok(s) => s,
+        Err(_) => return (0, String::new()),
+    };
+    let _ = write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    );
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf);
+    let code = buf
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+#[test]
+fn metrics_health_and_readiness_of_a_streaming_worker() {
+    let servers = bootstrap();
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique("metrics");
+    let group = unique("g");
+    create_topics(&servers, &[(&topic, 2)]);
+    let mut msgs = text_msgs(0..50);
+    msgs[7].value = Some(vec![0xff]);
+    produce(&servers, &topic, &msgs);
+    let out = dir.path().join("out");
+    let p = pipeline(
+        dir.path(),
+        "w",
+        &servers,
+        &topic,
+        &group,
+        &parquet_sink(&out),
+    );
+    let w = Worker::start(&p, "w", &["--set", "metrics.listen=127.0.0.1:0"]);
+    // The bound address is logged.
+    let mut addr = String::new();
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            let log = w.log_text();
+            match log.split("metrics and health on http://").nth(1) {
+                Some(rest) => {
+                    addr = rest.split('/').next().unwrap().to_string();
+                    true
+                }
+                None => false,
+            }
+        }),
+        "no metrics address logged:\n{}",
+        w.log_text()
+    );
+    assert_eq!(http_get(&addr, "/health").0, 200);
+    assert!(
+        wait_until(Duration::from_secs(60), || http_get(&addr, "/ready").0
+            == 200),
+        "never ready"
+    );
+    assert!(wait_until(Duration::from_secs(60), || output_ids(&out)
+        .len()
+        >= 49));
+    let want = [
+        "bertflow_records_in_total{source=\"kafka\"} 50",
+        "bertflow_records_out_total 49",
+        "bertflow_records_errored_total{stage=\"source\",task=\"none\"} 1",
+        "bertflow_batch_size_bucket",
+        "bertflow_batch_tokens_bucket",
+        "bertflow_padding_ratio{task=\"sentiment\"}",
+        "bertflow_stage_seconds_bucket{stage=\"tokenize\"",
+        "bertflow_model_seconds_bucket{task=\"ner\"",
+        "bertflow_queue_depth{queue=\"tokenize\"}",
+        "bertflow_execution_provider{task=\"sentiment\",provider=\"cpu\"} 1",
+        "bertflow_kafka_assigned_partitions 2",
+        "bertflow_kafka_committed_offset{topic=",
+        "bertflow_kafka_consumer_lag{topic=",
+    ];
+    let mut body = String::new();
+    let ok = wait_until(Duration::from_secs(30), || {
+        body = http_get(&addr, "/metrics").1;
+        want.iter().all(|w| body.contains(w))
+    });
+    let missing: Vec<&&str> = want.iter().filter(|w| !body.contains(**w)).collect();
+    assert!(ok, "missing metrics {missing:?} in:\n{body}");
+    assert_eq!(http_get(&addr, "/nope").0, 404);
+    assert!(w.stop());
+    delete_topics(&servers, &[&topic]);
+}

@@ -178,10 +178,13 @@ impl ConsumerContext for SourceContext {
             if self.state.commit {
                 if let Some(list) = offsets_list(&durable) {
                     match consumer.commit(&list, CommitMode::Sync) {
-                        Ok(()) => tracing::info!(
-                            partitions = parts.len(),
-                            "committed durable offsets of revoked partitions"
-                        ),
+                        Ok(()) => {
+                            emit_committed(&durable);
+                            tracing::info!(
+                                partitions = parts.len(),
+                                "committed durable offsets of revoked partitions"
+                            )
+                        }
                         Err(e) => {
                             tracing::warn!(error = %e, "cannot commit offsets of revoked partitions; their records will be read again by the next owner")
                         }
@@ -254,6 +257,17 @@ impl ConsumerContext for SourceContext {
     }
 }
 
+fn emit_committed(offsets: &[(Partition, i64)]) {
+    for ((topic, partition), offset) in offsets {
+        OffsetCommitted {
+            topic,
+            partition: *partition,
+            offset: *offset,
+        }
+        .emit();
+    }
+}
+
 fn describe(parts: &[Partition]) -> Vec<String> {
     parts.iter().map(|(t, p)| format!("{t}/{p}")).collect()
 }
@@ -291,13 +305,16 @@ impl KafkaAcker {
 
     fn commit(&self, offsets: Vec<(Partition, i64)>, mode: CommitMode) {
         if let Some(list) = offsets_list(&offsets) {
-            if let Err(e) = self.consumer.commit(&list, mode) {
-                tracing::warn!(error = %e, "cannot commit offsets; retrying with the next commit");
-                self.state
-                    .tracker
-                    .lock()
-                    .expect("tracker")
-                    .restore(&offsets);
+            match self.consumer.commit(&list, mode) {
+                Ok(()) => emit_committed(&offsets),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot commit offsets; retrying with the next commit");
+                    self.state
+                        .tracker
+                        .lock()
+                        .expect("tracker")
+                        .restore(&offsets);
+                }
             }
         }
     }
