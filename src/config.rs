@@ -40,19 +40,20 @@ pub struct MetricsConfig {
     pub enabled: Option<bool>,
     /// Address to listen on; `127.0.0.1` keeps it off the network, `0.0.0.0:9464` exposes it
     /// (e.g. to a Prometheus scraper in Kubernetes). Port 0 picks a free port (logged).
-    #[serde(default = "default_metrics_listen")]
-    pub listen: String,
+    /// Default: [`DEFAULT_METRICS_LISTEN`]; when that address is taken (several workers on one
+    /// host) the worker runs without the endpoint and says so, while an address given here that
+    /// cannot be bound stops it.
+    #[serde(default)]
+    pub listen: Option<String>,
 }
 
-fn default_metrics_listen() -> String {
-    "127.0.0.1:9464".into()
-}
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
 
 impl Default for MetricsConfig {
     fn default() -> Self {
         MetricsConfig {
             enabled: None,
-            listen: default_metrics_listen(),
+            listen: None,
         }
     }
 }

@@ -266,11 +266,19 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<Summary> {
     let started = Instant::now();
     let health = Arc::new(Health::default());
     let _server = if cfg.metrics.enabled.unwrap_or(cfg.source.kafka.is_some()) {
-        Some(MetricsServer::start(
-            &cfg.metrics.listen,
-            telemetry::install(),
-            health.clone(),
-        )?)
+        let listen = cfg
+            .metrics
+            .listen
+            .as_deref()
+            .unwrap_or(crate::config::DEFAULT_METRICS_LISTEN);
+        match MetricsServer::start(listen, telemetry::install(), health.clone()) {
+            Ok(s) => Some(s),
+            Err(e) if cfg.metrics.listen.is_none() => {
+                tracing::warn!(error = %e, "running without the metrics endpoint; set metrics.listen to another address (port 0 picks a free one)");
+                None
+            }
+            Err(e) => return Err(e),
+        }
     } else {
         None
     };

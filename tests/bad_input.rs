@@ -315,3 +315,80 @@ fn ner_stride_too_large_for_the_window_is_a_config_error() {
     let e = stderr(&o);
     assert!(e.contains("stride") && !e.contains("panicked"), "{e}");
 }
+
+#[test]
+fn bad_input_corpus_through_all_four_tasks_reconciles() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = bad_input_corpus();
+    let texts: Vec<Option<&str>> = corpus.iter().map(|t| t.as_deref()).collect();
+    let o = run_tasks(dir.path(), &texts, None, &all_fixture_tasks());
+    assert_ok(&o);
+    let out = read_parquet(&dir.path().join("out.parquet"));
+    let errors = read_parquet(&dir.path().join("out.errors.parquet"));
+    assert_eq!(
+        out.num_rows() + errors.num_rows(),
+        corpus.len(),
+        "records in = written + errors"
+    );
+    // The null text fails at the source; texts without any token have no context for question
+    // answering (as in transformers, which refuses an empty context); the rest is processed.
+    let ids = strings(&errors, "id");
+    let stages = strings(&errors, "stage");
+    let tasks = strings(&errors, "task");
+    assert_eq!(ids[0].as_deref(), Some("r1"));
+    assert_eq!(stages[0].as_deref(), Some("source"));
+    for (i, id) in ids.iter().enumerate().skip(1) {
+        let id = id.as_deref().unwrap();
+        assert!(
+            ["r2", "r3", "r7"].contains(&id),
+            "{id} failed: {:?}",
+            strings(&errors, "reason")
+        );
+        assert_eq!(tasks[i].as_deref(), Some("qa"));
+    }
+    let s = stdout(&o);
+    assert!(
+        s.contains(&format!("records       {}", corpus.len())),
+        "{s}"
+    );
+}
+
+#[test]
+fn a_one_megabyte_text_is_truncated_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = one_megabyte_text();
+    let o = run_tasks(
+        dir.path(),
+        &[Some("short"), Some(&big), None],
+        None,
+        &format!(
+            "  embed: {{model: {}}}\n  sentiment: {{model: {}}}\n",
+            model("all-MiniLM-L6-v2").display(),
+            fixture_model("bert-sentiment")
+        ),
+    );
+    assert_ok(&o);
+    let out = read_parquet(&dir.path().join("out.parquet"));
+    assert_eq!(
+        strings(&out, "id"),
+        vec![Some("r0".into()), Some("r1".into())]
+    );
+    let s = stdout(&o);
+    assert!(s.contains("truncated     1"), "{s}");
+    assert!(s.contains("errors        1"), "{s}");
+}
+
+#[test]
+fn parquet_file_with_no_rows_gives_an_empty_output_with_the_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.parquet");
+    texts_parquet(&input, &[], &[]);
+    let output = dir.path().join("out.parquet");
+    let p = embed_pipeline(dir.path(), &input, &output, "");
+    let o = run_pipeline(&p, &[]);
+    assert_ok(&o);
+    let out = read_parquet(&output);
+    assert_eq!(out.num_rows(), 0);
+    assert!(out.schema().field_with_name("embedding").is_ok());
+    assert!(stdout(&o).contains("records       0"), "{}", stdout(&o));
+}

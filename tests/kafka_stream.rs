@@ -87,6 +87,8 @@ fn pipeline_with(
 tasks:
 {tasks}batching:
   window_records: 64
+metrics:
+  listen: 127.0.0.1:0
 {sink_yaml}"
     );
     let p = dir.join(format!("{name}.yaml"));
@@ -454,6 +456,7 @@ fn poison_records_go_to_the_dead_letter_topic_and_good_ones_flow() {
     max_wait_ms: 200
 tasks:
   sentiment: {{model: {m}}}
+metrics: {{listen: '127.0.0.1:0'}}
 sink:
   passthrough: [headers, key]
   parquet: {{path: {out}, roll_interval_ms: 300}}
@@ -690,5 +693,79 @@ fn metrics_health_and_readiness_of_a_streaming_worker() {
     assert!(ok, "missing metrics {missing:?} in:\n{body}");
     assert_eq!(http_get(&addr, "/nope").0, 404);
     assert!(w.stop());
+    delete_topics(&servers, &[&topic]);
+}
+
+#[test]
+fn bad_input_corpus_through_kafka_reconciles() {
+    let servers = bootstrap();
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique("corpus");
+    let group = unique("g");
+    create_topics(&servers, &[(&topic, 1)]);
+    let mut corpus = bad_input_corpus();
+    corpus.push(Some(one_megabyte_text()));
+    let mut msgs: Vec<Msg> = corpus
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let value = match t {
+                Some(t) => serde_json::json!({"id": format!("c{i}"), "text": t}).to_string(),
+                None => serde_json::json!({"id": format!("c{i}"), "text": null}).to_string(),
+            };
+            Msg::text(&format!("c{i}"), &value)
+        })
+        .collect();
+    // JSON with wrong types and broken encodings.
+    for (k, v) in [
+        ("w1", br#"{"id": "w1", "text": 12}"#.to_vec()),
+        ("w2", br#"{"id": ["w2"], "text": "x"}"#.to_vec()),
+        ("w3", br#"["not", "an", "object"]"#.to_vec()),
+        ("w4", vec![b'"', 0xf0, 0x28, 0x8c, 0x28, b'"']),
+        ("w5", Vec::new()),
+    ] {
+        msgs.push(Msg {
+            partition: None,
+            key: Some(k.as_bytes().to_vec()),
+            value: Some(v),
+            headers: Vec::new(),
+        });
+    }
+    produce(&servers, &topic, &msgs);
+    let out = dir.path().join("out");
+    let p = dir.path().join("p.yaml");
+    std::fs::write(
+        &p,
+        format!(
+            "source:\n  kafka: {{bootstrap_servers: {servers}, topics: [{topic}], group_id: {group}, format: json, json: {{id: id}}, max_wait_ms: 200, max_value_bytes: 2000000}}\ntasks:\n  embed: {{model: {}}}\n  sentiment: {{model: {}}}\nsink:\n  parquet: {{path: {}, roll_interval_ms: 300}}\nmetrics: {{listen: '127.0.0.1:0'}}\n",
+            model("all-MiniLM-L6-v2").display(),
+            fixture_model(SENTIMENT),
+            out.display()
+        ),
+    )
+    .unwrap();
+    let w = Worker::start(&p, "w", &[]);
+    let errors_dir = out.join("errors");
+    let n = msgs.len();
+    let ok = wait_until(Duration::from_secs(120), || {
+        output_ids(&out).len() + output_ids(&errors_dir).len() >= n
+    });
+    assert!(ok, "records missing:\n{}", w.log_text());
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(w.stop());
+    let good = output_ids(&out);
+    let bad = output_ids(&errors_dir);
+    assert_eq!(
+        good.len() + bad.len(),
+        n,
+        "records in = written + errors: {good:?} {bad:?}"
+    );
+    // The null text and the five malformed values fail; the odd texts are processed.
+    assert_eq!(bad.len(), 6, "{bad:?}");
+    let big = format!("c{}", bad_input_corpus().len());
+    assert!(
+        good.contains(&big),
+        "the 1 MB text is processed (truncated)"
+    );
     delete_topics(&servers, &[&topic]);
 }

@@ -262,6 +262,16 @@ impl Worker {
     }
 }
 
+impl Drop for Worker {
+    fn drop(&mut self) {
+        // A failed test must not leave its worker running.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// Complete Parquet files of a streaming output directory (temporary `.name.inprogress` files
 /// are not output).
 pub fn output_files(dir: &Path) -> Vec<PathBuf> {

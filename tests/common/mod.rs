@@ -196,3 +196,34 @@ pub fn fixture_model(name: &str) -> String {
         .display()
         .to_string()
 }
+
+/// Awkward texts every source must carry through without crashing: each is either processed or
+/// becomes an error row. `None` is a null text.
+pub fn bad_input_corpus() -> Vec<Option<String>> {
+    vec![
+        Some("an ordinary sentence about Paris".into()),
+        None,
+        Some(String::new()),
+        Some("   \t\n  ".into()),
+        Some("emoji 😀🎉 and CJK 東京 and RTL שלום".into()),
+        Some("control \u{0}\u{1}\u{7f} characters and a lone \u{fffd}".into()),
+        Some("x".repeat(5000)),          // one very long token
+        Some("\u{200b}\u{200b}".into()), // zero-width spaces only
+    ]
+}
+
+/// A 1 MB text (200,000 words).
+pub fn one_megabyte_text() -> String {
+    "word ".repeat(200_000)
+}
+
+/// Tasks over the tiny fixture models (fast), all four kinds.
+pub fn all_fixture_tasks() -> String {
+    format!(
+        "  embed: {{model: {}}}\n  sentiment: {{model: {}}}\n  ner: {{model: {}}}\n  qa: {{model: {}, questions: [\"Where?\"]}}\n",
+        model("all-MiniLM-L6-v2").display(),
+        fixture_model("bert-sentiment"),
+        fixture_model("bert-ner"),
+        fixture_model("bert-qa"),
+    )
+}
