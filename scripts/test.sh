@@ -9,7 +9,7 @@ if ! bash scripts/kafka.sh status >/dev/null 2>&1; then
   started_kafka=1
 fi
 log=$(mktemp)
-cargo test --locked --all-targets -- --test-threads=2 2>&1 | tee "$log"
+cargo test --locked --all-targets --no-fail-fast -- --test-threads=2 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 passed=$(grep -Eo '^test result: .* ([0-9]+) passed' "$log" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
 failed=$(grep -Eo '^test result: .*; ([0-9]+) failed' "$log" | grep -Eo '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')

@@ -32,7 +32,7 @@ pub struct PipelineConfig {
 }
 
 /// The operator endpoint: Prometheus `/metrics`, `/health`, `/ready`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsConfig {
     /// Serve the endpoint. Default: on for streaming (Kafka) sources, off for batch jobs.
@@ -48,15 +48,6 @@ pub struct MetricsConfig {
 }
 
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
-
-impl Default for MetricsConfig {
-    fn default() -> Self {
-        MetricsConfig {
-            enabled: None,
-            listen: None,
-        }
-    }
-}
 
 // ------------------------------------------------------------------------------------ source
 

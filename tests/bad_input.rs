@@ -374,7 +374,7 @@ fn a_one_megabyte_text_is_truncated_not_fatal() {
         vec![Some("r0".into()), Some("r1".into())]
     );
     let s = stdout(&o);
-    assert!(s.contains("truncated     1"), "{s}");
+    assert!(s.contains("truncated     2"), "cut once per task: {s}");
     assert!(s.contains("errors        1"), "{s}");
 }
 

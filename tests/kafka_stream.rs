@@ -769,3 +769,61 @@ fn bad_input_corpus_through_kafka_reconciles() {
     );
     delete_topics(&servers, &[&topic]);
 }
+
+#[test]
+fn kafka_sink_in_arrow_format_writes_one_ipc_stream_per_micro_batch() {
+    let servers = bootstrap();
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique("arrow-in");
+    let out_topic = unique("arrow-out");
+    let group = unique("g");
+    create_topics(&servers, &[(&topic, 1), (&out_topic, 1)]);
+    produce(&servers, &topic, &text_msgs(0..100));
+    let sink = format!("sink:\n  kafka: {{topic: {out_topic}, format: arrow}}\n");
+    let p = pipeline(dir.path(), "w", &servers, &topic, &group, &sink);
+    let w = Worker::start(&p, "w", &[]);
+    let mut rows = 0;
+    let ok = wait_until(Duration::from_secs(60), || {
+        rows = read_topic(
+            &servers,
+            &out_topic,
+            false,
+            usize::MAX,
+            Duration::from_secs(1),
+        )
+        .iter()
+        .map(|g| g.header("bertflow.rows").unwrap().parse::<usize>().unwrap())
+        .sum();
+        rows >= 100
+    });
+    assert!(ok, "{rows} rows:\n{}", w.log_text());
+    assert!(w.stop());
+    let got = read_topic(
+        &servers,
+        &out_topic,
+        false,
+        usize::MAX,
+        Duration::from_secs(2),
+    );
+    let mut ids = Vec::new();
+    for g in &got {
+        assert_eq!(
+            g.header("bertflow.format").as_deref(),
+            Some("arrow-ipc-stream")
+        );
+        let reader = arrow::ipc::reader::StreamReader::try_new(
+            std::io::Cursor::new(g.value.clone().unwrap()),
+            None,
+        )
+        .unwrap();
+        for b in reader {
+            let b = b.unwrap();
+            assert!(b.column_by_name("sentiment_label").is_some());
+            ids.extend(strings(&b, "id").into_iter().flatten());
+        }
+    }
+    let expected = expected_ids(&topic, &servers, 100);
+    let dups = assert_all_present(&expected, &ids, "arrow");
+    assert_eq!(dups, 0);
+    delete_topics(&servers, &[&topic, &out_topic]);
+}

@@ -241,7 +241,10 @@ fn wrong_head_is_caught_at_start_up() {
     let o = run_pipeline(&p, &[]);
     assert!(!o.status.success());
     let e = stderr(&o);
-    assert!(e.contains("sequence-classification"), "{e}");
+    assert!(
+        e.contains("configured as `sentiment`") && e.contains("tasks.ner"),
+        "{e}"
+    );
 }
 
 #[test]

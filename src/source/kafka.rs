@@ -949,6 +949,7 @@ impl Source for KafkaSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::strategy::Strategy;
 
     fn cfg(format: ValueFormat) -> KafkaSourceConfig {
         let mut c: KafkaSourceConfig = serde_yaml::from_str(
@@ -1049,35 +1050,54 @@ mod tests {
         assert_eq!(lookup(&v, "a.b.9"), None);
     }
 
-    #[test]
-    fn any_bytes_decode_without_panicking() {
-        // A deterministic sweep over awkward byte strings (a property test of the decoder: every
-        // value gives a text or a reason, never a panic).
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
-        let alphabet: &[u8] = b"{}[]\":,. \\/0123456789abcdeftrunl\xff\xc3\xa9\x00\n";
-        for format in [ValueFormat::Text, ValueFormat::Json] {
-            let mut c = cfg(format);
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 2000,
+            failure_persistence: None,
+            ..Default::default()
+        })]
+
+        /// Any value, in either format, gives a text or a reason; never a panic. A text value
+        /// is kept byte for byte.
+        #[test]
+        fn any_value_decodes_to_a_text_or_a_reason(
+            v in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80),
+            json in proptest::prelude::any::<bool>(),
+        ) {
+            let mut c = cfg(if json { ValueFormat::Json } else { ValueFormat::Text });
             c.json.id = Some("a.b".into());
-            for _ in 0..5000 {
-                let len = (next() % 40) as usize;
-                let v: Vec<u8> = (0..len)
-                    .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
-                    .collect();
-                let d = decode(&c, false, &msg(Some(&v)));
-                match &d.text {
-                    Ok(t) => assert!(
-                        std::str::from_utf8(&v).is_ok()
-                            && (format == ValueFormat::Json
-                                || **t == *std::str::from_utf8(&v).unwrap())
-                    ),
-                    Err(r) => assert!(!r.is_empty()),
+            let d = decode(&c, false, &msg(Some(&v)));
+            match &d.text {
+                Ok(t) => {
+                    let s = std::str::from_utf8(&v).expect("a text comes from valid UTF-8");
+                    if !json {
+                        proptest::prop_assert_eq!(&**t, s);
+                    }
                 }
+                Err(r) => proptest::prop_assert!(!r.is_empty()),
+            }
+        }
+
+        /// JSON objects with arbitrary field values: a string text field is taken as is,
+        /// anything else is a reason naming the field.
+        #[test]
+        fn json_text_field_of_any_type(
+            text in proptest::prop_oneof![
+                proptest::prelude::any::<String>().prop_map(serde_json::Value::String),
+                proptest::prelude::any::<i64>().prop_map(serde_json::Value::from),
+                proptest::prelude::any::<bool>().prop_map(serde_json::Value::Bool),
+                proptest::prelude::Just(serde_json::Value::Null),
+            ],
+        ) {
+            let mut c = cfg(ValueFormat::Json);
+            c.max_value_bytes = 1 << 20;
+            let v = serde_json::json!({"text": text.clone()}).to_string();
+            let d = decode(&c, false, &msg(Some(v.as_bytes())));
+            match (&text, &d.text) {
+                (serde_json::Value::String(s), Ok(t)) => proptest::prop_assert_eq!(&**t, s.as_str()),
+                (serde_json::Value::String(_), Err(r)) => proptest::prop_assert!(false, "{}", r),
+                (_, Ok(t)) => proptest::prop_assert!(false, "non-string accepted: {}", t),
+                (_, Err(r)) => proptest::prop_assert!(r.contains("text field 'text'")),
             }
         }
     }

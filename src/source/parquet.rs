@@ -505,4 +505,39 @@ mod tests {
         let err = resolve_inputs("/nonexistent/x.parquet").unwrap_err();
         assert!(err.to_string().contains("no such file"), "{err}");
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 500,
+            failure_persistence: None,
+            ..Default::default()
+        })]
+
+        /// Binary text columns of any content: every row is a text (exactly its bytes, when they
+        /// are UTF-8) or an error row naming the column; nothing is dropped.
+        #[test]
+        fn binary_texts_are_texts_or_error_rows(
+            values in proptest::collection::vec(
+                proptest::option::of(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..24)),
+                0..40,
+            )
+        ) {
+            let a = BinaryArray::from_iter(values.iter().map(|v| v.as_deref()));
+            let (texts, errors) = extract_texts(&a, "body");
+            proptest::prop_assert_eq!(texts.len(), values.len());
+            let mut failed = vec![false; values.len()];
+            for e in &errors {
+                proptest::prop_assert!(e.reason.contains("'body'"));
+                failed[e.row] = true;
+            }
+            for (i, v) in values.iter().enumerate() {
+                match (v, &texts[i]) {
+                    (Some(b), Some(t)) => proptest::prop_assert_eq!(t.as_bytes(), b.as_slice()),
+                    (Some(b), None) => proptest::prop_assert!(std::str::from_utf8(b).is_err() && failed[i]),
+                    (None, None) => proptest::prop_assert!(failed[i]),
+                    (None, Some(_)) => proptest::prop_assert!(false, "null became a text"),
+                }
+            }
+        }
+    }
 }
