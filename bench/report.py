@@ -80,6 +80,23 @@ def main(d):
               "stand-ins themselves exist only as int8 ONNX files, so their compute is the same but "
               "their labels are not. The onnxruntime loop runs the stand-in ONNX files record by "
               "record, as the pipelines do, with only softmax/argmax as post-processing.\n")
+    runs = sorted(pathlib.Path(d).glob("stream_backlog_*.json"),
+                  key=lambda f: json.loads(f.read_text())["backlog"])
+    if runs:
+        print("## Streaming under a backlog\n")
+        print("`bench/stream_backlog.sh N SECONDS`: N short review snippets wait on a 4-partition topic; "
+              "one worker (`pipelines/vector-feed.yaml`: Kafka -> MiniLM embeddings -> rolling Parquet) "
+              "starts against them and its resident memory is sampled every 5 s until it is stopped "
+              "with SIGTERM. Backpressure pauses the partitions while the model is busy, so memory "
+              "depends on the queues, not on the backlog.\n")
+        print("| backlog (messages) | ran s | records done | records/s | RSS MiB, every 5 s | peak RSS MiB |")
+        print("|---|---|---|---|---|---|")
+        for f in runs:
+            r = json.loads(f.read_text())
+            rss = " ".join(str(m) for _, m in r["rss_mib_by_second"])
+            print(f"| {r['backlog']:,} | {r['seconds']} | {r['records_done']:,} | "
+                  f"{r['records_done'] / r['seconds']:.0f} | {rss} | {r['peak_rss_mib']} |")
+        print()
     print(open(pathlib.Path(__file__).parent / "notes.md").read())
 
 

@@ -30,6 +30,10 @@ mapfile -t a < <(none embed sentiment qa); bench ner "${a[@]}"
 mapfile -t a < <(none embed sentiment ner); bench qa "${a[@]}"
 bench all
 
+echo "== streaming under a backlog" >&2
+bash bench/stream_backlog.sh 60000 90 > "$OUT/stream_backlog_60000.json"
+bash bench/stream_backlog.sh 240000 60 > "$OUT/stream_backlog_240000.json"
+
 echo "== Python baselines" >&2
 if [ ! -f "$OUT/python.json" ]; then
   "$PY" bench/baseline.py "$OUT/corpus.parquet" \
