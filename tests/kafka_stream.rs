@@ -103,6 +103,38 @@ fn parquet_sink(out: &Path) -> String {
     )
 }
 
+/// A topic holding `n` text records and a sentiment + NER pipeline from it into a Parquet
+/// directory.
+struct Case {
+    dir: tempfile::TempDir,
+    topic: String,
+    out: PathBuf,
+    pipeline: PathBuf,
+}
+
+fn parquet_case(servers: &str, prefix: &str, partitions: i32, msgs: &[Msg]) -> Case {
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique(prefix);
+    let group = unique("g");
+    create_topics(servers, &[(&topic, partitions)]);
+    produce(servers, &topic, msgs);
+    let out = dir.path().join("out");
+    let pipeline = pipeline(
+        dir.path(),
+        "w",
+        servers,
+        &topic,
+        &group,
+        &parquet_sink(&out),
+    );
+    Case {
+        dir,
+        topic,
+        out,
+        pipeline,
+    }
+}
+
 fn expected_ids(topic: &str, servers: &str, n: usize) -> HashSet<String> {
     // Ids are topic/partition/offset: read the input back to know where each record landed.
     read_topic(servers, topic, false, n, Duration::from_secs(5))
@@ -523,20 +555,12 @@ sink:
 fn broker_outage_of_30_seconds_loses_nothing() {
     let broker = Broker::start(&unique("outage").replace('-', "_"), 19192);
     let servers = broker.servers();
-    let dir = tempfile::tempdir().unwrap();
-    let topic = unique("outage");
-    let group = unique("g");
-    create_topics(&servers, &[(&topic, 2)]);
-    produce(&servers, &topic, &text_msgs(0..300));
-    let out = dir.path().join("out");
-    let p = pipeline(
-        dir.path(),
-        "w",
-        &servers,
-        &topic,
-        &group,
-        &parquet_sink(&out),
-    );
+    let Case {
+        dir: _dir,
+        topic,
+        out,
+        pipeline: p,
+    } = parquet_case(&servers, "outage", 2, &text_msgs(0..300));
     let w = Worker::start(&p, "w", &[]);
     assert!(
         wait_until(Duration::from_secs(90), || output_ids(&out).len() >= 300),
@@ -565,20 +589,12 @@ fn broker_outage_of_30_seconds_loses_nothing() {
 #[test]
 fn graceful_shutdown_commits_everything_written() {
     let servers = bootstrap();
-    let dir = tempfile::tempdir().unwrap();
-    let topic = unique("shutdown");
-    let group = unique("g");
-    create_topics(&servers, &[(&topic, 2)]);
-    produce(&servers, &topic, &text_msgs(0..500));
-    let out = dir.path().join("out");
-    let p = pipeline(
-        dir.path(),
-        "w",
-        &servers,
-        &topic,
-        &group,
-        &parquet_sink(&out),
-    );
+    let Case {
+        dir: _dir,
+        topic,
+        out,
+        pipeline: p,
+    } = parquet_case(&servers, "shutdown", 2, &text_msgs(0..500));
     let w = Worker::start(&p, "w", &[]);
     wait_until(Duration::from_secs(60), || !output_ids(&out).is_empty());
     assert!(w.stop(), "SIGTERM did not stop the worker cleanly");
@@ -627,22 +643,14 @@ fn http_get(addr: &str, path: &str) -> (u16, String) {
 #[test]
 fn metrics_health_and_readiness_of_a_streaming_worker() {
     let servers = bootstrap();
-    let dir = tempfile::tempdir().unwrap();
-    let topic = unique("metrics");
-    let group = unique("g");
-    create_topics(&servers, &[(&topic, 2)]);
     let mut msgs = text_msgs(0..50);
     msgs[7].value = Some(vec![0xff]);
-    produce(&servers, &topic, &msgs);
-    let out = dir.path().join("out");
-    let p = pipeline(
-        dir.path(),
-        "w",
-        &servers,
-        &topic,
-        &group,
-        &parquet_sink(&out),
-    );
+    let Case {
+        dir: _dir,
+        topic,
+        out,
+        pipeline: p,
+    } = parquet_case(&servers, "metrics", 2, &msgs);
     let w = Worker::start(&p, "w", &["--set", "metrics.listen=127.0.0.1:0"]);
     // The bound address is logged.
     let mut addr = String::new();
