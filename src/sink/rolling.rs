@@ -335,3 +335,167 @@ impl Sink for RollingParquetSink {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{KafkaMessage, KafkaRecords};
+    use crate::sink::{error_batch, error_schema, ErrorRow};
+    use arrow::array::{ArrayRef, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![Field::new("id", DataType::Utf8, false)]))
+    }
+
+    /// A chunk of `n` records of partition `p` from offset `first`; `bad` rows failed.
+    fn chunk(seq: u64, p: i32, first: i64, n: usize, bad: &[usize]) -> ChunkOutput {
+        let messages: Vec<KafkaMessage> = (0..n)
+            .map(|i| KafkaMessage {
+                topic: Arc::from("t"),
+                partition: p,
+                offset: first + i as i64,
+                timestamp: None,
+                key: None,
+                value: Some(b"x".to_vec()),
+                headers: Vec::new(),
+            })
+            .collect();
+        let ok: Vec<u32> = (0..n as u32)
+            .filter(|i| !bad.contains(&(*i as usize)))
+            .collect();
+        let ids = |rows: &[u32]| -> ArrayRef {
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|&r| messages[r as usize].position()),
+            ))
+        };
+        let bad_rows: Vec<u32> = bad.iter().map(|&b| b as u32).collect();
+        let err_rows: Vec<ErrorRow> = bad
+            .iter()
+            .map(|&row| ErrorRow {
+                row,
+                reason: "bad".into(),
+                stage: "source",
+                task: None,
+                source: messages[row].position(),
+            })
+            .collect();
+        let id_field = Arc::new(Field::new("id", DataType::Utf8, false));
+        let errors = error_batch(&error_schema(&id_field), ids(&bad_rows), &err_rows).unwrap();
+        let results = RecordBatch::try_new(schema(), vec![ids(&ok)]).unwrap();
+        ChunkOutput {
+            seq,
+            results,
+            errors,
+            origin: Origin::Kafka(Arc::new(KafkaRecords {
+                messages,
+                next_offsets: vec![(Arc::from("t"), p, first + n as i64)],
+                epoch: 0,
+                group: None,
+            })),
+            result_rows: ok,
+            error_rows: bad_rows,
+        }
+    }
+
+    fn sink(dir: &Path, rows: Option<usize>, bytes: Option<u64>) -> RollingParquetSink {
+        let cfg: ParquetSinkConfig = serde_yaml::from_str(&format!(
+            "{{path: {}, roll_interval_ms: 3600000}}",
+            dir.join("out").display()
+        ))
+        .unwrap();
+        let cfg = ParquetSinkConfig {
+            rows_per_file: rows,
+            max_file_bytes: bytes,
+            ..cfg
+        };
+        let id_field = Arc::new(Field::new("id", DataType::Utf8, false));
+        RollingParquetSink::new(&cfg, schema(), error_schema(&id_field), None, None).unwrap()
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().is_file())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn rolls_on_rows_per_partition_files_named_by_offsets() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut s = sink(tmp.path(), Some(10), None);
+        assert_eq!(s.write(&chunk(0, 0, 100, 4, &[1])).unwrap(), None);
+        assert_eq!(s.write(&chunk(1, 1, 7, 4, &[])).unwrap(), None);
+        // 11 rows (results and errors) open: the roll makes chunks 0..=2 durable.
+        assert_eq!(s.write(&chunk(2, 0, 104, 3, &[])).unwrap(), Some(2));
+        let out = tmp.path().join("out");
+        assert_eq!(
+            names(&out),
+            vec![
+                format!("t-0-{:020}-{:020}.parquet", 100, 106),
+                format!("t-1-{:020}-{:020}.parquet", 7, 10),
+            ]
+        );
+        assert_eq!(
+            names(&out.join("errors")),
+            vec![format!("t-0-{:020}-{:020}.parquet", 101, 101)]
+        );
+        // Nothing open: finish adds nothing; the same offsets again never overwrite.
+        s.write(&chunk(3, 1, 7, 4, &[])).unwrap();
+        s.finish().unwrap();
+        assert!(names(&out).contains(&format!("t-1-{:020}-{:020}.1.parquet", 7, 10)));
+    }
+
+    #[test]
+    fn rolls_on_bytes_and_on_time() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut s = sink(tmp.path(), None, Some(1));
+        // Any byte reaches a 1-byte budget: every write rolls.
+        assert_eq!(s.write(&chunk(0, 0, 0, 3, &[])).unwrap(), Some(0));
+        assert_eq!(s.write(&chunk(1, 0, 3, 3, &[])).unwrap(), Some(1));
+        assert_eq!(names(&tmp.path().join("out")).len(), 2);
+
+        let tmp = tempfile::tempdir().unwrap();
+        let mut s = sink(tmp.path(), None, None);
+        s.cfg.roll_interval_ms = 0;
+        s.cfg.rows_per_file = None;
+        assert_eq!(s.tick().unwrap(), None, "nothing written, nothing to roll");
+        s.cfg.roll_interval_ms = 3_600_000;
+        assert_eq!(s.write(&chunk(0, 0, 0, 2, &[])).unwrap(), None);
+        assert_eq!(s.tick().unwrap(), None, "not old enough");
+        s.cfg.roll_interval_ms = 0;
+        assert_eq!(
+            s.tick().unwrap(),
+            Some(0),
+            "old enough: rolled on an idle tick"
+        );
+        assert_eq!(s.flush().unwrap(), Some(0));
+    }
+
+    #[test]
+    fn abort_leaves_no_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut s = sink(tmp.path(), None, None);
+        s.write(&chunk(0, 0, 0, 3, &[0])).unwrap();
+        s.abort();
+        let all: Vec<_> = walk(tmp.path());
+        assert!(all.is_empty(), "{all:?}");
+    }
+
+    fn walk(dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+        out
+    }
+}
