@@ -835,3 +835,69 @@ fn kafka_sink_in_arrow_format_writes_one_ipc_stream_per_micro_batch() {
     assert_eq!(dups, 0);
     delete_topics(&servers, &[&topic, &out_topic]);
 }
+
+#[test]
+fn a_second_instance_with_the_same_transactional_id_fences_the_first() {
+    let servers = bootstrap();
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique("fence-in");
+    let out_topic = unique("fence-out");
+    let dlq = unique("fence-dlq");
+    let group = unique("g");
+    create_topics(&servers, &[(&topic, 2), (&out_topic, 2), (&dlq, 1)]);
+    produce(&servers, &topic, &text_msgs(0..200));
+    let sink = format!(
+        "sink:\n  kafka:\n    topic: {out_topic}\n    exactly_once: true\n    transactional_id: {group}-same\n  errors:\n    topic: {dlq}\n"
+    );
+    let p = pipeline(dir.path(), "w", &servers, &topic, &group, &sink);
+    let mut zombie = Worker::start(&p, "zombie", &[]);
+    let committed =
+        |n: usize| read_topic(&servers, &out_topic, true, n, Duration::from_secs(1)).len() >= n;
+    assert!(
+        wait_until(Duration::from_secs(60), || committed(200)),
+        "{}",
+        zombie.log_text()
+    );
+    // The same instance id starts again elsewhere: the first one must not commit any more.
+    let successor = Worker::start(&p, "successor", &[]);
+    let fenced = wait_until(Duration::from_secs(90), || {
+        // Keep records coming so that the first instance tries to commit.
+        produce(&servers, &topic, &text_msgs(0..4));
+        !zombie.is_running()
+    });
+    let zlog = zombie.log_text();
+    assert!(fenced, "the first instance kept running:\n{zlog}");
+    assert!(
+        !zombie.child.wait().unwrap().success(),
+        "a fenced worker exits with an error:\n{zlog}"
+    );
+    assert!(zlog.contains("fenced"), "{zlog}");
+    // The successor takes every partition and the output stays exactly once.
+    produce(&servers, &topic, &text_msgs(0..10));
+    let total = read_topic(&servers, &topic, false, usize::MAX, Duration::from_secs(2)).len();
+    assert!(
+        wait_until(Duration::from_secs(90), || committed(total)),
+        "{}",
+        successor.log_text()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(successor.stop());
+    let got = read_topic(
+        &servers,
+        &out_topic,
+        true,
+        usize::MAX,
+        Duration::from_secs(3),
+    );
+    let ids: Vec<String> = got
+        .iter()
+        .map(|g| g.json()["id"].as_str().unwrap().to_string())
+        .collect();
+    let expected = expected_ids(&topic, &servers, total);
+    let dups = assert_all_present(&expected, &ids, "fencing");
+    assert_eq!(
+        dups, 0,
+        "a fenced instance's output leaked into read_committed"
+    );
+    delete_topics(&servers, &[&topic, &out_topic, &dlq]);
+}
