@@ -786,7 +786,10 @@ fn kafka_sink_in_arrow_format_writes_one_ipc_stream_per_micro_batch() {
     let out_topic = unique("arrow-out");
     let group = unique("g");
     create_topics(&servers, &[(&topic, 1), (&out_topic, 1)]);
-    produce(&servers, &topic, &text_msgs(0..100));
+    let mut msgs = text_msgs(0..101);
+    // Without a dead-letter topic a failed record is not kept, but it is logged.
+    msgs[50].value = Some(vec![0xff]);
+    produce(&servers, &topic, &msgs);
     let sink = format!("sink:\n  kafka: {{topic: {out_topic}, format: arrow}}\n");
     let p = pipeline(dir.path(), "w", &servers, &topic, &group, &sink);
     let w = Worker::start(&p, "w", &[]);
@@ -805,7 +808,12 @@ fn kafka_sink_in_arrow_format_writes_one_ipc_stream_per_micro_batch() {
         rows >= 100
     });
     assert!(ok, "{rows} rows:\n{}", w.log_text());
+    let log = w.log_text();
     assert!(w.stop());
+    assert!(
+        log.contains("record failed and is not kept") && log.contains(&format!("{topic}/0/50")),
+        "{log}"
+    );
     let got = read_topic(
         &servers,
         &out_topic,
@@ -830,7 +838,8 @@ fn kafka_sink_in_arrow_format_writes_one_ipc_stream_per_micro_batch() {
             ids.extend(strings(&b, "id").into_iter().flatten());
         }
     }
-    let expected = expected_ids(&topic, &servers, 100);
+    let mut expected = expected_ids(&topic, &servers, 101);
+    expected.remove(&format!("{topic}/0/50"));
     let dups = assert_all_present(&expected, &ids, "arrow");
     assert_eq!(dups, 0);
     delete_topics(&servers, &[&topic, &out_topic]);

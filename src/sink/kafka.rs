@@ -224,6 +224,25 @@ fn provenance(m: &KafkaMessage) -> Vec<(String, Vec<u8>)> {
     ]
 }
 
+/// Without a dead-letter topic, failed records are not kept: each is logged with where it came
+/// from and why, so that none disappears silently.
+fn log_unkept_failures(out: &ChunkOutput) {
+    if out.errors.num_rows() == 0 {
+        return;
+    }
+    let reason = out.errors.column(1).as_string::<i32>();
+    let stage = out.errors.column(2).as_string::<i32>();
+    let source = out.errors.column(4).as_string::<i32>();
+    for i in 0..out.errors.num_rows() {
+        tracing::warn!(
+            record = source.value(i),
+            stage = stage.value(i),
+            reason = reason.value(i),
+            "record failed and is not kept (set sink.errors.topic to keep failed records)"
+        );
+    }
+}
+
 /// Rows of a batch as JSON objects, one per row.
 pub fn json_rows(batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
     let mut w = arrow::json::LineDelimitedWriter::new(Vec::new());
@@ -448,6 +467,9 @@ impl Sink for KafkaSink {
             if stream.is_stale(k.epoch) {
                 return Ok(None);
             }
+        }
+        if self.dlq_topic.is_none() {
+            log_unkept_failures(out);
         }
         let msgs = self.messages(out)?;
         if self.stream.is_some() {
