@@ -448,6 +448,16 @@ impl KafkaSink {
                 KafkaError::Transaction(e),
             )),
             Err(e) => {
+                // A fenced or otherwise fatally failed producer can surface as a failed delivery;
+                // it must stop, never abort and go on.
+                if let Some((code, reason)) = self.producer.client().fatal_error() {
+                    return Err(Error::sink(
+                        format!("kafka topic {}", self.cfg.topic),
+                        format!(
+                            "fatal producer error {code:?}: {reason} (another worker with the same transactional id may have fenced this one; give each instance its own sink.kafka.transactional_id)"
+                        ),
+                    ));
+                }
                 tracing::warn!(error = %e, "transaction failed; aborting it and rewinding to the committed offsets");
                 self.producer
                     .abort_transaction(TXN_TIMEOUT)
