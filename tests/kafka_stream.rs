@@ -870,8 +870,15 @@ fn a_second_instance_with_the_same_transactional_id_fences_the_first() {
     // The same instance id starts again elsewhere: the first one must not commit any more.
     let successor = Worker::start(&p, "successor", &[]);
     let fenced = wait_until(Duration::from_secs(90), || {
-        // Keep records coming so that the first instance tries to commit.
-        produce(&servers, &topic, &text_msgs(0..4));
+        // Keep records coming to every partition, so that the first instance, whichever
+        // partition it still owns, tries to commit (a fenced producer learns it only then).
+        let msgs: Vec<Msg> = (0..2)
+            .map(|p| Msg {
+                partition: Some(p),
+                ..Msg::text("k", "more feedback")
+            })
+            .collect();
+        produce(&servers, &topic, &msgs);
         !zombie.is_running()
     });
     let zlog = zombie.log_text();
