@@ -5,7 +5,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/bertflow/target
 CARGO ?= cargo
 
-.PHONY: setup build demo stream-demo kafka test fmt lint clean reference refenv bench
+.PHONY: setup build demo stream-demo kafka test fmt lint clean reference refenv bench config-docs
 
 setup:
 	@bash scripts/setup.sh
@@ -37,6 +37,10 @@ lint:
 
 clean:
 	rm -rf out
+
+# Regenerate the reference part of docs/configuration.md from the configuration types.
+config-docs:
+	BERTFLOW_WRITE_DOCS=1 $(CARGO) test --lib config::reference
 
 # Python environment with torch, sentence-transformers and transformers 4.53, used only to
 # regenerate test fixtures and to run the Python baselines of the benchmark (needs PyPI).

@@ -1,20 +1,19 @@
 //! bertflow: enrich text records with BERT-family models through ONNX Runtime.
 //!
-//! Data flows `source -> batcher -> tokenize -> infer -> post-process -> sink`:
-//! [`source`] reads records in chunks, [`task`] tokenizes them into features, [`batch`] cuts
-//! length-sorted, token-budgeted batches, [`model`] runs them, [`task`] post-processes the
-//! outputs into Arrow columns, and [`sink`] writes them. [`pipeline`] wires the stages.
+//! Data flows `source -> batcher -> tokenize -> infer -> post-process -> sink`: a
+//! [`connector`] (Parquet, Kafka) reads records in chunks, [`task`] tokenizes them into
+//! features, [`batch`] cuts length-sorted, token-budgeted batches, [`model`] runs them, [`task`]
+//! post-processes the outputs into Arrow columns, and a [`connector`] writes them.
+//! [`pipeline`] wires the stages; they meet through the traits of [`connector`] and [`task`].
 
 pub mod batch;
 pub mod bench;
 pub mod config;
+pub mod connector;
 pub mod error;
-pub mod kafka;
 pub mod model;
 pub mod pipeline;
 pub mod record;
-pub mod sink;
-pub mod source;
 pub mod task;
 pub mod telemetry;
 

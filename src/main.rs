@@ -61,6 +61,11 @@ struct PipelineArgs {
 impl PipelineArgs {
     /// Load the pipeline with `--input` / `--output` applied as the last overrides.
     fn load(mut self) -> anyhow::Result<(PathBuf, PipelineConfig, Option<PathBuf>)> {
+        // `--output` takes the error output with it (beside the new output), unless the error
+        // path is given on the command line (or in the environment) too.
+        let errors_given = self.sets.iter().any(|(k, _)| k == "sink.errors.path")
+            || std::env::var_os("BERTFLOW__SINK__ERRORS__PATH").is_some();
+        let move_errors = self.output.is_some() && !errors_given;
         if let Some(i) = self.input {
             self.sets
                 .push(("source.parquet.path".into(), yaml_string(&i)));
@@ -75,7 +80,17 @@ impl PipelineArgs {
             self.sets
                 .push(("source.parquet.shard".into(), yaml_string(&s)));
         }
-        let cfg = PipelineConfig::load(&self.pipeline, &self.sets)?;
+        let mut cfg = PipelineConfig::load(&self.pipeline, &self.sets)?;
+        if move_errors {
+            if let Some(e) = &mut cfg.sink.errors {
+                if e.path.is_some() {
+                    e.path = None;
+                }
+                if e.topic.is_none() {
+                    cfg.sink.errors = None;
+                }
+            }
+        }
         Ok((self.pipeline, cfg, self.ort_lib))
     }
 }
@@ -167,7 +182,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run { args, no_progress } => {
             let (pipeline, cfg, ort_lib) = args.load()?;
-            let shutdown = if cfg.source.kafka.is_some() {
+            let shutdown = if cfg.source.kafka().is_some() {
                 Some(shutdown_flag()?)
             } else {
                 None

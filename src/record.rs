@@ -13,6 +13,7 @@ pub enum Stage {
     Tokenize,
     Model,
     Task,
+    Sink,
 }
 
 impl Stage {
@@ -22,6 +23,7 @@ impl Stage {
             Stage::Tokenize => "tokenize",
             Stage::Model => "model",
             Stage::Task => "task",
+            Stage::Sink => "sink",
         }
     }
 }
@@ -50,13 +52,43 @@ impl RecordError {
     }
 }
 
+/// Where a record of a stream is: stream (topic), partition and offset.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Position {
+    pub stream: Arc<str>,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", self.stream, self.partition, self.offset)
+    }
+}
+
+/// The records of one chunk of a streaming source, as the source's own connector knows them
+/// (its sink downcasts through [`StreamOrigin::as_any`] for what only it needs).
+pub trait StreamOrigin: fmt::Debug + Send + Sync + 'static {
+    /// Where the record at `row` of the chunk is.
+    fn position(&self, row: usize) -> Position;
+
+    /// Per partition, the position to resume from once every record of the chunk is durable
+    /// (the highest offset + 1).
+    fn next_positions(&self) -> Vec<Position>;
+
+    /// Rewind epoch the chunk was read in (chunks of an older epoch are stale).
+    fn epoch(&self) -> u64;
+
+    fn as_any(&self) -> &dyn std::any::Any;
+}
+
 /// Where a chunk's records came from, to name them in messages and in the error output.
 #[derive(Debug, Clone)]
 pub enum Origin {
     /// Rows `first_row..` of a file.
     File { path: Arc<str>, first_row: u64 },
-    /// Messages of Kafka partitions, one entry per record.
-    Kafka(Arc<KafkaRecords>),
+    /// Records of a stream's partitions, one entry per record.
+    Stream(Arc<dyn StreamOrigin>),
 }
 
 impl Origin {
@@ -64,57 +96,15 @@ impl Origin {
     pub fn describe(&self, row: usize) -> String {
         match self {
             Origin::File { path, first_row } => format!("{path} row {}", first_row + row as u64),
-            Origin::Kafka(k) => k.messages[row].position(),
+            Origin::Stream(s) => s.position(row).to_string(),
         }
     }
 
-    pub fn kafka(&self) -> Option<&Arc<KafkaRecords>> {
+    pub fn stream(&self) -> Option<&Arc<dyn StreamOrigin>> {
         match self {
-            Origin::Kafka(k) => Some(k),
+            Origin::Stream(s) => Some(s),
             Origin::File { .. } => None,
         }
-    }
-}
-
-/// One consumed Kafka message as it arrived: where it was and its original bytes (for the
-/// dead-letter output and for keying results).
-#[derive(Debug, Clone)]
-pub struct KafkaMessage {
-    pub topic: Arc<str>,
-    pub partition: i32,
-    pub offset: i64,
-    /// Milliseconds since the epoch, when the message has a timestamp.
-    pub timestamp: Option<i64>,
-    pub key: Option<Vec<u8>>,
-    pub value: Option<Vec<u8>>,
-    pub headers: Vec<(String, Option<Vec<u8>>)>,
-}
-
-impl KafkaMessage {
-    pub fn position(&self) -> String {
-        format!("{}/{}/{}", self.topic, self.partition, self.offset)
-    }
-}
-
-/// The Kafka messages of one chunk and what is needed to commit them.
-pub struct KafkaRecords {
-    pub messages: Vec<KafkaMessage>,
-    /// Per partition, the offset to commit once every record of the chunk is durable (the
-    /// highest offset + 1).
-    pub next_offsets: Vec<(Arc<str>, i32, i64)>,
-    /// Rewind epoch the chunk was read in; chunks of an older epoch are discarded (exactly-once).
-    pub epoch: u64,
-    /// Consumer group state when the chunk was read, for offsets sent in a transaction.
-    pub group: Option<Arc<rdkafka::consumer::ConsumerGroupMetadata>>,
-}
-
-impl fmt::Debug for KafkaRecords {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KafkaRecords")
-            .field("messages", &self.messages.len())
-            .field("next_offsets", &self.next_offsets)
-            .field("epoch", &self.epoch)
-            .finish()
     }
 }
 

@@ -321,7 +321,14 @@ fn bad_input_corpus_through_all_four_tasks_reconciles() {
     let dir = tempfile::tempdir().unwrap();
     let corpus = bad_input_corpus();
     let texts: Vec<Option<&str>> = corpus.iter().map(|t| t.as_deref()).collect();
-    let o = run_tasks(dir.path(), &texts, None, &all_fixture_tasks());
+    // Strict: a record one task failed for goes to the error output as a whole.
+    let o = run_tasks_with(
+        dir.path(),
+        &texts,
+        None,
+        &all_fixture_tasks(),
+        &["--set", "sink.partial_results=false"],
+    );
     assert_ok(&o);
     let out = read_parquet(&dir.path().join("out.parquet"));
     let errors = read_parquet(&dir.path().join("out.errors.parquet"));
@@ -391,4 +398,52 @@ fn parquet_file_with_no_rows_gives_an_empty_output_with_the_schema() {
     assert_eq!(out.num_rows(), 0);
     assert!(out.schema().field_with_name("embedding").is_ok());
     assert!(stdout(&o).contains("records       0"), "{}", stdout(&o));
+}
+
+#[test]
+fn a_task_failing_for_a_record_leaves_its_columns_null_and_keeps_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = bad_input_corpus();
+    let texts: Vec<Option<&str>> = corpus.iter().map(|t| t.as_deref()).collect();
+    let o = run_tasks(dir.path(), &texts, None, &all_fixture_tasks());
+    assert_ok(&o);
+    let out = read_parquet(&dir.path().join("out.parquet"));
+    let errors = read_parquet(&dir.path().join("out.errors.parquet"));
+    // Only the null text fails as a whole; the texts without a token have no context for
+    // question answering, so they are written without answers.
+    let ids: Vec<String> = strings(&out, "id").into_iter().flatten().collect();
+    let expected: Vec<String> = (0..corpus.len())
+        .filter(|&i| i != 1)
+        .map(|i| format!("r{i}"))
+        .collect();
+    assert_eq!(ids, expected);
+    let answers = out.column_by_name("answers").unwrap();
+    let embedding = out.column_by_name("embedding").unwrap();
+    let sentiment = out.column_by_name("sentiment_label").unwrap();
+    for (i, id) in ids.iter().enumerate() {
+        let no_context = ["r2", "r3", "r7"].contains(&id.as_str());
+        assert_eq!(answers.is_null(i), no_context, "answers of {id}");
+        assert!(embedding.is_valid(i), "embedding of {id}");
+        assert!(sentiment.is_valid(i), "sentiment of {id}");
+    }
+    // One error row per failure: the failed record, and one per failed task of a written record.
+    let err_ids: Vec<String> = strings(&errors, "id").into_iter().flatten().collect();
+    assert_eq!(err_ids, ["r1", "r2", "r3", "r7"]);
+    let written = errors.column_by_name("written").unwrap().as_boolean();
+    let tasks = strings(&errors, "task");
+    assert!(!written.value(0));
+    assert_eq!(strings(&errors, "stage")[0].as_deref(), Some("source"));
+    for (i, task) in tasks.iter().enumerate().skip(1) {
+        assert!(written.value(i), "{:?}", strings(&errors, "reason"));
+        assert_eq!(task.as_deref(), Some("qa"));
+    }
+    // Records in = written + failed records.
+    let failed = (0..errors.num_rows())
+        .filter(|&i| !written.value(i))
+        .count();
+    assert_eq!(out.num_rows() + failed, corpus.len());
+    let s = stdout(&o);
+    assert!(s.contains("written       7"), "{s}");
+    assert!(s.contains("errors        1"), "{s}");
+    assert!(s.contains("task errors   3"), "{s}");
 }

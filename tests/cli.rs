@@ -237,3 +237,47 @@ fn shards_split_the_input_files_and_keep_their_outputs_apart() {
         stderr(&o)
     );
 }
+
+#[test]
+fn output_flag_moves_the_error_output_unless_it_is_given_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.parquet");
+    texts_parquet(&input, &["a", "b"], &[Some("hello world"), None]);
+    let pinned = dir.path().join("pinned/errors.parquet");
+    let p = embed_pipeline(
+        dir.path(),
+        &input,
+        &dir.path().join("out.parquet"),
+        &format!("  errors:\n    path: {}\n", pinned.display()),
+    );
+    // --output alone: the error file goes beside the new output.
+    let moved = dir.path().join("moved/out.parquet");
+    let o = bin()
+        .args(["run", p.to_str().unwrap(), "--no-progress", "--output"])
+        .arg(&moved)
+        .output()
+        .unwrap();
+    assert_ok(&o);
+    let errors = read_parquet(&dir.path().join("moved/out.errors.parquet"));
+    assert_eq!(strings(&errors, "id"), vec![Some("b".to_string())]);
+    assert!(
+        !pinned.exists(),
+        "the pipeline's own error file was written"
+    );
+    // --output with the error path on the command line: both where asked.
+    let explicit = dir.path().join("explicit.errors.parquet");
+    let o = bin()
+        .args(["run", p.to_str().unwrap(), "--no-progress", "--output"])
+        .arg(dir.path().join("other/out.parquet"))
+        .arg("--set")
+        .arg(format!("sink.errors.path={}", explicit.display()))
+        .output()
+        .unwrap();
+    assert_ok(&o);
+    assert_eq!(read_parquet(&explicit).num_rows(), 1);
+    assert!(!dir.path().join("other/out.errors.parquet").exists());
+    // Without --output the pipeline's error path holds.
+    let o = run_pipeline(&p, &[]);
+    assert_ok(&o);
+    assert_eq!(read_parquet(&pinned).num_rows(), 1);
+}

@@ -4,7 +4,62 @@
 
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
 use tokenizers::Encoding;
+
+/// How records are grouped into windows and model batches.
+///
+/// Tokenization runs on its own thread and uses the tokenizers library's thread pool for a
+/// window's texts; `RAYON_NUM_THREADS` sets that pool's size.
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchingConfig {
+    /// Most sequences in one model call.
+    #[serde(default = "default_max_batch_size")]
+    pub max_batch_size: usize,
+    /// Most padded tokens (sequences × longest sequence) in one model call. A single sequence
+    /// longer than this still runs, alone. The defaults are the fastest measured on CPU
+    /// (docs/benchmarks.md) and keep peak memory low; on a GPU raise both (e.g. 128 / 32768).
+    #[serde(default = "default_max_batch_tokens")]
+    pub max_batch_tokens: usize,
+    /// Records read, tokenized and sorted by length together; also the Parquet read batch size, and
+    /// with a Kafka source the most records in one micro-batch (which also closes after
+    /// `source.kafka.max_wait_ms`; with `exactly_once`, one transaction). Larger windows give less
+    /// padding and use more memory.
+    #[serde(default = "default_window_records")]
+    pub window_records: usize,
+    /// Windows buffered between two stages. Bounds memory; 2 lets tokenization of the next window
+    /// overlap inference of the current one. With a Kafka source, a full queue pauses the
+    /// partitions (backpressure).
+    #[serde(default = "default_queue_depth")]
+    pub queue_depth: usize,
+}
+
+// Measured on CPU (docs/benchmarks.md): small batches keep activations in cache and peak
+// memory low; raise both for GPUs.
+fn default_max_batch_size() -> usize {
+    16
+}
+fn default_max_batch_tokens() -> usize {
+    2048
+}
+fn default_window_records() -> usize {
+    2048
+}
+fn default_queue_depth() -> usize {
+    2
+}
+
+impl Default for BatchingConfig {
+    fn default() -> Self {
+        BatchingConfig {
+            max_batch_size: default_max_batch_size(),
+            max_batch_tokens: default_max_batch_tokens(),
+            window_records: default_window_records(),
+            queue_depth: default_queue_depth(),
+        }
+    }
+}
 
 /// One model input derived from a record. A record yields one feature for most tasks, several
 /// for windows over long texts or several questions.

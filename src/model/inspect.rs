@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::session::TensorInfo;
 use super::{ModelDir, OnnxModel, OrtRuntime};
 use crate::error::{Error, Result};
-use crate::task::labels::{default_max_length, Labels};
+use crate::model::labels::{default_max_length, Labels};
 
 /// The tasks a graph can serve, judged by its outputs (and `architectures` when the graph does
 /// not declare ranks).

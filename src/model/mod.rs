@@ -1,9 +1,11 @@
 //! Models: the ONNX Runtime library and environment ([`runtime`]), inference sessions with their
 //! execution providers ([`session`]), and tokenizers ([`tokenizer`]).
 
+pub mod config;
 pub mod files;
 pub mod hub;
 pub mod inspect;
+pub mod labels;
 pub mod runtime;
 pub mod session;
 pub mod tokenizer;

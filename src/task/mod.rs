@@ -2,8 +2,8 @@
 //! outputs of one batch into per-feature results, combines the results of a record's features,
 //! and builds the Arrow columns of the output.
 
+pub mod config;
 pub mod embed;
-pub mod labels;
 pub mod ner;
 pub mod qa;
 pub mod sentiment;
@@ -79,6 +79,21 @@ pub trait Task: Send + Sync {
 
     /// Build this task's output columns from the results of the records written, in order.
     fn columns(&self, outputs: Vec<TaskOutput>) -> Result<Vec<ArrayRef>>;
+}
+
+/// The task registry: build the task a configuration entry names, from its model directory
+/// and loaded session.
+pub fn load(
+    cfg: &config::TaskConfig<'_>,
+    dir: &crate::model::ModelDir,
+    model: &OnnxModel,
+) -> Result<Arc<dyn Task>> {
+    Ok(match cfg {
+        config::TaskConfig::Embed(c) => Arc::new(EmbedTask::new(c, dir, model)?),
+        config::TaskConfig::Sentiment(c) => Arc::new(SentimentTask::new(c, dir, model)?),
+        config::TaskConfig::Ner(c) => Arc::new(NerTask::new(c, dir, model)?),
+        config::TaskConfig::Qa(c) => Arc::new(QaTask::new(c, dir, model)?),
+    })
 }
 
 /// A task with the model that serves it.

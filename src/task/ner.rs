@@ -10,7 +10,6 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, Float32Builder, Int64Builder, StringBuilder};
 use arrow::datatypes::{DataType, Field, FieldRef, Fields};
 
-use super::labels::{default_max_length, Labels};
 use super::{
     argmax, list_of_structs, list_of_structs_builder, single_text_featurized, softmax, Featurized,
     Task, TaskOutput,
@@ -18,6 +17,7 @@ use super::{
 use crate::batch::{Feature, PaddedBatch};
 use crate::config::{Aggregation, NerConfig};
 use crate::error::{Error, Result};
+use crate::model::labels::{default_max_length, Labels};
 use crate::model::tokenizer::{TokenCache, Truncation};
 use crate::model::{ModelDir, ModelOutputs, OnnxModel, TextTokenizer};
 use crate::record::Chunk;

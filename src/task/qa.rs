@@ -12,11 +12,11 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, Float32Builder, Int64Builder, StringBuilder};
 use arrow::datatypes::{DataType, Field, FieldRef, Fields};
 
-use super::labels::default_max_length;
 use super::{list_of_structs, list_of_structs_builder, Featurized, Task, TaskOutput};
 use crate::batch::{Feature, PaddedBatch};
 use crate::config::QaConfig;
 use crate::error::{Error, Result};
+use crate::model::labels::default_max_length;
 use crate::model::tokenizer::{TokenCache, Truncation};
 use crate::model::{ModelDir, ModelOutputs, OnnxModel, TextTokenizer};
 use crate::record::{Chunk, RecordError, Stage};

@@ -12,11 +12,11 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, FieldRef, Fields};
 use serde_json::Value;
 
-use super::labels::{default_max_length, Labels};
 use super::{argmax, single_text_featurized, softmax, Featurized, Task, TaskOutput};
 use crate::batch::{Feature, PaddedBatch};
 use crate::config::{ClassFunction, SentimentConfig, TopK};
 use crate::error::{Error, Result};
+use crate::model::labels::{default_max_length, Labels};
 use crate::model::tokenizer::{TokenCache, Truncation};
 use crate::model::{ModelDir, ModelOutputs, OnnxModel, TextTokenizer};
 use crate::record::Chunk;

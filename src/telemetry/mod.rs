@@ -11,9 +11,33 @@ pub mod server;
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use serde::{Deserialize, Serialize};
 
 pub use events::*;
 pub use server::{Health, MetricsServer};
+
+/// The operator endpoint: `GET /metrics` (Prometheus), `/health` (liveness), `/ready`
+/// (readiness). Metric names and probes: [operations.md](operations.md).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve the endpoint.
+    ///
+    /// Default: on for Kafka sources, off for batch jobs
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// Address to bind. `127.0.0.1` keeps it local; `0.0.0.0:9464` exposes it (containers,
+    /// Kubernetes). Port 0 picks a free port, logged at start. When the default address is taken
+    /// (several workers on one host), the worker runs without the endpoint and logs a warning; an
+    /// address given explicitly that cannot be bound stops the worker.
+    ///
+    /// Type: `host:port`
+    /// Default: `127.0.0.1:9464`
+    #[serde(default)]
+    pub listen: Option<String>,
+}
+
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
 
 /// Histogram buckets: batch sizes (sequences), tokens, and seconds.
 const SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];

@@ -1,14 +1,17 @@
-//! A small HTTP endpoint for operators: `GET /metrics` (Prometheus text format), `GET /health`
-//! (liveness: the process serves requests) and `GET /ready` (readiness: models loaded and, for a
-//! Kafka source, partitions assigned by the group). One thread, blocking I/O: it serves
-//! scrapes and probes, nothing else.
+//! The HTTP endpoint for operators (axum on a single-threaded tokio runtime): `GET /metrics`
+//! (Prometheus text format), `GET /health` (liveness: the process serves requests) and
+//! `GET /ready` (readiness: models loaded and, for a Kafka source, partitions assigned by the
+//! group).
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
+use axum::extract::State as AxState;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::error::{Error, Result};
@@ -53,47 +56,71 @@ impl Health {
 
 pub struct MetricsServer {
     addr: SocketAddr,
-    stop: Arc<AtomicBool>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// What the handlers share.
+#[derive(Clone)]
+struct State {
+    handle: Option<PrometheusHandle>,
+    health: Arc<Health>,
+}
+
 impl MetricsServer {
-    /// Bind `listen` (e.g. `127.0.0.1:9464`; port 0 picks a free one) and serve in a thread.
+    /// Bind `listen` (e.g. `127.0.0.1:9464`; port 0 picks a free one) and serve on a thread of
+    /// its own (a single-threaded tokio runtime).
     pub fn start(
         listen: &str,
         handle: Option<PrometheusHandle>,
         health: Arc<Health>,
     ) -> Result<Self> {
-        let listener = TcpListener::bind(listen).map_err(|e| {
+        let listener = std::net::TcpListener::bind(listen).map_err(|e| {
             Error::config(format!(
-                "metrics.listen: cannot listen on {listen}: {e} (choose a free address, or metrics.listen: null to turn the endpoint off)"
+                "metrics.listen: cannot listen on {listen}: {e} (choose a free address, or metrics.enabled: false to turn the endpoint off)"
             ))
         })?;
         let addr = listener.local_addr()?;
         listener.set_nonblocking(true)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop_t = stop.clone();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .map_err(Error::Io)?;
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let app = Router::new()
+            .route("/metrics", get(metrics))
+            .route("/health", get(live))
+            .route("/healthz", get(live))
+            .route("/ready", get(ready))
+            .route("/readyz", get(ready))
+            .fallback(not_found)
+            .with_state(State { handle, health });
         let thread = std::thread::Builder::new()
             .name("metrics".into())
             .spawn(move || {
-                while !stop_t.load(Ordering::SeqCst) {
-                    match listener.accept() {
-                        Ok((stream, _)) => serve(stream, handle.as_ref(), &health),
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                            std::thread::sleep(Duration::from_millis(50));
-                        }
+                runtime.block_on(async move {
+                    let listener = match tokio::net::TcpListener::from_std(listener) {
+                        Ok(l) => l,
                         Err(e) => {
-                            tracing::warn!(error = %e, "metrics endpoint: accept failed");
-                            std::thread::sleep(Duration::from_millis(200));
+                            tracing::warn!(error = %e, "metrics endpoint: cannot serve");
+                            return;
                         }
+                    };
+                    let served = axum::serve(listener, app)
+                        .with_graceful_shutdown(async {
+                            let _ = stop_rx.await;
+                        })
+                        .await;
+                    if let Err(e) = served {
+                        tracing::warn!(error = %e, "metrics endpoint stopped");
                     }
-                }
+                })
             })
             .map_err(Error::Io)?;
         tracing::info!(%addr, "metrics and health on http://{addr}/metrics, /health, /ready");
         Ok(MetricsServer {
             addr,
-            stop,
+            stop: Some(stop_tx),
             thread: Some(thread),
         })
     }
@@ -105,69 +132,40 @@ impl MetricsServer {
 
 impl Drop for MetricsServer {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
 }
 
-fn serve(stream: TcpStream, handle: Option<&PrometheusHandle>, health: &Health) {
-    let _ = stream.set_nonblocking(false);
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
-    let mut reader = BufReader::new(match stream.try_clone() {
-        Ok(s) => s,
-        Err(_) => return,
-    });
-    let mut request_line = String::new();
-    if reader.read_line(&mut request_line).is_err() {
-        return;
-    }
-    // Drain the headers.
-    let mut line = String::new();
-    while reader.read_line(&mut line).map(|n| n > 2).unwrap_or(false) {
-        line.clear();
-    }
-    let mut parts = request_line.split_whitespace();
-    let method = parts.next().unwrap_or("");
-    let path = parts.next().unwrap_or("").split('?').next().unwrap_or("");
-    let (status, ctype, body) = match (method, path) {
-        ("GET", "/metrics") => {
-            let body = match handle {
-                Some(h) => {
-                    h.run_upkeep();
-                    h.render()
-                }
-                None => String::new(),
-            };
-            ("200 OK", "text/plain; version=0.0.4", body)
+async fn metrics(AxState(s): AxState<State>) -> impl IntoResponse {
+    let body = match &s.handle {
+        Some(h) => {
+            h.run_upkeep();
+            h.render()
         }
-        ("GET", "/health") | ("GET", "/healthz") => ("200 OK", "text/plain", "ok\n".to_string()),
-        ("GET", "/ready") | ("GET", "/readyz") => {
-            let (ok, msg) = health.ready();
-            (
-                if ok {
-                    "200 OK"
-                } else {
-                    "503 Service Unavailable"
-                },
-                "text/plain",
-                msg,
-            )
-        }
-        ("GET", _) => (
-            "404 Not Found",
-            "text/plain",
-            "try /metrics, /health or /ready\n".into(),
-        ),
-        _ => ("405 Method Not Allowed", "text/plain", String::new()),
+        None => String::new(),
     };
-    let mut stream = stream;
-    let _ = write!(
-        stream,
-        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = stream.flush();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}
+
+async fn live() -> &'static str {
+    "ok\n"
+}
+
+async fn ready(AxState(s): AxState<State>) -> impl IntoResponse {
+    let (ok, msg) = s.health.ready();
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, msg)
+}
+
+async fn not_found() -> impl IntoResponse {
+    (StatusCode::NOT_FOUND, "try /metrics, /health or /ready\n")
 }

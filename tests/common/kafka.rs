@@ -45,13 +45,56 @@ pub fn create_topics(servers: &str, topics: &[(&str, i32)]) {
             NewTopic::new(t, *p, TopicReplication::Fixed(1)).set("max.message.bytes", "10485760")
         })
         .collect();
+    create(servers, &admin, &new);
+}
+
+fn create(servers: &str, admin: &AdminClient<DefaultClientContext>, new: &[NewTopic<'_>]) {
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let res = futures::executor::block_on(admin.create_topics(&new, &opts)).unwrap_or_else(|e| {
+    let res = futures::executor::block_on(admin.create_topics(new, &opts)).unwrap_or_else(|e| {
         panic!("no Kafka broker at {servers} ({e}): start one with `scripts/kafka.sh start`")
     });
     for r in res {
         r.unwrap_or_else(|(t, e)| panic!("cannot create topic {t}: {e}"));
     }
+}
+
+/// Create one topic with topic configuration (e.g. a small `max.message.bytes`).
+pub fn create_topic_with(servers: &str, topic: &str, partitions: i32, config: &[(&str, &str)]) {
+    let admin = admin(servers);
+    let mut t = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    for (k, v) in config {
+        t = t.set(k, v);
+    }
+    create(servers, &admin, &[t]);
+}
+
+/// The offsets committed by `group` on every partition of `topic` (missing: none committed).
+pub fn committed_offsets(servers: &str, group: &str, topic: &str) -> HashMap<i32, i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let mut tpl = TopicPartitionList::new();
+    for t in md.topics() {
+        for p in t.partitions() {
+            tpl.add_partition(topic, p.id());
+        }
+    }
+    let got = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .expect("committed offsets");
+    got.elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some((e.partition(), o)),
+            _ => None,
+        })
+        .collect()
 }
 
 pub fn delete_topics(servers: &str, topics: &[&str]) {

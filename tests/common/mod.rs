@@ -163,6 +163,17 @@ pub fn run_tasks(
     questions: Option<&[Option<&str>]>,
     tasks_yaml: &str,
 ) -> Output {
+    run_tasks_with(dir, texts, questions, tasks_yaml, &[])
+}
+
+/// [`run_tasks`] with more command-line arguments (e.g. `--set` overrides).
+pub fn run_tasks_with(
+    dir: &Path,
+    texts: &[Option<&str>],
+    questions: Option<&[Option<&str>]>,
+    tasks_yaml: &str,
+    args: &[&str],
+) -> Output {
     let input = dir.join("in.parquet");
     let ids: Vec<String> = (0..texts.len()).map(|i| format!("r{i}")).collect();
     let mut cols: Vec<(&str, ArrayRef)> = vec![
@@ -185,7 +196,7 @@ pub fn run_tasks(
         ),
     )
     .unwrap();
-    run_pipeline(&pipeline, &[])
+    run_pipeline(&pipeline, args)
 }
 
 /// A model of the task fixtures (tests/fixtures/tasks).

@@ -13,8 +13,8 @@ use arrow::datatypes::{DataType, Field, FieldRef, Schema};
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::arrow::ProjectionMask;
 
-use super::Source;
 use crate::config::{ParquetSourceConfig, Shard};
+use crate::connector::Source;
 use crate::error::{Error, Result};
 use crate::record::{Chunk, Origin, RecordError, Stage};
 

@@ -6,30 +6,23 @@
 //! syncs it and renames it into place; only then are the chunks it holds reported durable, so
 //! their offsets can be committed. A file name that already exists (a restart that read the
 //! same offsets again) gets a `.1`, `.2`, ... suffix: nothing is ever overwritten. Failed records
-//! go to error files named the same way under the error directory, or to a dead-letter topic.
+//! go to error files named the same way under the error directory, or to another error output
+//! (a dead-letter topic).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{RecordBatch, UInt32Array};
+use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use parquet::file::properties::WriterProperties;
 
-use super::kafka::{dead_letters, send_all, KafkaProducer};
-use super::parquet::{writer_properties, OpenFile};
-use super::{ChunkOutput, Sink, SinkReport};
-use crate::config::ParquetSinkConfig;
+use super::config::ParquetSinkConfig;
+use super::file::{writer_properties, OpenFile};
+use crate::connector::{take_rows, ChunkOutput, ErrorOutput, Sink, SinkReport, Written};
 use crate::error::{Error, Result};
 use crate::record::Origin;
-use crate::telemetry::{DeadLettered, Event};
-
-/// Dead letters to a topic, with their own producer.
-pub struct DeadLetterTopic {
-    pub topic: String,
-    pub producer: KafkaProducer,
-}
 
 struct PartFile {
     file: OpenFile,
@@ -137,7 +130,7 @@ pub struct RollingParquetSink {
     props: WriterProperties,
     results: FileSet,
     errors: Option<FileSet>,
-    dlq: Option<DeadLetterTopic>,
+    dlq: Option<Box<dyn ErrorOutput>>,
     opened_at: Option<Instant>,
     last_seq: Option<u64>,
     report: SinkReport,
@@ -149,7 +142,7 @@ impl RollingParquetSink {
         schema: SchemaRef,
         error_schema: SchemaRef,
         error_dir: Option<PathBuf>,
-        dlq: Option<DeadLetterTopic>,
+        dlq: Option<Box<dyn ErrorOutput>>,
     ) -> Result<Self> {
         if cfg.path.is_file() {
             return Err(Error::sink(
@@ -230,18 +223,18 @@ impl RollingParquetSink {
         rows: &[u32],
         batch: &RecordBatch,
     ) -> Result<()> {
-        let Origin::Kafka(k) = origin else {
+        let Origin::Stream(k) = origin else {
             return Err(Error::sink(
                 set.dir.display().to_string(),
-                "internal: the rolling Parquet sink takes Kafka records",
+                "internal: the rolling Parquet sink takes records of a stream",
             ));
         };
         // Per partition: rows of the batch, lowest and highest offset.
         type Rows = (Vec<u32>, i64, i64);
         let mut groups: BTreeMap<(Arc<str>, i32), Rows> = BTreeMap::new();
         for (i, &row) in rows.iter().enumerate() {
-            let m = &k.messages[row as usize];
-            let g = groups.entry((m.topic.clone(), m.partition)).or_insert((
+            let m = k.position(row as usize);
+            let g = groups.entry((m.stream.clone(), m.partition)).or_insert((
                 Vec::new(),
                 i64::MAX,
                 i64::MIN,
@@ -254,15 +247,7 @@ impl RollingParquetSink {
             let part = if idx.len() == batch.num_rows() {
                 batch.clone()
             } else {
-                let idx = UInt32Array::from(idx);
-                let cols = batch
-                    .columns()
-                    .iter()
-                    .map(|c| arrow::compute::take(c.as_ref(), &idx, None))
-                    .collect::<std::result::Result<Vec<_>, _>>()
-                    .map_err(|e| Error::sink("output", e.to_string()))?;
-                RecordBatch::try_new(batch.schema(), cols)
-                    .map_err(|e| Error::sink("output", e.to_string()))?
+                take_rows(batch, &idx)?
             };
             set.write(props, &topic, partition, (lo, hi), &part)?;
         }
@@ -271,7 +256,7 @@ impl RollingParquetSink {
 }
 
 impl Sink for RollingParquetSink {
-    fn write(&mut self, out: &ChunkOutput) -> Result<Option<u64>> {
+    fn write(&mut self, out: &ChunkOutput) -> Result<Written> {
         if self.opened_at.is_none() {
             self.opened_at = Some(Instant::now());
         }
@@ -285,25 +270,22 @@ impl Sink for RollingParquetSink {
             )?;
             self.report.rows += out.results.num_rows() as u64;
         }
-        if out.errors.num_rows() > 0 {
-            if let Some(d) = &self.dlq {
-                // Acknowledged by the brokers before the chunk can count as durable.
-                send_all(&d.producer, dead_letters(&d.topic, out))?;
-                DeadLettered {
-                    topic: d.topic.clone(),
-                    count: out.errors.num_rows(),
-                }
-                .emit();
+        if !out.errors.is_empty() {
+            if let Some(d) = &mut self.dlq {
+                // Durable (acknowledged by the brokers) before the chunk can count as durable.
+                d.write(out)?;
             } else if let Some(e) = &mut self.errors {
-                Self::write_split(&self.props, e, &out.origin, &out.error_rows, &out.errors)?;
+                let batch = out.error_batch(&e.schema)?;
+                let rows: Vec<u32> = out.errors.iter().map(|r| r.row).collect();
+                Self::write_split(&self.props, e, &out.origin, &rows, &batch)?;
             }
-            self.report.error_rows += out.errors.num_rows() as u64;
+            self.report.error_rows += out.errors.len() as u64;
         }
         self.last_seq = Some(out.seq);
         if self.due() {
-            return self.roll();
+            return self.roll().map(Written::kept);
         }
-        Ok(None)
+        Ok(Written::kept(None))
     }
 
     fn tick(&mut self) -> Result<Option<u64>> {
@@ -313,17 +295,14 @@ impl Sink for RollingParquetSink {
         Ok(None)
     }
 
-    fn flush(&mut self) -> Result<Option<u64>> {
-        self.roll()
-    }
-
     fn finish(&mut self) -> Result<SinkReport> {
         self.roll()?;
-        if let Some(d) = &self.dlq {
-            use rdkafka::producer::Producer;
-            d.producer
-                .flush(Duration::from_secs(30))
-                .map_err(|e| Error::sink(format!("kafka topic {}", d.topic), e.to_string()))?;
+        if let Some(d) = &mut self.dlq {
+            if let Some(p) = d.finish()? {
+                self.report.error_file = Some(p);
+            } else {
+                self.report.destinations.push(d.describe());
+            }
         }
         Ok(self.report.clone())
     }
@@ -339,10 +318,37 @@ impl Sink for RollingParquetSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{KafkaMessage, KafkaRecords};
-    use crate::sink::{error_batch, error_schema, ErrorRow};
+    use crate::connector::{error_schema, ErrorRow};
+    use crate::record::{Position, Stage, StreamOrigin};
     use arrow::array::{ArrayRef, StringArray};
     use arrow::datatypes::{DataType, Field, Schema};
+
+    /// `n` records of partition `p` of topic `t` from offset `first`.
+    #[derive(Debug)]
+    struct Records {
+        p: i32,
+        first: i64,
+        n: usize,
+    }
+
+    impl StreamOrigin for Records {
+        fn position(&self, row: usize) -> Position {
+            Position {
+                stream: Arc::from("t"),
+                partition: self.p,
+                offset: self.first + row as i64,
+            }
+        }
+        fn next_positions(&self) -> Vec<Position> {
+            vec![self.position(self.n)]
+        }
+        fn epoch(&self) -> u64 {
+            0
+        }
+        fn as_any(&self) -> &dyn std::any::Any {
+            self
+        }
+    }
 
     fn schema() -> SchemaRef {
         Arc::new(Schema::new(vec![Field::new("id", DataType::Utf8, false)]))
@@ -350,51 +356,37 @@ mod tests {
 
     /// A chunk of `n` records of partition `p` from offset `first`; `bad` rows failed.
     fn chunk(seq: u64, p: i32, first: i64, n: usize, bad: &[usize]) -> ChunkOutput {
-        let messages: Vec<KafkaMessage> = (0..n)
-            .map(|i| KafkaMessage {
-                topic: Arc::from("t"),
-                partition: p,
-                offset: first + i as i64,
-                timestamp: None,
-                key: None,
-                value: Some(b"x".to_vec()),
-                headers: Vec::new(),
-            })
-            .collect();
+        let records = Records { p, first, n };
         let ok: Vec<u32> = (0..n as u32)
             .filter(|i| !bad.contains(&(*i as usize)))
             .collect();
         let ids = |rows: &[u32]| -> ArrayRef {
             Arc::new(StringArray::from_iter_values(
-                rows.iter().map(|&r| messages[r as usize].position()),
+                rows.iter()
+                    .map(|&r| records.position(r as usize).to_string()),
             ))
         };
         let bad_rows: Vec<u32> = bad.iter().map(|&b| b as u32).collect();
-        let err_rows: Vec<ErrorRow> = bad
+        let errors: Vec<ErrorRow> = bad
             .iter()
             .map(|&row| ErrorRow {
-                row,
+                row: row as u32,
                 reason: "bad".into(),
-                stage: "source",
+                stage: Stage::Source,
                 task: None,
-                source: messages[row].position(),
+                source: records.position(row).to_string(),
+                written: false,
             })
             .collect();
-        let id_field = Arc::new(Field::new("id", DataType::Utf8, false));
-        let errors = error_batch(&error_schema(&id_field), ids(&bad_rows), &err_rows).unwrap();
         let results = RecordBatch::try_new(schema(), vec![ids(&ok)]).unwrap();
+        let error_ids = ids(&bad_rows);
         ChunkOutput {
             seq,
             results,
-            errors,
-            origin: Origin::Kafka(Arc::new(KafkaRecords {
-                messages,
-                next_offsets: vec![(Arc::from("t"), p, first + n as i64)],
-                epoch: 0,
-                group: None,
-            })),
             result_rows: ok,
-            error_rows: bad_rows,
+            errors,
+            error_ids,
+            origin: Origin::Stream(Arc::new(records)),
         }
     }
 
@@ -428,10 +420,10 @@ mod tests {
     fn rolls_on_rows_per_partition_files_named_by_offsets() {
         let tmp = tempfile::tempdir().unwrap();
         let mut s = sink(tmp.path(), Some(10), None);
-        assert_eq!(s.write(&chunk(0, 0, 100, 4, &[1])).unwrap(), None);
-        assert_eq!(s.write(&chunk(1, 1, 7, 4, &[])).unwrap(), None);
+        assert_eq!(s.write(&chunk(0, 0, 100, 4, &[1])).unwrap().durable, None);
+        assert_eq!(s.write(&chunk(1, 1, 7, 4, &[])).unwrap().durable, None);
         // 11 rows (results and errors) open: the roll makes chunks 0..=2 durable.
-        assert_eq!(s.write(&chunk(2, 0, 104, 3, &[])).unwrap(), Some(2));
+        assert_eq!(s.write(&chunk(2, 0, 104, 3, &[])).unwrap().durable, Some(2));
         let out = tmp.path().join("out");
         assert_eq!(
             names(&out),
@@ -455,8 +447,8 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let mut s = sink(tmp.path(), None, Some(1));
         // Any byte reaches a 1-byte budget: every write rolls.
-        assert_eq!(s.write(&chunk(0, 0, 0, 3, &[])).unwrap(), Some(0));
-        assert_eq!(s.write(&chunk(1, 0, 3, 3, &[])).unwrap(), Some(1));
+        assert_eq!(s.write(&chunk(0, 0, 0, 3, &[])).unwrap().durable, Some(0));
+        assert_eq!(s.write(&chunk(1, 0, 3, 3, &[])).unwrap().durable, Some(1));
         assert_eq!(names(&tmp.path().join("out")).len(), 2);
 
         let tmp = tempfile::tempdir().unwrap();
@@ -465,7 +457,7 @@ mod tests {
         s.cfg.rows_per_file = None;
         assert_eq!(s.tick().unwrap(), None, "nothing written, nothing to roll");
         s.cfg.roll_interval_ms = 3_600_000;
-        assert_eq!(s.write(&chunk(0, 0, 0, 2, &[])).unwrap(), None);
+        assert_eq!(s.write(&chunk(0, 0, 0, 2, &[])).unwrap().durable, None);
         assert_eq!(s.tick().unwrap(), None, "not old enough");
         s.cfg.roll_interval_ms = 0;
         assert_eq!(
@@ -473,7 +465,6 @@ mod tests {
             Some(0),
             "old enough: rolled on an idle tick"
         );
-        assert_eq!(s.flush().unwrap(), Some(0));
     }
 
     #[test]

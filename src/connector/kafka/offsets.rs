@@ -54,6 +54,16 @@ impl OffsetTracker {
         self.assigned.contains_key(p)
     }
 
+    /// The partitions assigned, with the generation of their assignment.
+    pub fn assignment(&self) -> HashMap<Partition, u64> {
+        self.assigned.clone()
+    }
+
+    /// The generation of a partition's current assignment.
+    pub fn generation(&self, p: &Partition) -> Option<u64> {
+        self.assigned.get(p).copied()
+    }
+
     pub fn assigned_count(&self) -> usize {
         self.assigned.len()
     }

@@ -1,0 +1,92 @@
+//! `runtime`: the ONNX Runtime library, execution provider and session settings.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecutionProvider {
+    Cpu,
+    Cuda,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Fallback {
+    /// Fail when the requested execution provider cannot be used.
+    None,
+    /// Run on CPU, with a warning and a note in the summary, when CUDA cannot be used.
+    Cpu,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum GraphOptimization {
+    Disable,
+    Basic,
+    Extended,
+    All,
+}
+
+/// ONNX Runtime: the library, the execution provider and session settings.
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Where the models run. `cuda` needs the `onnxruntime-gpu` library (1.31, CUDA 13, cuDNN 9).
+    #[serde(default = "default_ep")]
+    pub execution_provider: ExecutionProvider,
+    /// What to do when `cuda` cannot be used: `none` stops with an error saying why; `cpu` runs on
+    /// CPU, logs a warning and the summary says `cpu (fallback: CUDA unavailable)`.
+    #[serde(default = "default_fallback")]
+    pub fallback: Fallback,
+    /// CUDA device ordinal.
+    ///
+    /// Default: 0
+    #[serde(default)]
+    pub device_id: i32,
+    /// Threads inside one operator; 0 lets ONNX Runtime choose (one per physical core).
+    ///
+    /// Default: 0
+    #[serde(default)]
+    pub intra_op_threads: usize,
+    /// Threads across independent operators; 0 lets ONNX Runtime choose.
+    ///
+    /// Default: 0
+    #[serde(default)]
+    pub inter_op_threads: usize,
+    /// ONNX Runtime graph optimisations.
+    #[serde(default = "default_graph_opt")]
+    pub graph_optimization_level: GraphOptimization,
+    /// `libonnxruntime.so` to load. Search order when unset: `--ort-lib`, this key,
+    /// `$ORT_DYLIB_PATH`, next to the executable and `../lib`, `./runtime/onnxruntime/`, the source
+    /// tree's `runtime/onnxruntime/`.
+    ///
+    /// Type: path
+    #[serde(default)]
+    pub ort_lib: Option<PathBuf>,
+}
+
+fn default_ep() -> ExecutionProvider {
+    ExecutionProvider::Cpu
+}
+fn default_fallback() -> Fallback {
+    Fallback::None
+}
+fn default_graph_opt() -> GraphOptimization {
+    GraphOptimization::All
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            execution_provider: default_ep(),
+            fallback: default_fallback(),
+            device_id: 0,
+            intra_op_threads: 0,
+            inter_op_threads: 0,
+            graph_optimization_level: default_graph_opt(),
+            ort_lib: None,
+        }
+    }
+}

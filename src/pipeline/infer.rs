@@ -1,0 +1,200 @@
+//! Batch execution: a task's features through its model in length-sorted, budgeted batches,
+//! with a failed batch retried one feature at a time so that a single bad input fails alone.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::stages::{Inferred, Tokenized};
+use crate::batch::{plan, Feature, PaddedBatch};
+use crate::error::{Error, Result};
+use crate::model::OnnxModel;
+use crate::task::{Task, TaskOutput};
+use crate::telemetry::{BatchRun, Event, QueueDepth, StageTime};
+
+pub(crate) type FeatureResult = std::result::Result<TaskOutput, String>;
+
+/// Run one task's features through its model in length-sorted, budgeted batches. Returns one
+/// result per feature, in feature order. A failed batch is retried one feature at a time so a
+/// single bad input fails alone. With a `recorder`, every batch formed is also kept there.
+pub fn infer_features(
+    task: &dyn Task,
+    model: &mut OnnxModel,
+    features: &[Feature],
+    max_batch_size: usize,
+    max_batch_tokens: usize,
+    stats: &mut InferStats,
+    mut recorder: Option<&mut Vec<PaddedBatch>>,
+) -> Vec<Option<FeatureResult>> {
+    let lengths: Vec<usize> = features.iter().map(|f| f.encoding.len()).collect();
+    let mut results: Vec<Option<FeatureResult>> = vec![None; features.len()];
+    for idx in plan(&lengths, max_batch_size, max_batch_tokens) {
+        let rec = recorder.as_deref_mut();
+        run_batch(task, model, features, &idx, &mut results, stats, true, rec);
+    }
+    results
+}
+
+/// Counters of the inference stage.
+#[derive(Debug, Default, Clone)]
+pub struct InferStats {
+    pub batches: u64,
+    pub real_tokens: u64,
+    pub padded_tokens: u64,
+    pub model_time: Duration,
+    pub postprocess_time: Duration,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_batch(
+    task: &dyn Task,
+    model: &mut OnnxModel,
+    features: &[Feature],
+    idx: &[usize],
+    results: &mut [Option<FeatureResult>],
+    stats: &mut InferStats,
+    retry_singly: bool,
+    recorder: Option<&mut Vec<PaddedBatch>>,
+) {
+    let feats: Vec<&Feature> = idx.iter().map(|&i| &features[i]).collect();
+    let padded = PaddedBatch::new(feats.iter().map(|f| &f.encoding), task.pad_id());
+    if let Some(r) = recorder {
+        r.push(padded.clone());
+    }
+    stats.batches += 1;
+    stats.real_tokens += padded.real_tokens as u64;
+    stats.padded_tokens += padded.padded_tokens() as u64;
+    let t = Instant::now();
+    let mut post = Duration::ZERO;
+    let out = model.run(&padded, |outputs| {
+        let p = Instant::now();
+        let r = task.postprocess(&feats, &padded, outputs);
+        post = p.elapsed();
+        r
+    });
+    let model_time = t.elapsed().saturating_sub(post);
+    stats.model_time += model_time;
+    stats.postprocess_time += post;
+    BatchRun {
+        task: task.name(),
+        sequences: idx.len(),
+        real_tokens: padded.real_tokens,
+        padded_tokens: padded.padded_tokens(),
+        model_time,
+    }
+    .emit();
+    match out {
+        Ok(values) if values.len() == idx.len() => {
+            for (&i, v) in idx.iter().zip(values) {
+                results[i] = Some(v);
+            }
+        }
+        Ok(values) => {
+            let msg = format!(
+                "internal: post-processing returned {} results for {} inputs",
+                values.len(),
+                idx.len()
+            );
+            for &i in idx {
+                results[i] = Some(Err(msg.clone()));
+            }
+        }
+        Err(e) if retry_singly && idx.len() > 1 => {
+            tracing::warn!(error = %e, size = idx.len(), "batch failed; retrying its inputs one by one");
+            for &i in idx {
+                run_batch(task, model, features, &[i], results, stats, false, None);
+            }
+        }
+        Err(e) => {
+            for &i in idx {
+                results[i] = Some(Err(e.to_string()));
+            }
+        }
+    }
+}
+
+pub(crate) fn infer_stage(
+    rx: Receiver<Tokenized>,
+    tx: Sender<Inferred>,
+    tasks: Vec<Arc<dyn Task>>,
+    mut models: Vec<OnnxModel>,
+    max_bs: usize,
+    max_tok: usize,
+    record: bool,
+) -> Result<Vec<Vec<PaddedBatch>>> {
+    let mut recorded: Vec<Vec<PaddedBatch>> = vec![Vec::new(); tasks.len()];
+    for tok in rx {
+        let n = tok.chunk.len();
+        let mut stats = InferStats::default();
+        let mut per_task = Vec::with_capacity(tasks.len());
+        let mut early_errors = Vec::with_capacity(tasks.len());
+        let mut truncated = 0u64;
+        for (ti, ((task, model), feats)) in tasks
+            .iter()
+            .zip(models.iter_mut())
+            .zip(tok.per_task)
+            .enumerate()
+        {
+            truncated += feats.truncated as u64;
+            let results = infer_features(
+                task.as_ref(),
+                model,
+                &feats.features,
+                max_bs,
+                max_tok,
+                &mut stats,
+                record.then(|| &mut recorded[ti]),
+            );
+            // Group feature results by record and combine them.
+            let mut parts: Vec<Vec<FeatureResult>> = vec![Vec::new(); n];
+            for (f, r) in feats.features.iter().zip(results) {
+                parts[f.row].push(r.unwrap_or_else(|| Err("internal: feature not run".into())));
+            }
+            let rows: Vec<Option<FeatureResult>> = parts
+                .into_iter()
+                .map(|p| {
+                    if p.is_empty() {
+                        return None;
+                    }
+                    let mut ok = Vec::with_capacity(p.len());
+                    for r in p {
+                        match r {
+                            Ok(v) => ok.push(v),
+                            Err(e) => return Some(Err(e)),
+                        }
+                    }
+                    Some(task.combine(ok))
+                })
+                .collect();
+            per_task.push(rows);
+            early_errors.push(feats.errors);
+        }
+        StageTime {
+            stage: "infer",
+            elapsed: stats.model_time + stats.postprocess_time,
+        }
+        .emit();
+        QueueDepth {
+            queue: "write",
+            depth: tx.len(),
+        }
+        .emit();
+        let msg = Inferred {
+            chunk: tok.chunk,
+            per_task,
+            early_errors,
+            truncated,
+            batches: stats.batches,
+            real_tokens: stats.real_tokens,
+            padded_tokens: stats.padded_tokens,
+            tokenize_time: tok.elapsed,
+            model_time: stats.model_time,
+            postprocess_time: stats.postprocess_time,
+        };
+        if tx.send(msg).is_err() {
+            return Err(Error::StageStopped("write"));
+        }
+    }
+    Ok(recorded)
+}

@@ -1,0 +1,144 @@
+//! A job: `source -> tokenize -> infer (+ post-process) -> assemble -> sink`.
+//!
+//! - [`build`]: loading the tasks (one registry), the output schema, sharding;
+//! - [`stages`]: one thread per stage and the bounded queues between them;
+//! - [`infer`]: batches through the model, with one-by-one retry of a failed batch;
+//! - [`assemble`]: result rows and typed error rows of a chunk;
+//! - [`summary`]: the run report.
+//!
+//! The pipeline knows connectors only through the traits of [`crate::connector`].
+
+pub mod assemble;
+pub mod build;
+pub mod infer;
+pub mod stages;
+pub mod summary;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::config::{PipelineConfig, Shard};
+use crate::connector::{self, error_schema, SourceOptions};
+use crate::error::Result;
+use crate::model::OrtRuntime;
+use crate::telemetry::{self, Event, ExecutionProviderInUse, Health, MetricsServer};
+
+pub use build::{load_tasks, output_schema};
+pub use infer::{infer_features, InferStats};
+pub use summary::Summary;
+
+/// Options of a run that are not part of the pipeline file.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// `--ort-lib`: explicit ONNX Runtime library.
+    pub ort_lib: Option<PathBuf>,
+    /// Draw a progress bar on stderr (only when it is a terminal).
+    pub progress: bool,
+    /// Keep a copy of every model batch (per task) in the summary, for benchmarks that re-run
+    /// exactly the batches the pipeline formed.
+    pub record_batches: bool,
+    /// Set (e.g. by SIGTERM) to stop a streaming job gracefully: stop fetching, finish what is in
+    /// flight, flush, commit, leave the group.
+    pub shutdown: Option<Arc<AtomicBool>>,
+}
+
+/// Run a pipeline: a batch job (Parquet source) to completion, or a streaming job (Kafka source)
+/// until `RunOptions::shutdown` is set.
+pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<Summary> {
+    let started = Instant::now();
+    let health = Arc::new(Health::default());
+    let streaming = cfg.source.kafka().is_some();
+    let _server = if cfg.metrics.enabled.unwrap_or(streaming) {
+        let listen = cfg
+            .metrics
+            .listen
+            .as_deref()
+            .unwrap_or(telemetry::DEFAULT_METRICS_LISTEN);
+        match MetricsServer::start(listen, telemetry::install(), health.clone()) {
+            Ok(s) => Some(s),
+            Err(e) if cfg.metrics.listen.is_none() => {
+                tracing::warn!(error = %e, "running without the metrics endpoint; set metrics.listen to another address (port 0 picks a free one)");
+                None
+            }
+            Err(e) => return Err(e),
+        }
+    } else {
+        None
+    };
+    let rt = OrtRuntime::init(opts.ort_lib.as_deref(), &cfg.runtime)?;
+    let question_column = cfg
+        .tasks
+        .qa
+        .first()
+        .and_then(|q| q.question_column.as_deref());
+    let shutdown = opts
+        .shutdown
+        .clone()
+        .unwrap_or_else(|| Arc::new(AtomicBool::new(false)));
+    let sink_commits = cfg.sink.kafka().is_some_and(|k| k.exactly_once);
+    let mut cfg_owned = cfg.clone();
+    if let Some(shard) = cfg
+        .source
+        .parquet()
+        .and_then(|p| p.shard.as_deref())
+        .map(Shard::parse)
+        .transpose()?
+    {
+        build::shard_outputs(&mut cfg_owned, shard);
+    }
+    let cfg = &cfg_owned;
+    let source = connector::open_source(
+        cfg,
+        SourceOptions {
+            passthrough: &cfg.sink.passthrough,
+            question_column,
+            window: cfg.batching.window_records,
+            sink_commits,
+            shutdown,
+        },
+    )?;
+    let link = source.link();
+    let (tasks, skipped) = load_tasks(cfg, &rt)?;
+    for t in &tasks {
+        ExecutionProviderInUse {
+            task: t.task.name(),
+            provider: t.model.provider.to_string(),
+        }
+        .emit();
+    }
+    match source.ready_flag() {
+        // Readiness follows the group membership.
+        Some(flag) => health.set_joined(flag),
+        None => health.no_group.store(true, Ordering::SeqCst),
+    }
+    health.models_loaded.store(true, Ordering::SeqCst);
+    let source_fields = source.fields();
+    let schema = output_schema(&source_fields, &tasks)?;
+    let err_schema = error_schema(&source_fields[0]);
+    let sink = connector::open_sink(cfg, schema.clone(), err_schema, link.clone())?;
+    let provider = build::describe_providers(tasks.iter().map(|t| &t.model.provider));
+    let mut summary = Summary {
+        source: source.describe(),
+        tasks: tasks.iter().map(|t| t.task.name().to_string()).collect(),
+        provider,
+        skipped,
+        ..Summary::default()
+    };
+    let progress = build::make_progress(opts.progress, source.size_hint());
+    let result = stages::run_stages(
+        source,
+        tasks,
+        sink,
+        link,
+        schema,
+        cfg,
+        opts.record_batches,
+        &mut summary,
+        &progress,
+    );
+    progress.finish_and_clear();
+    summary.elapsed = started.elapsed();
+    result.map(|_| summary)
+}

@@ -1,0 +1,321 @@
+//! Threading: one thread per stage (`source -> tokenize -> infer -> write`), connected by
+//! bounded queues so that memory stays bounded and tokenization of the next window overlaps
+//! inference of the current one. The writer reports durable chunks back to a streaming source
+//! over the source's [`SourceLink`].
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use arrow::datatypes::SchemaRef;
+use crossbeam_channel::{bounded, Receiver, Sender};
+
+use super::assemble::{assemble, emit_failures};
+use super::infer::infer_stage;
+use super::summary::Summary;
+use crate::config::PipelineConfig;
+use crate::connector::{Sink, Source, SourceLink};
+use crate::error::{Error, Result};
+use crate::model::tokenizer::TokenCache;
+use crate::model::OnnxModel;
+use crate::record::{Chunk, RecordError};
+use crate::task::{Featurized, LoadedTask, Task, TaskOutput};
+use crate::telemetry::{Event, QueueDepth, RecordsRead, RecordsWritten, StageTime};
+
+/// A chunk with every task's features.
+pub(crate) struct Tokenized {
+    pub(crate) chunk: Chunk,
+    pub(crate) per_task: Vec<Featurized>,
+    pub(crate) elapsed: Duration,
+}
+
+/// A chunk with every task's per-record results.
+pub(crate) struct Inferred {
+    pub(crate) chunk: Chunk,
+    /// Per task: one entry per record of the chunk.
+    pub(crate) per_task: Vec<Vec<Option<std::result::Result<TaskOutput, String>>>>,
+    /// Per task: records that failed before inference.
+    pub(crate) early_errors: Vec<Vec<RecordError>>,
+    pub(crate) truncated: u64,
+    pub(crate) batches: u64,
+    pub(crate) real_tokens: u64,
+    pub(crate) padded_tokens: u64,
+    pub(crate) tokenize_time: Duration,
+    pub(crate) model_time: Duration,
+    pub(crate) postprocess_time: Duration,
+}
+
+/// Run the stages to the end of the input (or a requested stop). On success every chunk is
+/// durable in the sink and the source has been told so and closed.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run_stages(
+    mut source: Box<dyn Source>,
+    tasks: Vec<LoadedTask>,
+    mut sink: Box<dyn Sink>,
+    link: Option<SourceLink>,
+    schema: SchemaRef,
+    cfg: &PipelineConfig,
+    record: bool,
+    summary: &mut Summary,
+    progress: &indicatif::ProgressBar,
+) -> Result<()> {
+    let depth = cfg.batching.queue_depth;
+    let (chunk_tx, chunk_rx) = bounded::<Chunk>(depth);
+    let (tok_tx, tok_rx) = bounded::<Tokenized>(depth);
+    let (inf_tx, inf_rx) = bounded::<Inferred>(depth);
+    let stop = Arc::new(AtomicBool::new(false));
+    let task_defs: Vec<Arc<dyn Task>> = tasks.iter().map(|t| t.task.clone()).collect();
+    let models: Vec<OnnxModel> = tasks.into_iter().map(|t| t.model).collect();
+    let (max_bs, max_tok) = (cfg.batching.max_batch_size, cfg.batching.max_batch_tokens);
+    let partial = cfg.sink.partial_results;
+
+    let outcome = thread::scope(|s| {
+        let stop_r = stop.clone();
+        let reader = thread::Builder::new()
+            .name("source".into())
+            .spawn_scoped(s, move || -> (Box<dyn Source>, Result<()>) {
+                let r = read_stage(source.as_mut(), &chunk_tx, &stop_r);
+                (source, r)
+            })
+            .expect("spawn source thread");
+
+        let tdefs = task_defs.clone();
+        let tokenizer = thread::Builder::new()
+            .name("tokenize".into())
+            .spawn_scoped(s, move || tokenize_stage(chunk_rx, tok_tx, tdefs))
+            .expect("spawn tokenize thread");
+
+        let tdefs = task_defs.clone();
+        let infer = thread::Builder::new()
+            .name("infer".into())
+            .spawn_scoped(s, move || {
+                infer_stage(tok_rx, inf_tx, tdefs, models, max_bs, max_tok, record)
+            })
+            .expect("spawn infer thread");
+
+        // The writer runs here.
+        let write_result = write_stage(
+            inf_rx,
+            &task_defs,
+            sink.as_mut(),
+            link.as_ref(),
+            &schema,
+            partial,
+            summary,
+            progress,
+        );
+        if write_result.is_err() {
+            stop.store(true, Ordering::Relaxed);
+        }
+        let infer_result = match infer.join() {
+            Ok(Ok(recorded)) => {
+                summary.recorded = recorded;
+                Ok(())
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(Error::StageStopped("infer")),
+        };
+        let (source_back, read_result) = match reader.join() {
+            Ok((src, r)) => (Some(src), r),
+            Err(_) => (None, Err(Error::StageStopped("source"))),
+        };
+        let results = [
+            write_result,
+            infer_result,
+            tokenizer
+                .join()
+                .unwrap_or(Err(Error::StageStopped("tokenize"))),
+            read_result,
+        ];
+        (source_back, results)
+    });
+    let (source_back, results) = outcome;
+    // Report the root cause: a real error rather than a downstream "stage stopped".
+    let mut first_stop = None;
+    for r in results {
+        match r {
+            Ok(()) => {}
+            Err(Error::StageStopped(s)) => {
+                first_stop.get_or_insert(Error::StageStopped(s));
+            }
+            Err(e) => {
+                sink.abort();
+                return Err(e);
+            }
+        }
+    }
+    if let Some(e) = first_stop {
+        sink.abort();
+        return Err(e);
+    }
+    let t = Instant::now();
+    let report = sink.finish();
+    summary.write_time += t.elapsed();
+    match report {
+        Ok(r) => {
+            // Everything written is durable now.
+            if let (Some(l), Some(seq)) = (&link, summary.last_seq) {
+                l.durable(seq);
+            }
+            summary.written = summary.written.saturating_sub(r.refused);
+            summary.errors += r.refused;
+            summary.output = r;
+            if let Some(mut src) = source_back {
+                src.close()?;
+            }
+            Ok(())
+        }
+        Err(e) => {
+            sink.abort();
+            Err(e)
+        }
+    }
+}
+
+/// Read chunks and hand them on; when the tokenizer is behind, wait without reading ahead.
+fn read_stage(source: &mut dyn Source, tx: &Sender<Chunk>, stop: &AtomicBool) -> Result<()> {
+    while !stop.load(Ordering::Relaxed) {
+        let Some(mut c) = source.next_chunk()? else {
+            break;
+        };
+        RecordsRead {
+            source: source.kind(),
+            count: c.len(),
+        }
+        .emit();
+        QueueDepth {
+            queue: "tokenize",
+            depth: tx.len(),
+        }
+        .emit();
+        loop {
+            let seq = c.seq;
+            match tx.send_timeout(c, Duration::from_millis(100)) {
+                Ok(()) => {
+                    source.sent(seq);
+                    break;
+                }
+                Err(crossbeam_channel::SendTimeoutError::Timeout(back)) => {
+                    if stop.load(Ordering::Relaxed) {
+                        return Ok(());
+                    }
+                    c = back;
+                    source.wait();
+                }
+                Err(crossbeam_channel::SendTimeoutError::Disconnected(_)) => {
+                    return Err(Error::StageStopped("tokenize"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn tokenize_stage(
+    rx: Receiver<Chunk>,
+    tx: Sender<Tokenized>,
+    tasks: Vec<Arc<dyn Task>>,
+) -> Result<()> {
+    for chunk in rx {
+        let t = Instant::now();
+        let cache = TokenCache::default();
+        let per_task = tasks
+            .iter()
+            .map(|task| task.featurize(&chunk, &cache))
+            .collect();
+        let elapsed = t.elapsed();
+        StageTime {
+            stage: "tokenize",
+            elapsed,
+        }
+        .emit();
+        QueueDepth {
+            queue: "infer",
+            depth: tx.len(),
+        }
+        .emit();
+        let msg = Tokenized {
+            chunk,
+            per_task,
+            elapsed,
+        };
+        if tx.send(msg).is_err() {
+            return Err(Error::StageStopped("infer"));
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_stage(
+    rx: Receiver<Inferred>,
+    tasks: &[Arc<dyn Task>],
+    sink: &mut dyn Sink,
+    link: Option<&SourceLink>,
+    schema: &SchemaRef,
+    partial: bool,
+    summary: &mut Summary,
+    progress: &indicatif::ProgressBar,
+) -> Result<()> {
+    let ack = |durable: Option<u64>| {
+        if let (Some(l), Some(seq)) = (link, durable) {
+            l.durable(seq);
+        }
+    };
+    loop {
+        let inf = match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(inf) => inf,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                // Idle: let the sink close files that are old enough, collect acknowledgements.
+                ack(sink.tick()?);
+                continue;
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+        };
+        let n = inf.chunk.len() as u64;
+        let stats = (
+            inf.truncated,
+            inf.batches,
+            inf.real_tokens,
+            inf.padded_tokens,
+            inf.tokenize_time,
+            inf.model_time,
+            inf.postprocess_time,
+        );
+        let t = Instant::now();
+        let out = assemble(inf, tasks, schema, partial)?;
+        let written = sink.write(&out)?;
+        ack(written.durable);
+        StageTime {
+            stage: "write",
+            elapsed: t.elapsed(),
+        }
+        .emit();
+        summary.write_time += t.elapsed();
+        summary.batches += stats.1;
+        summary.real_tokens += stats.2;
+        summary.padded_tokens += stats.3;
+        summary.tokenize_time += stats.4;
+        summary.model_time += stats.5;
+        summary.postprocess_time += stats.6;
+        if !written.kept {
+            // Read before a rewind: read, processed and written again later.
+            continue;
+        }
+        summary.records += n;
+        summary.truncated += stats.0;
+        let failed = out.failed_records() as u64;
+        summary.written += out.results.num_rows() as u64;
+        summary.errors += failed;
+        summary.task_errors += out.errors.len() as u64 - failed;
+        RecordsWritten {
+            count: out.results.num_rows(),
+        }
+        .emit();
+        emit_failures(&out.errors);
+        summary.last_seq = Some(out.seq);
+        progress.inc(n);
+    }
+    Ok(())
+}

@@ -1,0 +1,115 @@
+//! The run report: what a run read, wrote and failed, where its time went and where its output
+//! is; printed at the end of every run.
+
+use std::time::Duration;
+
+use crate::batch::PaddedBatch;
+use crate::connector::SinkReport;
+
+/// What a run did, printed at its end.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    pub source: String,
+    pub tasks: Vec<String>,
+    /// Optional tasks skipped because their model is missing, with why.
+    pub skipped: Vec<String>,
+    pub provider: String,
+    pub records: u64,
+    pub written: u64,
+    pub errors: u64,
+    /// Tasks that failed for records still written (their columns null).
+    pub task_errors: u64,
+    pub truncated: u64,
+    pub batches: u64,
+    pub real_tokens: u64,
+    pub padded_tokens: u64,
+    pub elapsed: Duration,
+    pub tokenize_time: Duration,
+    pub model_time: Duration,
+    pub postprocess_time: Duration,
+    pub write_time: Duration,
+    pub output: SinkReport,
+    /// Per task, every batch run (only with `RunOptions::record_batches`).
+    pub recorded: Vec<Vec<PaddedBatch>>,
+    /// Sequence number of the last chunk written.
+    pub last_seq: Option<u64>,
+}
+
+impl Summary {
+    pub fn records_per_second(&self) -> f64 {
+        let s = self.elapsed.as_secs_f64();
+        if s > 0.0 {
+            self.records as f64 / s
+        } else {
+            0.0
+        }
+    }
+
+    /// Fraction of model tokens that were padding.
+    pub fn padding_ratio(&self) -> f64 {
+        if self.padded_tokens == 0 {
+            0.0
+        } else {
+            1.0 - self.real_tokens as f64 / self.padded_tokens as f64
+        }
+    }
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = |d: Duration| format!("{:.2}s", d.as_secs_f64());
+        writeln!(f, "bertflow summary")?;
+        writeln!(f, "  source        {}", self.source)?;
+        writeln!(
+            f,
+            "  tasks         {} on {}",
+            self.tasks.join(", "),
+            self.provider
+        )?;
+        for s in &self.skipped {
+            writeln!(f, "  skipped       {s}")?;
+        }
+        writeln!(f, "  records       {}", self.records)?;
+        writeln!(f, "  written       {}", self.written)?;
+        writeln!(f, "  errors        {}", self.errors)?;
+        if self.task_errors > 0 {
+            writeln!(
+                f,
+                "  task errors   {} (records written with those tasks' columns null)",
+                self.task_errors
+            )?;
+        }
+        writeln!(f, "  truncated     {}", self.truncated)?;
+        writeln!(
+            f,
+            "  throughput    {:.1} records/s ({} in {} batches, padding {:.1}%)",
+            self.records_per_second(),
+            secs(self.elapsed),
+            self.batches,
+            self.padding_ratio() * 100.0
+        )?;
+        writeln!(
+            f,
+            "  time          tokenize {}, model {}, post-process {}, write {}",
+            secs(self.tokenize_time),
+            secs(self.model_time),
+            secs(self.postprocess_time),
+            secs(self.write_time)
+        )?;
+        for p in &self.output.files {
+            writeln!(f, "  output        {}", p.display())?;
+        }
+        for d in &self.output.destinations {
+            writeln!(f, "  output        {d}")?;
+        }
+        if let Some(p) = &self.output.error_file {
+            writeln!(
+                f,
+                "  error output  {} ({} rows)",
+                p.display(),
+                self.output.error_rows
+            )?;
+        }
+        Ok(())
+    }
+}

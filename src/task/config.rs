@@ -1,0 +1,424 @@
+//! Configuration of the tasks: `tasks.embed`, `tasks.sentiment`, `tasks.ner`, `tasks.qa`.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// At least one task. Each task key takes one mapping, or a list of mappings to run the same kind
+/// of task with several models (give each its own output column), or `null` (to remove it with an
+/// override, e.g. `--set tasks.qa=null`). Semantics of each task: [tasks.md](tasks.md).
+///
+/// A model whose head does not fit the task (e.g. a token classifier configured as `sentiment`) or
+/// whose `id2label` disagrees with its output width is refused at start-up.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TasksConfig {
+    #[serde(default)]
+    pub embed: OneOrMany<EmbedConfig>,
+    #[serde(default)]
+    pub sentiment: OneOrMany<SentimentConfig>,
+    #[serde(default)]
+    pub ner: OneOrMany<NerConfig>,
+    #[serde(default)]
+    pub qa: OneOrMany<QaConfig>,
+}
+
+/// One configured task instance, as the task registry ([`crate::task::load`]) takes it.
+#[derive(Debug, Clone, Copy)]
+pub enum TaskConfig<'a> {
+    Embed(&'a EmbedConfig),
+    Sentiment(&'a SentimentConfig),
+    Ner(&'a NerConfig),
+    Qa(&'a QaConfig),
+}
+
+impl TaskConfig<'_> {
+    /// The task's name in the configuration.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TaskConfig::Embed(_) => "embed",
+            TaskConfig::Sentiment(_) => "sentiment",
+            TaskConfig::Ner(_) => "ner",
+            TaskConfig::Qa(_) => "qa",
+        }
+    }
+
+    pub fn model(&self) -> &std::path::Path {
+        match self {
+            TaskConfig::Embed(c) => &c.model,
+            TaskConfig::Sentiment(c) => &c.model,
+            TaskConfig::Ner(c) => &c.model,
+            TaskConfig::Qa(c) => &c.model,
+        }
+    }
+
+    pub fn optional(&self) -> bool {
+        match self {
+            TaskConfig::Embed(c) => c.optional,
+            TaskConfig::Sentiment(c) => c.optional,
+            TaskConfig::Ner(c) => c.optional,
+            TaskConfig::Qa(c) => c.optional,
+        }
+    }
+}
+
+impl TasksConfig {
+    /// Every task instance, in output order: embed, sentiment, ner, qa.
+    pub fn all(&self) -> Vec<TaskConfig<'_>> {
+        let mut v: Vec<TaskConfig<'_>> = self.embed.iter().map(TaskConfig::Embed).collect();
+        v.extend(self.sentiment.iter().map(TaskConfig::Sentiment));
+        v.extend(self.ner.iter().map(TaskConfig::Ner));
+        v.extend(self.qa.iter().map(TaskConfig::Qa));
+        v
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.embed.is_empty()
+            && self.sentiment.is_empty()
+            && self.ner.is_empty()
+            && self.qa.is_empty()
+    }
+}
+
+/// A task configured once (a mapping) or several times with different models (a list); each
+/// instance needs its own output column names.
+#[derive(Debug, Clone, Serialize)]
+#[serde(transparent)]
+pub struct OneOrMany<T>(pub Vec<T>);
+
+impl<T: schemars::JsonSchema> schemars::JsonSchema for OneOrMany<T> {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        format!("OneOrMany_{}", T::schema_name()).into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let one = generator.subschema_for::<T>();
+        schemars::json_schema!({
+            "anyOf": [one, {"type": "array", "items": one}, {"type": "null"}]
+        })
+    }
+}
+
+impl<T> Default for OneOrMany<T> {
+    fn default() -> Self {
+        OneOrMany(Vec::new())
+    }
+}
+
+impl<T> OneOrMany<T> {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> std::slice::Iter<'_, T> {
+        self.0.iter()
+    }
+
+    pub fn first(&self) -> Option<&T> {
+        self.0.first()
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for V<T> {
+            type Value = OneOrMany<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a task mapping, a list of them, or null")
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> std::result::Result<Self::Value, E> {
+                Ok(OneOrMany(Vec::new()))
+            }
+            fn visit_none<E: serde::de::Error>(self) -> std::result::Result<Self::Value, E> {
+                Ok(OneOrMany(Vec::new()))
+            }
+            fn visit_some<D2: serde::Deserializer<'de>>(
+                self,
+                d: D2,
+            ) -> std::result::Result<Self::Value, D2::Error> {
+                d.deserialize_any(self)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                seq: A,
+            ) -> std::result::Result<Self::Value, A::Error> {
+                Vec::<T>::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
+                    .map(OneOrMany)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> std::result::Result<Self::Value, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(|t| OneOrMany(vec![t]))
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+/// How sequence-classification logits become scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ClassFunction {
+    /// As transformers chooses: `problem_type` regression -> none; multi-label or one label ->
+    /// sigmoid; otherwise softmax.
+    Auto,
+    Softmax,
+    Sigmoid,
+    None,
+}
+
+/// How many label scores the sentiment task writes.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(untagged)]
+pub enum TopK {
+    Count(usize),
+    All(AllLabels),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AllLabels {
+    All,
+}
+
+/// Text classification (transformers' `text-classification` pipeline).
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SentimentConfig {
+    /// Model directory: `model.onnx` (or `onnx/model.onnx`), `tokenizer.json`, `config.json`
+    /// (labels, positions), optional `tokenizer_config.json` / `special_tokens_map.json` (special
+    /// tokens, `model_max_length`).
+    ///
+    /// Type: path
+    pub model: PathBuf,
+    /// When the model directory does not exist, skip the task with a warning and a `skipped` line
+    /// in the summary instead of failing.
+    ///
+    /// Default: `false`
+    #[serde(default)]
+    pub optional: bool,
+    /// `auto` as transformers: regression → none, multi-label or one label → sigmoid, else softmax.
+    #[serde(default = "default_class_function")]
+    pub function: ClassFunction,
+    /// `1`: label and score only. k > 1 or `all`: also `<prefix>_scores`, the k best labels with
+    /// scores, best first.
+    ///
+    /// Type: int or `all`
+    #[serde(default = "default_top_k")]
+    pub top_k: TopK,
+    /// Tokens per input; longer inputs are truncated and counted. Default: `model_max_length` of
+    /// `tokenizer_config.json`, capped by the model's positions (512 when unknown).
+    ///
+    /// Default: from model
+    #[serde(default)]
+    pub max_length: Option<usize>,
+    /// Output columns `<prefix>_label`, `<prefix>_score`, `<prefix>_scores`.
+    #[serde(default = "default_sentiment_prefix")]
+    pub column_prefix: String,
+}
+
+fn default_class_function() -> ClassFunction {
+    ClassFunction::Auto
+}
+fn default_top_k() -> TopK {
+    TopK::Count(1)
+}
+fn default_sentiment_prefix() -> String {
+    "sentiment".into()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Aggregation {
+    None,
+    Simple,
+    First,
+    Average,
+    Max,
+}
+
+/// Named entities (transformers' `token-classification` pipeline).
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NerConfig {
+    /// Model directory: `model.onnx` (or `onnx/model.onnx`), `tokenizer.json`, `config.json`
+    /// (labels, positions), optional `tokenizer_config.json` / `special_tokens_map.json` (special
+    /// tokens, `model_max_length`).
+    ///
+    /// Type: path
+    pub model: PathBuf,
+    /// When the model directory does not exist, skip the task with a warning and a `skipped` line
+    /// in the summary instead of failing.
+    ///
+    /// Default: `false`
+    #[serde(default)]
+    pub optional: bool,
+    /// How tokens become entities (see tasks.md).
+    #[serde(default = "default_aggregation")]
+    pub aggregation: Aggregation,
+    /// Labels / entity groups left out.
+    #[serde(default = "default_ignore_labels")]
+    pub ignore_labels: Vec<String>,
+    /// Tokens per window (as for sentiment).
+    ///
+    /// Default: from model
+    #[serde(default)]
+    pub max_length: Option<usize>,
+    /// Overlap of consecutive windows over a longer text. `0`: no windows, the text is truncated
+    /// (transformers' default).
+    ///
+    /// Default: `max_length / 4`
+    #[serde(default)]
+    pub stride: Option<usize>,
+    /// Output column.
+    #[serde(default = "default_entities_column")]
+    pub column: String,
+}
+
+fn default_aggregation() -> Aggregation {
+    Aggregation::Simple
+}
+fn default_ignore_labels() -> Vec<String> {
+    vec!["O".into()]
+}
+fn default_entities_column() -> String {
+    "entities".into()
+}
+
+/// Extractive question answering (transformers' `question-answering` pipeline). One
+/// question-answering task per pipeline.
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QaConfig {
+    /// Model directory: `model.onnx` (or `onnx/model.onnx`), `tokenizer.json`, `config.json`
+    /// (labels, positions), optional `tokenizer_config.json` / `special_tokens_map.json` (special
+    /// tokens, `model_max_length`).
+    ///
+    /// Type: path
+    pub model: PathBuf,
+    /// When the model directory does not exist, skip the task with a warning and a `skipped` line
+    /// in the summary instead of failing.
+    ///
+    /// Default: `false`
+    #[serde(default)]
+    pub optional: bool,
+    /// Asked of every record's text.
+    ///
+    /// Default: `[]`
+    #[serde(default)]
+    pub questions: Vec<String>,
+    /// Input column with one more question per record. `questions` or `question_column` is
+    /// required.
+    #[serde(default)]
+    pub question_column: Option<String>,
+    /// Answers per question, best first.
+    #[serde(default = "default_qa_top_k")]
+    pub top_k: usize,
+    /// Tokens per window (question, context, special tokens).
+    ///
+    /// Default: min(384, model_max_length)
+    #[serde(default)]
+    pub max_seq_len: Option<usize>,
+    /// Overlap of consecutive context windows.
+    ///
+    /// Default: min(max_seq_len / 2, 128)
+    #[serde(default)]
+    pub doc_stride: Option<usize>,
+    /// Questions longer than this many tokens are cut.
+    #[serde(default = "default_max_question_len")]
+    pub max_question_len: usize,
+    /// Longest answer, in tokens.
+    #[serde(default = "default_max_answer_len")]
+    pub max_answer_len: usize,
+    /// Score "no answer" (empty string at 0..0) with the others.
+    ///
+    /// Default: `false`
+    #[serde(default)]
+    pub handle_impossible_answer: bool,
+    /// Widen answers to whole words.
+    #[serde(default = "default_true")]
+    pub align_to_words: bool,
+    /// Output column.
+    #[serde(default = "default_answers_column")]
+    pub column: String,
+}
+
+fn default_qa_top_k() -> usize {
+    1
+}
+fn default_max_question_len() -> usize {
+    64
+}
+fn default_max_answer_len() -> usize {
+    15
+}
+fn default_true() -> bool {
+    true
+}
+fn default_answers_column() -> String {
+    "answers".into()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PoolingMode {
+    /// Read `1_Pooling/config.json` (sentence-transformers layout); `mean` when absent.
+    Auto,
+    Mean,
+    Cls,
+    Max,
+}
+
+/// Sentence embeddings, as sentence-transformers computes them.
+///
+/// The model's inputs are read from the ONNX graph: `input_ids` (required), `attention_mask` and
+/// `token_type_ids` (when the graph has them), int64 or int32. The output used is
+/// `sentence_embedding` when present (already pooled), else `last_hidden_state` /
+/// `token_embeddings`, else the first output.
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmbedConfig {
+    /// Model directory: `model.onnx` (or `onnx/model.onnx`), `tokenizer.json`; optional
+    /// `config.json`, `1_Pooling/config.json`, `modules.json`, `sentence_bert_config.json`
+    /// (sentence-transformers layout).
+    ///
+    /// Type: path
+    pub model: PathBuf,
+    /// When the model directory does not exist, skip the task with a warning and a `skipped` line
+    /// in the summary instead of failing.
+    ///
+    /// Default: `false`
+    #[serde(default)]
+    pub optional: bool,
+    /// `auto` reads `1_Pooling/config.json` (cls, max, mean, mean_sqrt_len, lasttoken; several
+    /// modes are concatenated as sentence-transformers does), else `mean`. Ignored when the graph
+    /// itself outputs `sentence_embedding`.
+    #[serde(default = "default_pooling")]
+    pub pooling: PoolingMode,
+    /// L2-normalise each embedding. Default: true when `modules.json` lists a `Normalize` module,
+    /// else false.
+    ///
+    /// Default: from model
+    #[serde(default)]
+    pub normalize: Option<bool>,
+    /// Tokens per input, special tokens included; longer inputs are truncated and counted in the
+    /// summary. Default: `max_seq_length` of `sentence_bert_config.json`, else
+    /// `max_position_embeddings` of `config.json` (at most 512).
+    ///
+    /// Default: from model
+    #[serde(default)]
+    pub max_length: Option<usize>,
+    /// Name of the output column.
+    #[serde(default = "default_embedding_column")]
+    pub column: String,
+}
+
+fn default_pooling() -> PoolingMode {
+    PoolingMode::Auto
+}
+fn default_embedding_column() -> String {
+    "embedding".into()
+}
