@@ -319,3 +319,101 @@ fn write_stage(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connector::{ChunkOutput, SinkReport, Written};
+    use crate::record::Origin;
+    use arrow::array::StringArray;
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    /// Keeps every chunk but those in `drop` (as an exactly-once sink drops chunks read before a
+    /// rewind).
+    struct Dropping {
+        drop: Vec<u64>,
+        kept: Vec<u64>,
+    }
+
+    impl Sink for Dropping {
+        fn write(&mut self, out: &ChunkOutput) -> Result<Written> {
+            if self.drop.contains(&out.seq) {
+                return Ok(Written::dropped());
+            }
+            self.kept.push(out.seq);
+            Ok(Written::kept(Some(out.seq)))
+        }
+        fn finish(&mut self) -> Result<SinkReport> {
+            Ok(SinkReport::default())
+        }
+        fn abort(&mut self) {}
+    }
+
+    fn inferred(seq: u64, n: usize) -> Inferred {
+        let ids: Vec<String> = (0..n).map(|i| format!("{seq}-{i}")).collect();
+        Inferred {
+            chunk: Chunk {
+                seq,
+                origin: Origin::File {
+                    path: Arc::from("in"),
+                    first_row: 0,
+                },
+                ids: Arc::new(StringArray::from(ids)),
+                texts: (0..n).map(|_| Some(Arc::from("t"))).collect(),
+                questions: None,
+                passthrough: Vec::new(),
+                errors: Vec::new(),
+            },
+            per_task: Vec::new(),
+            early_errors: Vec::new(),
+            truncated: 0,
+            batches: 1,
+            real_tokens: 0,
+            padded_tokens: 0,
+            tokenize_time: Duration::ZERO,
+            model_time: Duration::ZERO,
+            postprocess_time: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn chunks_the_sink_drops_are_not_counted_as_read_or_written() {
+        let schema: SchemaRef =
+            Arc::new(Schema::new(vec![Field::new("id", DataType::Utf8, false)]));
+        let (tx, rx) = bounded(4);
+        for (seq, n) in [(0, 3), (1, 5), (2, 2)] {
+            tx.send(inferred(seq, n)).unwrap();
+        }
+        drop(tx);
+        let mut sink = Dropping {
+            drop: vec![1],
+            kept: Vec::new(),
+        };
+        let (link, feedback) = SourceLink::channel();
+        let mut summary = Summary::default();
+        write_stage(
+            rx,
+            &[],
+            &mut sink,
+            Some(&link),
+            &schema,
+            true,
+            &mut summary,
+            &indicatif::ProgressBar::hidden(),
+        )
+        .unwrap();
+        assert_eq!(sink.kept, [0, 2]);
+        assert_eq!(summary.records, 5);
+        assert_eq!(summary.written, 5);
+        assert_eq!(summary.last_seq, Some(2));
+        // Durable chunks were reported back to the source, the dropped one not.
+        let acks: Vec<_> = feedback.try_iter().collect();
+        assert_eq!(
+            acks,
+            [
+                crate::connector::Feedback::Durable(0),
+                crate::connector::Feedback::Durable(2)
+            ]
+        );
+    }
+}

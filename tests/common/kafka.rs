@@ -263,7 +263,11 @@ impl Worker {
             .arg(pipeline)
             .arg("--no-progress")
             .args(extra)
-            .env("RUST_LOG", "warn,bertflow=info")
+            .env(
+                "RUST_LOG",
+                std::env::var("BERTFLOW_TEST_RUST_LOG")
+                    .unwrap_or_else(|_| "warn,bertflow=info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)

@@ -10,7 +10,7 @@ use std::time::Duration;
 use rdkafka::producer::Producer;
 
 use super::consumer::KafkaRecords;
-use super::producer::{make_producer, send_all, KafkaProducer, Outgoing};
+use super::producer::{make_producer, send_all, KafkaProducer, Limits, Outgoing};
 use super::KafkaMessage;
 use crate::connector::{ChunkOutput, ErrorOutput, ErrorRow};
 use crate::error::{Error, Result};
@@ -28,20 +28,22 @@ pub(crate) fn kafka_records(out: &ChunkOutput) -> Option<&KafkaRecords> {
         .and_then(|s| s.as_any().downcast_ref::<KafkaRecords>())
 }
 
-/// Dead letters of a chunk's records that were not written.
-pub fn dead_letters(topic: &str, out: &ChunkOutput) -> Vec<Outgoing> {
+/// Dead letters of a chunk's records that were not written; `limit`: the dead-letter topic's
+/// `max.message.bytes`, when known.
+pub fn dead_letters(topic: &str, out: &ChunkOutput, limit: Option<usize>) -> Vec<Outgoing> {
     let Some(k) = kafka_records(out) else {
         return Vec::new();
     };
     out.errors
         .iter()
         .filter(|e| !e.written)
-        .map(|e| dead_letter(topic, &k.messages[e.row as usize], e))
+        .map(|e| dead_letter(topic, &k.messages[e.row as usize], e, limit))
         .collect()
 }
 
-/// One dead letter for the message of a failed record.
-pub fn dead_letter(topic: &str, m: &KafkaMessage, e: &ErrorRow) -> Outgoing {
+/// One dead letter for the message of a failed record. A value longer than the dead-letter
+/// topic takes (or than [`DLQ_MAX_VALUE_BYTES`]) is cut, and the message says so.
+pub fn dead_letter(topic: &str, m: &KafkaMessage, e: &ErrorRow, limit: Option<usize>) -> Outgoing {
     let value = m.value.clone().unwrap_or_default();
     let mut headers: Vec<(String, Vec<u8>)> = m
         .headers
@@ -57,21 +59,28 @@ pub fn dead_letter(topic: &str, m: &KafkaMessage, e: &ErrorRow) -> Outgoing {
         headers.push(("bertflow.error.task".into(), t.as_bytes().to_vec()));
     }
     headers.extend(provenance(m));
-    let value = if value.len() > DLQ_MAX_VALUE_BYTES {
-        headers.push((
+    let mut letter = Outgoing {
+        topic: topic.to_string(),
+        key: m.key.clone(),
+        value: Vec::new(),
+        headers,
+    };
+    // Room for the value: the topic's limit less what the rest of the message takes.
+    let room = limit.map_or(DLQ_MAX_VALUE_BYTES, |l| {
+        l.saturating_sub(letter.size() + 64)
+            .min(DLQ_MAX_VALUE_BYTES)
+    });
+    let value = if value.len() > room {
+        letter.headers.push((
             "bertflow.error.value_bytes".into(),
             value.len().to_string().into_bytes(),
         ));
-        value[..DLQ_MAX_VALUE_BYTES].to_vec()
+        value[..room].to_vec()
     } else {
         value
     };
-    Outgoing {
-        topic: topic.to_string(),
-        key: m.key.clone(),
-        value,
-        headers,
-    }
+    letter.value = value;
+    letter
 }
 
 /// Log the failed tasks of records that were still written, and (without a place for failed
@@ -101,6 +110,7 @@ pub(crate) fn log_failures(out: &ChunkOutput, kept: bool) {
 pub struct DeadLetterTopic {
     topic: String,
     producer: KafkaProducer,
+    limits: Limits,
     sent: u64,
 }
 
@@ -110,9 +120,11 @@ impl DeadLetterTopic {
         bootstrap: &str,
         properties: &BTreeMap<String, String>,
     ) -> Result<Self> {
+        let limits = Limits::describe(bootstrap, properties, &[topic]);
         Ok(DeadLetterTopic {
             topic: topic.to_string(),
-            producer: make_producer(bootstrap, properties, None)?,
+            producer: make_producer(bootstrap, properties, None, limits.get(topic))?,
+            limits,
             sent: 0,
         })
     }
@@ -121,11 +133,11 @@ impl DeadLetterTopic {
 impl ErrorOutput for DeadLetterTopic {
     fn write(&mut self, out: &ChunkOutput) -> Result<()> {
         log_failures(out, true);
-        let msgs = dead_letters(&self.topic, out);
+        let msgs = dead_letters(&self.topic, out, self.limits.get(&self.topic));
         if msgs.is_empty() {
             return Ok(());
         }
-        let refused = send_all(&self.producer, &msgs)?;
+        let refused = send_all(&self.producer, &msgs, &self.limits)?;
         if let Some(r) = refused.first() {
             return Err(Error::sink(
                 format!("kafka dead-letter topic {}", self.topic),

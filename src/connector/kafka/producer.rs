@@ -39,6 +39,7 @@ pub fn make_producer(
     bootstrap: &str,
     user: &std::collections::BTreeMap<String, String>,
     transactional_id: Option<&str>,
+    max_batch_bytes: Option<usize>,
 ) -> Result<KafkaProducer> {
     let mut defaults = vec![
         ("enable.idempotence", "true".to_string()),
@@ -49,6 +50,14 @@ pub fn make_producer(
     ];
     if let Some(id) = transactional_id {
         defaults.push(("transactional.id", id.to_string()));
+    }
+    // Record batches no larger than the smallest topic limit, so that good messages are never
+    // refused for sharing a batch.
+    if let Some(b) = max_batch_bytes.filter(|b| *b < 1_000_000) {
+        defaults.push((
+            "batch.size",
+            b.saturating_sub(BATCH_OVERHEAD).max(1).to_string(),
+        ));
     }
     tracing::info!(
         servers = %bootstrap,
@@ -82,6 +91,82 @@ pub struct Outgoing {
     pub key: Option<Vec<u8>>,
     pub value: Vec<u8>,
     pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl Outgoing {
+    /// Bytes of the message in a record batch of its own, uncompressed (an upper bound).
+    pub fn size(&self) -> usize {
+        self.key.as_ref().map_or(0, Vec::len)
+            + self.value.len()
+            + self
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 8)
+                .sum::<usize>()
+            + BATCH_OVERHEAD
+    }
+}
+
+/// The largest record batch each topic takes (`max.message.bytes`), as the brokers report it.
+/// A message larger than its topic's limit is refused before it is sent.
+#[derive(Debug, Clone, Default)]
+pub struct Limits(std::collections::HashMap<String, usize>);
+
+/// Bytes a record batch adds around one message (batch and record headers), rounded up.
+const BATCH_OVERHEAD: usize = 128;
+
+impl Limits {
+    /// Ask the brokers for the `max.message.bytes` of `topics`; a topic that cannot be
+    /// described (missing, not allowed) has no limit here and is left to the brokers.
+    pub fn describe(
+        bootstrap: &str,
+        user: &std::collections::BTreeMap<String, String>,
+        topics: &[&str],
+    ) -> Limits {
+        use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+        let admin: AdminClient<ProducerLog> =
+            match super::client::client_config(bootstrap, &[], user)
+                .create_with_context(ProducerLog)
+            {
+                Ok(a) => a,
+                Err(_) => return Limits::default(),
+            };
+        let specs: Vec<ResourceSpecifier<'_>> =
+            topics.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
+        let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+        let mut limits = Limits::default();
+        if let Ok(results) = futures::executor::block_on(admin.describe_configs(&specs, &opts)) {
+            for (topic, r) in topics.iter().zip(results) {
+                let value = r.ok().and_then(|c| {
+                    c.entries
+                        .iter()
+                        .find(|e| e.name == "max.message.bytes")
+                        .and_then(|e| e.value.as_deref())
+                        .and_then(|v| v.parse::<usize>().ok())
+                });
+                if let Some(v) = value {
+                    limits.0.insert(topic.to_string(), v);
+                }
+            }
+        }
+        limits
+    }
+
+    pub fn get(&self, topic: &str) -> Option<usize> {
+        self.0.get(topic).copied()
+    }
+
+    /// Why `m` cannot go to its topic, if it is larger than the topic takes.
+    pub fn check(&self, m: &Outgoing) -> Option<String> {
+        let limit = self.get(&m.topic)?;
+        let size = m.size();
+        (size > limit).then(|| {
+            format!(
+                "kafka topic {} refused the message: {size} bytes, above the topic's max.message.bytes ({limit}) (raise it, or send less: fewer passthrough columns)",
+                m.topic
+            )
+        })
+    }
 }
 
 /// Why the brokers (or the producer) refused one message.
@@ -139,17 +224,27 @@ impl Pending {
 
     /// Wait for every delivery report. Returns the messages refused one by one (their size or
     /// content); any other failure is an error.
+    ///
+    /// In a transaction, one refused message fails the others still queued (purged): then
+    /// only the refusals are returned, as they are the cause.
     pub fn wait(mut self) -> Result<Vec<Refused>> {
+        let mut other = None;
         for (index, topic, f) in std::mem::take(&mut self.futures) {
-            if let Some(reason) = delivery_failure(&topic, futures::executor::block_on(f)) {
-                self.refused.push(Refused {
-                    index,
-                    reason: reason?,
-                });
+            match delivery_failure(&topic, futures::executor::block_on(f)) {
+                None => {}
+                Some(Ok(reason)) => self.refused.push(Refused { index, reason }),
+                Some(Err(e)) => {
+                    other.get_or_insert(e);
+                }
             }
         }
-        self.refused.sort_by_key(|r| r.index);
-        Ok(self.refused)
+        match other {
+            Some(e) if self.refused.is_empty() => Err(e),
+            _ => {
+                self.refused.sort_by_key(|r| r.index);
+                Ok(self.refused)
+            }
+        }
     }
 }
 
@@ -178,13 +273,18 @@ fn delivery_failure(
     }
 }
 
-/// Hand messages to the producer without waiting for their delivery reports.
-pub fn send(producer: &KafkaProducer, messages: &[Outgoing]) -> Result<Pending> {
+/// Hand messages to the producer without waiting for their delivery reports. Messages larger
+/// than their topic takes (`limits`) are refused without being sent.
+pub fn send(producer: &KafkaProducer, messages: &[Outgoing], limits: &Limits) -> Result<Pending> {
     let mut pending = Pending {
         futures: Vec::with_capacity(messages.len()),
         refused: Vec::new(),
     };
     for (index, m) in messages.iter().enumerate() {
+        if let Some(reason) = limits.check(m) {
+            pending.refused.push(Refused { index, reason });
+            continue;
+        }
         let mut headers = OwnedHeaders::new_with_capacity(m.headers.len());
         for (k, v) in &m.headers {
             headers = headers.insert(Header {
@@ -236,10 +336,11 @@ pub fn refused_alone(
     producer: &KafkaProducer,
     messages: &[Outgoing],
     refused: Vec<Refused>,
+    limits: &Limits,
 ) -> Result<Vec<Refused>> {
     let mut alone = Vec::new();
     for r in refused {
-        let again = send(producer, std::slice::from_ref(&messages[r.index]))?.wait()?;
+        let again = send(producer, std::slice::from_ref(&messages[r.index]), limits)?.wait()?;
         if let Some(a) = again.into_iter().next() {
             alone.push(Refused {
                 index: r.index,
@@ -252,6 +353,10 @@ pub fn refused_alone(
 
 /// Send messages and wait until the brokers acknowledge every one; returns the messages
 /// refused one by one.
-pub fn send_all(producer: &KafkaProducer, messages: &[Outgoing]) -> Result<Vec<Refused>> {
-    send(producer, messages)?.wait()
+pub fn send_all(
+    producer: &KafkaProducer,
+    messages: &[Outgoing],
+    limits: &Limits,
+) -> Result<Vec<Refused>> {
+    send(producer, messages, limits)?.wait()
 }

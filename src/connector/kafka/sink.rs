@@ -28,8 +28,8 @@ use super::config::{KafkaOutputFormat, KafkaSinkConfig};
 use super::dead_letter::{dead_letters, kafka_records, log_failures, provenance};
 use super::group::GroupView;
 use super::producer::{
-    make_producer, refused_alone, send, send_all, KafkaProducer, Outgoing, Pending, Refused,
-    TXN_TIMEOUT,
+    make_producer, refused_alone, send, send_all, KafkaProducer, Limits, Outgoing, Pending,
+    Refused, TXN_TIMEOUT,
 };
 use crate::connector::{
     take_rows, ChunkOutput, ErrorOutput, ErrorRow, Sink, SinkReport, SourceLink, Written,
@@ -103,6 +103,8 @@ pub struct KafkaSink {
     /// Chunks of an older rewind epoch are stale.
     min_epoch: u64,
     in_flight: VecDeque<Sent>,
+    /// Largest message each topic takes.
+    limits: Limits,
     report: SinkReport,
     aborted_transactions: u64,
 }
@@ -116,7 +118,16 @@ impl KafkaSink {
         transactional_id: Option<String>,
         link: Option<SourceLink>,
     ) -> Result<Self> {
-        let producer = make_producer(bootstrap, &cfg.properties, transactional_id.as_deref())?;
+        let mut topics = vec![cfg.topic.as_str()];
+        topics.extend(dlq_topic.as_deref());
+        let limits = Limits::describe(bootstrap, &cfg.properties, &topics);
+        let smallest = topics.iter().filter_map(|t| limits.get(t)).min();
+        let producer = make_producer(
+            bootstrap,
+            &cfg.properties,
+            transactional_id.as_deref(),
+            smallest,
+        )?;
         let link = if cfg.exactly_once { link } else { None };
         let group = link.as_ref().and_then(|l| l.context::<Mutex<GroupView>>());
         if cfg.exactly_once && group.is_none() {
@@ -142,6 +153,7 @@ impl KafkaSink {
             group,
             min_epoch: 0,
             in_flight: VecDeque::new(),
+            limits,
             report,
             aborted_transactions: 0,
         })
@@ -229,7 +241,7 @@ impl KafkaSink {
             rows.push(r);
         }
         if let Some(t) = &self.dlq_topic {
-            for m in dead_letters(t, out) {
+            for m in dead_letters(t, out, self.limits.get(t)) {
                 msgs.push(m);
                 rows.push(Vec::new());
             }
@@ -334,7 +346,7 @@ impl KafkaSink {
         } else {
             // Messages refused with others in one record batch are sent again alone.
             let (msgs, _) = self.messages(&sent.out)?;
-            refused_alone(&self.producer, &msgs, refused)?
+            refused_alone(&self.producer, &msgs, refused, &self.limits)?
         };
         if refused.is_empty() {
             self.keep_failures(&sent.out)?;
@@ -355,10 +367,17 @@ impl KafkaSink {
                 .iter()
                 .filter(|e| e.stage == Stage::Sink)
                 .filter_map(|e| {
-                    k.map(|k| super::dead_letter::dead_letter(t, &k.messages[e.row as usize], e))
+                    k.map(|k| {
+                        super::dead_letter::dead_letter(
+                            t,
+                            &k.messages[e.row as usize],
+                            e,
+                            self.limits.get(t),
+                        )
+                    })
                 })
                 .collect();
-            if let Some(r) = send_all(&self.producer, &letters)?.first() {
+            if let Some(r) = send_all(&self.producer, &letters, &self.limits)?.first() {
                 return Err(Error::sink(
                     format!("kafka dead-letter topic {t}"),
                     format!("a dead letter was refused: {}", r.reason),
@@ -466,46 +485,19 @@ impl KafkaSink {
                 "internal: no consumer group state for an exactly-once chunk",
             )
         })?;
-        // A result the brokers refuse aborts the transaction. The messages refused (with the
-        // others of their record batch) are then sent alone in the next transaction, to find the
-        // ones refused for themselves; their records go to the dead-letter topic and the chunk
-        // is written again.
-        let mut suspects: Vec<usize> = Vec::new();
-        for _attempt in 0..4 {
+        // A result larger than the topic takes is refused before it is sent (record batches are
+        // kept under the topic's limit, so no other message shares its fate); its transaction
+        // is aborted, its record goes to the dead-letter topic and the chunk is written again
+        // without it. A refusal by the brokers themselves (limit unknown here) is handled the
+        // same way.
+        for _attempt in 0..3 {
             let (msgs, rows) = self.messages(&out)?;
             self.producer
                 .begin_transaction()
                 .map_err(|e| self.txn_error("cannot begin a transaction", e))?;
-            let result = (|| -> std::result::Result<Vec<Refused>, TxnFailure> {
-                let mut refused = Vec::new();
-                for &i in &suspects {
-                    for r in send_all(&self.producer, std::slice::from_ref(&msgs[i]))
-                        .map_err(TxnFailure::Send)?
-                    {
-                        refused.push(Refused {
-                            index: i,
-                            reason: r.reason,
-                        });
-                    }
-                }
-                if !refused.is_empty() {
-                    return Ok(refused);
-                }
-                let rest: Vec<Outgoing> = msgs
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, _)| !suspects.contains(i))
-                    .map(|(_, m)| m.clone())
-                    .collect();
-                let index: Vec<usize> = (0..msgs.len()).filter(|i| !suspects.contains(i)).collect();
-                let refused: Vec<Refused> = send_all(&self.producer, &rest)
-                    .map_err(TxnFailure::Send)?
-                    .into_iter()
-                    .map(|r| Refused {
-                        index: index[r.index],
-                        reason: r.reason,
-                    })
-                    .collect();
+            let result = (|| -> std::result::Result<(), TxnFailure> {
+                let refused =
+                    send_all(&self.producer, &msgs, &self.limits).map_err(TxnFailure::Send)?;
                 if !refused.is_empty() {
                     return Err(TxnFailure::Refused(refused));
                 }
@@ -520,7 +512,7 @@ impl KafkaSink {
                 let mut tries = 0;
                 loop {
                     match self.producer.commit_transaction(TXN_TIMEOUT) {
-                        Ok(()) => return Ok(Vec::new()),
+                        Ok(()) => return Ok(()),
                         Err(KafkaError::Transaction(e)) if e.is_retriable() && tries < 10 => {
                             tries += 1;
                             tracing::warn!(error = %e, "transaction commit timed out; retrying");
@@ -530,26 +522,23 @@ impl KafkaSink {
                 }
             })();
             match result {
-                Ok(refused) if refused.is_empty() => {
+                Ok(()) => {
                     self.keep_failures(&out)?;
                     self.report.rows += out.results.num_rows() as u64;
                     self.report.error_rows += out.errors.len() as u64;
                     return Ok(true);
                 }
-                Ok(refused) => {
-                    // Refused alone: their records go to the dead-letter topic.
+                Err(TxnFailure::Refused(refused)) => {
                     self.abort_transaction()?;
                     tracing::warn!(
                         refused = refused.len(),
                         "result messages refused by the brokers; their records go to the dead-letter topic and the chunk is written again"
                     );
                     out = Self::refuse(&out, &rows, &refused)?;
-                    self.report.refused += refused.len() as u64;
-                    suspects.clear();
-                }
-                Err(TxnFailure::Refused(refused)) => {
-                    self.abort_transaction()?;
-                    suspects = refused.iter().map(|r| r.index).collect();
+                    self.report.refused += refused
+                        .iter()
+                        .map(|r| rows[r.index].len() as u64)
+                        .sum::<u64>();
                 }
                 Err(TxnFailure::Kafka(KafkaError::Transaction(e))) if e.is_fatal() => {
                     return Err(self.txn_error(
@@ -619,7 +608,7 @@ impl Sink for KafkaSink {
             });
         }
         let (msgs, rows) = self.messages(out)?;
-        let pending = send(&self.producer, &msgs)?;
+        let pending = send(&self.producer, &msgs, &self.limits)?;
         self.report.rows += out.results.num_rows() as u64;
         self.report.error_rows += out.errors.len() as u64;
         self.in_flight.push_back(Sent {

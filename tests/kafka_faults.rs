@@ -1,0 +1,290 @@
+//! Kafka faults against a real broker (scripts/kafka.sh): result messages the brokers refuse,
+//! failed records of Parquet -> Kafka jobs, and exactly-once output while members join and leave
+//! (incremental rebalancing). Every wait is a bounded poll for an outcome.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::kafka::*;
+use common::*;
+
+/// `len` characters that compress badly (a simple linear congruential generator).
+fn noise(seed: u64, len: usize) -> String {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let c = (x >> 33) % 62;
+            (match c {
+                0..=9 => b'0' + c as u8,
+                10..=35 => b'a' + (c - 10) as u8,
+                _ => b'A' + (c - 36) as u8,
+            }) as char
+        })
+        .collect()
+}
+
+/// JSON records `d<i>` with a `note`; the records in `big` carry a note of 60,000 characters
+/// that no compression brings under the output topic's limit.
+fn json_msgs(n: usize, big: &[usize]) -> Vec<Msg> {
+    (0..n)
+        .map(|i| {
+            let note = if big.contains(&i) {
+                noise(i as u64, 60_000)
+            } else {
+                format!("n{i}")
+            };
+            Msg::text(
+                &format!("k{i}"),
+                &serde_json::json!({"id": format!("d{i}"), "text": format!("great service {i}"), "note": note})
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
+fn refused_case(exactly_once: bool) {
+    let servers = bootstrap();
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique("refuse-in");
+    let out = unique("refuse-out");
+    let dlq = unique("refuse-dlq");
+    let group = unique("g");
+    create_topics(&servers, &[(&topic, 1), (&dlq, 1)]);
+    // The output topic takes record batches of up to 20 kB.
+    create_topic_with(&servers, &out, 1, &[("max.message.bytes", "20000")]);
+    let big = [5usize, 17];
+    produce(&servers, &topic, &json_msgs(30, &big));
+    let p = dir.path().join("p.yaml");
+    std::fs::write(
+        &p,
+        format!(
+            "source:
+  kafka:
+    bootstrap_servers: {servers}
+    topics: [{topic}]
+    group_id: {group}
+    format: json
+    json: {{id: id, text: text}}
+    max_wait_ms: 200
+    properties: {{session.timeout.ms: '6000'}}
+tasks:
+  sentiment: {{model: {}}}
+batching: {{window_records: 8}}
+metrics: {{listen: 127.0.0.1:0}}
+sink:
+  passthrough: [note]
+  kafka: {{topic: {out}, exactly_once: {exactly_once}, transactional_id: {group}-t}}
+  errors: {{topic: {dlq}}}
+",
+            fixture_model("bert-sentiment")
+        ),
+    )
+    .unwrap();
+    let mut w = Worker::start(&p, "w", &[]);
+    let got = read_topic(&servers, &out, true, 28, Duration::from_secs(60));
+    let dead = read_topic(&servers, &dlq, true, 2, Duration::from_secs(60));
+    let ids: HashSet<String> = got
+        .iter()
+        .map(|g| g.json()["id"].as_str().unwrap().to_string())
+        .collect();
+    let want: HashSet<String> = (0..30)
+        .filter(|i| !big.contains(i))
+        .map(|i| format!("d{i}"))
+        .collect();
+    assert_eq!(got.len(), 28, "results:\n{}", w.log_text());
+    assert_eq!(ids, want);
+    assert_eq!(dead.len(), 2, "dead letters:\n{}", w.log_text());
+    let mut dead_keys: Vec<String> = dead
+        .iter()
+        .map(|d| String::from_utf8(d.key.clone().unwrap()).unwrap())
+        .collect();
+    dead_keys.sort();
+    assert_eq!(dead_keys, ["k17", "k5"]);
+    for d in &dead {
+        let reason = d.header("bertflow.error.reason").unwrap();
+        assert!(reason.contains("refused"), "{reason}");
+        assert_eq!(d.header("bertflow.error.stage").as_deref(), Some("sink"));
+    }
+    // The worker goes on and commits past the refused records.
+    assert!(w.is_running(), "{}", w.log_text());
+    assert!(
+        wait_until(Duration::from_secs(30), || committed_offsets(
+            &servers, &group, &topic
+        )
+        .get(&0)
+            == Some(&30)),
+        "offsets not committed past the refused records: {:?}",
+        committed_offsets(&servers, &group, &topic)
+    );
+    let log = w.log_text();
+    assert!(w.stop(), "{log}");
+    delete_topics(&servers, &[&topic, &out, &dlq]);
+}
+
+#[test]
+fn a_result_the_brokers_refuse_goes_to_the_dead_letter_topic_at_least_once() {
+    refused_case(false);
+}
+
+#[test]
+fn a_result_the_brokers_refuse_goes_to_the_dead_letter_topic_exactly_once() {
+    refused_case(true);
+}
+
+#[test]
+fn parquet_to_kafka_keeps_failed_records_in_an_error_file() {
+    let servers = bootstrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = unique("pq-out");
+    create_topics(&servers, &[(&out, 1)]);
+    let input = dir.path().join("in.parquet");
+    texts_parquet(
+        &input,
+        &["a", "b", "c"],
+        &[Some("good food"), None, Some("bad service")],
+    );
+    let errors = dir.path().join("failed.parquet");
+    let p = dir.path().join("p.yaml");
+    std::fs::write(
+        &p,
+        format!(
+            "source:\n  parquet: {{path: {}, id_column: id}}\ntasks:\n  sentiment: {{model: {}}}\nsink:\n  kafka: {{bootstrap_servers: {servers}, topic: {out}}}\n  errors: {{path: {}}}\n",
+            input.display(),
+            fixture_model("bert-sentiment"),
+            errors.display()
+        ),
+    )
+    .unwrap();
+    let o = run_pipeline(&p, &[]);
+    assert_ok(&o);
+    let got = read_topic(&servers, &out, true, 2, Duration::from_secs(20));
+    let keys: HashSet<Vec<u8>> = got.iter().map(|g| g.key.clone().unwrap()).collect();
+    assert_eq!(keys, HashSet::from([b"a".to_vec(), b"c".to_vec()]));
+    let e = read_parquet(&errors);
+    assert_eq!(strings(&e, "id"), vec![Some("b".to_string())]);
+    assert!(strings(&e, "reason")[0]
+        .as_deref()
+        .unwrap()
+        .contains("null"));
+    let s = stdout(&o);
+    assert!(s.contains("written       2"), "{s}");
+    assert!(s.contains("errors        1"), "{s}");
+    assert!(
+        s.contains(&format!("error output  {}", errors.display())),
+        "{s}"
+    );
+    assert!(s.contains(&format!("kafka topic {out}")), "{s}");
+    delete_topics(&servers, &[&out]);
+}
+
+fn words(i: usize) -> String {
+    const W: &[&str] = &[
+        "great", "service", "terrible", "delivery", "Alice", "Paris", "love", "the", "product",
+    ];
+    (0..(3 + i % 7))
+        .map(|k| W[(i * 7 + k * 3) % W.len()])
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn eos_pipeline(
+    dir: &Path,
+    name: &str,
+    servers: &str,
+    topic: &str,
+    group: &str,
+    out: &str,
+    dlq: &str,
+) -> PathBuf {
+    let p = dir.join(format!("{name}.yaml"));
+    std::fs::write(
+        &p,
+        format!(
+            "source:
+  kafka:
+    bootstrap_servers: {servers}
+    topics: [{topic}]
+    group_id: {group}
+    max_wait_ms: 200
+    properties: {{session.timeout.ms: '6000', heartbeat.interval.ms: '500'}}
+tasks:
+  sentiment: {{model: {}}}
+batching: {{window_records: 16}}
+metrics: {{listen: 127.0.0.1:0}}
+sink:
+  kafka: {{topic: {out}, exactly_once: true, transactional_id: {group}-{name}}}
+  errors: {{topic: {dlq}}}
+",
+            fixture_model("bert-sentiment")
+        ),
+    )
+    .unwrap();
+    p
+}
+
+#[test]
+fn exactly_once_output_stays_exact_while_members_join_and_leave() {
+    let servers = bootstrap();
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique("eos-rb");
+    let out = unique("eos-rb-out");
+    let dlq = unique("eos-rb-dlq");
+    let group = unique("g");
+    create_topics(&servers, &[(&topic, 6), (&out, 3), (&dlq, 1)]);
+    let msgs = |r: std::ops::Range<usize>| -> Vec<Msg> {
+        r.map(|i| Msg::text(&format!("k{i}"), &words(i))).collect()
+    };
+    produce(&servers, &topic, &msgs(0..600));
+    let pa = eos_pipeline(dir.path(), "a", &servers, &topic, &group, &out, &dlq);
+    let pb = eos_pipeline(dir.path(), "b", &servers, &topic, &group, &out, &dlq);
+    let a = Worker::start(&pa, "a", &[]);
+    // A second member joins while the first is busy, then leaves; records keep arriving.
+    let b = Worker::start(&pb, "b", &[]);
+    produce(&servers, &topic, &msgs(600..900));
+    assert!(
+        wait_until(Duration::from_secs(60), || b
+            .log_text()
+            .contains("partitions assigned")),
+        "the second member never got partitions:\n{}",
+        b.log_text()
+    );
+    produce(&servers, &topic, &msgs(900..1000));
+    let lb = b.log_text();
+    assert!(b.stop(), "second member did not stop cleanly:\n{lb}");
+    produce(&servers, &topic, &msgs(1000..1200));
+    let got = read_topic(&servers, &out, true, 1200, Duration::from_secs(60));
+    let mut count: HashMap<Vec<u8>, usize> = HashMap::new();
+    for g in &got {
+        *count.entry(g.key.clone().unwrap()).or_default() += 1;
+    }
+    let dups: Vec<_> = count.iter().filter(|(_, n)| **n > 1).collect();
+    let missing: Vec<usize> = (0..1200)
+        .filter(|i| !count.contains_key(format!("k{i}").as_bytes()))
+        .collect();
+    let rewinds = a
+        .log_text()
+        .matches("rewound to the committed offsets")
+        .count();
+    println!(
+        "exactly-once join/leave: {} results, {} duplicates, {} missing, {rewinds} rewinds of the first member",
+        got.len(),
+        dups.len(),
+        missing.len()
+    );
+    assert!(
+        dups.is_empty(),
+        "duplicates in read_committed output: {dups:?}"
+    );
+    assert!(missing.is_empty(), "missing: {missing:?}\n{}", a.log_text());
+    let log = a.log_text();
+    assert!(a.stop(), "{log}");
+    delete_topics(&servers, &[&topic, &out, &dlq]);
+}
