@@ -288,3 +288,34 @@ fn exactly_once_output_stays_exact_while_members_join_and_leave() {
     assert!(a.stop(), "{log}");
     delete_topics(&servers, &[&topic, &out, &dlq]);
 }
+
+#[test]
+fn secrets_in_client_properties_never_reach_the_log() {
+    let servers = bootstrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = unique("secret-out");
+    create_topics(&servers, &[(&out, 1)]);
+    let input = dir.path().join("in.parquet");
+    texts_parquet(&input, &["a"], &[Some("good food")]);
+    let secret = "s3cret-Pa55-word-7731";
+    let p = dir.path().join("p.yaml");
+    std::fs::write(
+        &p,
+        format!(
+            "source:\n  parquet: {{path: {}, id_column: id}}\ntasks:\n  sentiment: {{model: {}}}\nsink:\n  kafka:\n    bootstrap_servers: {servers}\n    topic: {out}\n    properties: {{sasl.password: '{secret}', ssl.key.password: '{secret}', debug: 'conf,generic'}}\n",
+            input.display(),
+            fixture_model("bert-sentiment"),
+        ),
+    )
+    .unwrap();
+    let o = bin()
+        .args(["run", p.to_str().unwrap(), "--no-progress"])
+        .env("RUST_LOG", "debug")
+        .output()
+        .unwrap();
+    assert_ok(&o);
+    let log = format!("{}{}", stdout(&o), stderr(&o));
+    assert!(log.contains("sasl.password=***"), "{log}");
+    assert!(!log.contains(secret), "the secret is in the log:\n{log}");
+    delete_topics(&servers, &[&out]);
+}

@@ -140,7 +140,8 @@ fn text() -> impl Strategy<Value = String> {
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: 40,
-        failure_persistence: None,
+        // A failing case is kept in tests/span_props.regressions and tried first next time.
+        failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::WithSource("regressions"))),
         ..ProptestConfig::default()
     })]
     #[test]

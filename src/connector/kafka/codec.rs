@@ -366,7 +366,10 @@ mod tests {
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig {
             cases: 2000,
-            failure_persistence: None,
+            // A failing case is kept beside this file and tried first next time.
+            failure_persistence: Some(Box::new(
+                proptest::test_runner::FileFailurePersistence::WithSource("regressions"),
+            )),
             ..Default::default()
         })]
 

@@ -509,7 +509,10 @@ mod tests {
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig {
             cases: 500,
-            failure_persistence: None,
+            // A failing case is kept beside this file and tried first next time.
+            failure_persistence: Some(Box::new(
+                proptest::test_runner::FileFailurePersistence::WithSource("regressions"),
+            )),
             ..Default::default()
         })]
 
