@@ -10,6 +10,7 @@
 #   scripts/kafka.sh topic NAME [PARTITIONS]  [--port 9092]   create a topic (if missing)
 #   scripts/kafka.sh produce TOPIC            [--port 9092]   one message per stdin line
 #   scripts/kafka.sh consume TOPIC N          [--port 9092]   print N messages (read_committed), then exit
+#                                                             (or after KAFKA_CONSUME_IDLE_MS without one)
 #
 # Jars go to .kafka/lib (fetched once with Maven), data and logs to .kafka/<name>/.
 # Several brokers can run side by side under different names and ports.
@@ -156,7 +157,8 @@ case "$cmd" in
     tool org.apache.kafka.tools.ConsoleProducer --bootstrap-server "127.0.0.1:$PORT" --topic "${ARGS[0]}" ;;
   consume)
     tool org.apache.kafka.tools.consumer.ConsoleConsumer --bootstrap-server "127.0.0.1:$PORT" --topic "${ARGS[0]}" \
-      --from-beginning --max-messages "${ARGS[1]:-10}" --isolation-level read_committed --timeout-ms 120000 \
+      --from-beginning --max-messages "${ARGS[1]:-10}" --isolation-level read_committed \
+      --timeout-ms "${KAFKA_CONSUME_IDLE_MS:-120000}" \
       --formatter-property print.key=true ;;
   stop) stop ;;
   status) if running; then echo "running on 127.0.0.1:$(cat "$HOME_DIR/port")"; else echo "stopped"; exit 1; fi ;;

@@ -30,6 +30,16 @@ pub enum Error {
     #[error("inference failed: {0}")]
     Inference(String),
 
+    /// A system bertflow talks to cannot be reached or did not answer in time (a broker, a
+    /// store): trying again later can help.
+    #[error("{location} unavailable: {message}")]
+    Unavailable {
+        location: String,
+        message: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+
     #[error("pipeline stage '{0}' stopped unexpectedly")]
     StageStopped(&'static str),
 
@@ -62,6 +72,50 @@ impl Error {
             message: msg.into(),
         }
     }
+
+    /// `location` cannot be reached now, because of `source`.
+    pub fn unavailable(
+        location: impl Into<String>,
+        msg: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Error::Unavailable {
+            location: location.into(),
+            message: msg.into(),
+            source: Some(Box::new(source)),
+        }
+    }
+
+    /// Whether running the job again later can help (a system was unreachable), as opposed to
+    /// errors that need a change (configuration, input, model).
+    pub fn retryable(&self) -> bool {
+        use std::io::ErrorKind::*;
+        match self {
+            Error::Unavailable { .. } => true,
+            Error::Io(e) => matches!(
+                e.kind(),
+                Interrupted | TimedOut | ConnectionRefused | ConnectionReset | ConnectionAborted
+            ),
+            _ => false,
+        }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unavailable_keeps_its_cause_and_is_retryable() {
+        let cause = std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer in 30 s");
+        let e = Error::unavailable("kafka 127.0.0.1:9092", "cannot commit", cause);
+        assert!(e.retryable());
+        let chain = std::error::Error::source(&e)
+            .expect("cause kept")
+            .to_string();
+        assert_eq!(chain, "no answer in 30 s");
+        assert!(!Error::config("bad key").retryable());
+    }
+}

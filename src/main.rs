@@ -173,6 +173,12 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
+            if e.chain().any(|c| {
+                c.downcast_ref::<bertflow::Error>()
+                    .is_some_and(|b| b.retryable())
+            }) {
+                eprintln!("(a system was unreachable: running again later can help)");
+            }
             ExitCode::FAILURE
         }
     }
@@ -182,7 +188,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run { args, no_progress } => {
             let (pipeline, cfg, ort_lib) = args.load()?;
-            let shutdown = if cfg.source.kafka().is_some() {
+            let shutdown = if cfg.source.is_streaming() {
                 Some(shutdown_flag()?)
             } else {
                 None

@@ -205,12 +205,13 @@ fn offsets_are_characters_into_the_original_text() {
             .filter(|c| !c.is_whitespace() && *c != '#')
             .collect()
     };
-    for i in 0..st.len() {
+    assert_eq!(words.len(), st.len());
+    for (i, word) in words.iter().enumerate() {
         let (s, e) = (starts.value(i) as usize, ends.value(i) as usize);
         assert!(s <= e && e <= chars.len(), "{s}..{e}");
         let span: String = chars[s..e].iter().collect();
         assert!(!span.trim().is_empty(), "empty span {s}..{e}");
-        assert_eq!(fold(&span), fold(&words[i]), "span {s}..{e} of {text:?}");
+        assert_eq!(fold(&span), fold(word), "span {s}..{e} of {text:?}");
     }
 }
 

@@ -58,6 +58,11 @@ pub enum SourceConfig {
 }
 
 impl SourceConfig {
+    /// A streaming source: it runs until stopped and acknowledges durable output.
+    pub fn is_streaming(&self) -> bool {
+        matches!(self, SourceConfig::Kafka(_))
+    }
+
     pub fn kafka(&self) -> Option<&KafkaSourceConfig> {
         match self {
             SourceConfig::Kafka(k) => Some(k),
@@ -184,6 +189,12 @@ impl From<SinkConfig> for SinkFile {
 }
 
 impl SinkConfig {
+    /// The sink commits the source's positions itself, with its output (exactly-once
+    /// transactions), so the source must not.
+    pub fn commits_source_positions(&self) -> bool {
+        self.kafka().is_some_and(|k| k.exactly_once)
+    }
+
     pub fn kafka(&self) -> Option<&KafkaSinkConfig> {
         match &self.kind {
             SinkKind::Kafka(k) => Some(k),

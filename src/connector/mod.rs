@@ -44,9 +44,6 @@ pub trait Source: Send {
     /// The next chunk of records, or `None` at the end of the input.
     fn next_chunk(&mut self) -> Result<Option<Chunk>>;
 
-    /// The chunk `seq` was handed to the next stage.
-    fn sent(&mut self, _seq: u64) {}
-
     /// The next stage cannot take a chunk yet: wait a little without reading ahead (a streaming
     /// source pauses fetching and keeps its group membership alive).
     fn wait(&mut self) {

@@ -44,12 +44,12 @@ pub struct RunOptions {
     pub shutdown: Option<Arc<AtomicBool>>,
 }
 
-/// Run a pipeline: a batch job (Parquet source) to completion, or a streaming job (Kafka source)
-/// until `RunOptions::shutdown` is set.
+/// Run a pipeline: a batch job to completion, or a streaming job until `RunOptions::shutdown`
+/// is set.
 pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<Summary> {
     let started = Instant::now();
     let health = Arc::new(Health::default());
-    let streaming = cfg.source.kafka().is_some();
+    let streaming = cfg.source.is_streaming();
     let _server = if cfg.metrics.enabled.unwrap_or(streaming) {
         let listen = cfg
             .metrics
@@ -77,7 +77,7 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<Summary> {
         .shutdown
         .clone()
         .unwrap_or_else(|| Arc::new(AtomicBool::new(false)));
-    let sink_commits = cfg.sink.kafka().is_some_and(|k| k.exactly_once);
+    let sink_commits = cfg.sink.commits_source_positions();
     let mut cfg_owned = cfg.clone();
     if let Some(shard) = cfg
         .source

@@ -190,12 +190,8 @@ fn read_stage(source: &mut dyn Source, tx: &Sender<Chunk>, stop: &AtomicBool) ->
         }
         .emit();
         loop {
-            let seq = c.seq;
             match tx.send_timeout(c, Duration::from_millis(100)) {
-                Ok(()) => {
-                    source.sent(seq);
-                    break;
-                }
+                Ok(()) => break,
                 Err(crossbeam_channel::SendTimeoutError::Timeout(back)) => {
                     if stop.load(Ordering::Relaxed) {
                         return Ok(());

@@ -289,7 +289,11 @@ impl KafkaSource {
     }
 
     fn err(&self, e: KafkaError) -> Error {
-        Error::source(format!("kafka group {}", self.cfg.group_id), e.to_string())
+        Error::unavailable(
+            format!("kafka group {}", self.cfg.group_id),
+            "request failed",
+            e,
+        )
     }
 
     fn poll_once(&mut self, timeout: Duration) -> bool {

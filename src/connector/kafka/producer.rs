@@ -75,9 +75,10 @@ pub fn make_producer(
         })?;
     if transactional_id.is_some() {
         producer.init_transactions(TXN_TIMEOUT).map_err(|e| {
-            Error::sink(
+            Error::unavailable(
                 format!("kafka {bootstrap}"),
-                format!("cannot initialise transactions: {e} (the brokers must be reachable and support transactions)"),
+                "cannot initialise transactions (the brokers must be reachable and support transactions)",
+                e,
             )
         })?;
     }
@@ -262,9 +263,10 @@ fn delivery_failure(
         Ok(Err((e, _))) if refuses_the_message(&e) => {
             Some(Ok(format!("kafka topic {topic} refused the result message: {e} (raise the topic's max.message.bytes, or send less: fewer passthrough columns, format: json)")))
         }
-        Ok(Err((e, _))) => Some(Err(Error::sink(
+        Ok(Err((e, _))) => Some(Err(Error::unavailable(
             format!("kafka topic {topic}"),
-            format!("delivery failed: {e}"),
+            "delivery failed",
+            e,
         ))),
         Err(_) => Some(Err(Error::sink(
             format!("kafka topic {topic}"),
