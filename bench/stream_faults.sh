@@ -6,7 +6,7 @@
 #              records in the read_committed output over the run) and duplicates.
 #   acks       one at-least-once worker, Kafka -> Kafka in micro-batches of 16 records, through
 #              a 40,000-record backlog: records/s.
-#   bash bench/stream_faults.sh OLD_BIN NEW_BIN [SECONDS=180]
+#   bash bench/stream_faults.sh OLD_BIN NEW_BIN [SECONDS=180]     (STEPS="acks:after ..." for some)
 # Prints one JSON object per build and figure. Needs the broker (scripts/kafka.sh start).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -56,7 +56,8 @@ print(len(c), sum(n - 1 for n in c.values()))'
 }
 
 rebalance() { # label bin
-  local label=$1 bin=$2 t="rb-$label-$RUN"
+  local label=$1 bin=$2
+  local t="rb-$label-$RUN"
   bash scripts/kafka.sh topic "$t" 12 >&2 2>/dev/null
   bash scripts/kafka.sh topic "$t.out" 12 >&2 2>/dev/null
   bash scripts/kafka.sh topic "$t.dlq" 1 >&2 2>/dev/null
@@ -67,14 +68,16 @@ rebalance() { # label bin
       > "$DIR/$label-$w.summary" 2> "$DIR/$label-$w.log" &
     pids+=($!)
   done
-  local start=$(date +%s) c=${pids[2]} up=1 changes=0
+  local start c=${pids[2]} up=1 changes=0
+  start=$(date +%s)
   while (( $(date +%s) - start < SECS )); do
     sleep 20
     if ((up)); then kill -TERM "$c"; wait "$c" || true; up=0
     else "$bin" run "$DIR/$label-c.yaml" --no-progress >> "$DIR/$label-c.summary" 2>> "$DIR/$label-c.log" & c=$!; up=1; fi
     changes=$((changes + 1))
   done
-  local elapsed=$(( $(date +%s) - start ))
+  local elapsed
+  elapsed=$(( $(date +%s) - start ))
   kill -TERM "${pids[0]}" "${pids[1]}"; ((up)) && kill -TERM "$c"
   wait || true
   read -r distinct dups < <(count "$t.out")
@@ -84,7 +87,8 @@ rebalance() { # label bin
 }
 
 acks() { # label bin
-  local label=$1 bin=$2 t="ack-$label-$RUN"
+  local label=$1 bin=$2
+  local t="ack-$label-$RUN"
   bash scripts/kafka.sh topic "$t" 4 >&2 2>/dev/null
   bash scripts/kafka.sh topic "$t.out" 4 >&2 2>/dev/null
   bash scripts/kafka.sh topic "$t.dlq" 1 >&2 2>/dev/null
@@ -102,7 +106,9 @@ acks() { # label bin
     "$label" "$(python3 -c "print($end-$start)")" "$(python3 -c "print(40000/($end-$start))")"
 }
 
-acks before "$OLD"
-acks after "$NEW"
-rebalance before "$OLD"
-rebalance after "$NEW"
+# STEPS picks figures and builds, e.g. STEPS="rebalance:after".
+for step in ${STEPS:-acks:before acks:after rebalance:before rebalance:after}; do
+  fig=${step%%:*}; build=${step##*:}
+  bin=$OLD; [ "$build" = after ] && bin=$NEW
+  "$fig" "$build" "$bin"
+done

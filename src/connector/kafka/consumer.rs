@@ -215,6 +215,11 @@ impl KafkaSource {
     /// of revoked partitions, rewind when asked.
     fn handle_messages(&mut self) -> Result<()> {
         let ctx = self.consumer.context();
+        if self.exactly_once {
+            // Keep the group's state fresh for the sink's transactions.
+            ctx.view.lock().expect("group view").metadata =
+                self.consumer.group_metadata().map(Arc::new);
+        }
         ctx.drain_feedback();
         ctx.commit_durable(&self.consumer, false);
         let mut revoked: HashSet<Partition> = HashSet::new();
@@ -424,12 +429,6 @@ impl Source for KafkaSource {
     fn next_chunk(&mut self) -> Result<Option<Chunk>> {
         if self.paused {
             self.set_paused(false);
-        }
-        if self.exactly_once {
-            // Keep the group view fresh for the sink's transactions.
-            let ctx = self.consumer.context();
-            ctx.view.lock().expect("group view").metadata =
-                self.consumer.group_metadata().map(Arc::new);
         }
         let max_wait = Duration::from_millis(self.cfg.max_wait_ms);
         let mut first_at: Option<Instant> = (!self.buffered.is_empty()).then(Instant::now);

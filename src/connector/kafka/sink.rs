@@ -471,26 +471,30 @@ impl KafkaSink {
 
     /// One chunk in one transaction. `Ok(false)`: aborted (the source rewinds).
     fn write_transaction(&mut self, out: &ChunkOutput) -> Result<bool> {
-        let (part, metadata, next) = self.owned_part(out)?;
-        let Some(mut out) = part else {
-            tracing::info!(
-                seq = out.seq,
-                "chunk left out: its partitions moved to another worker, which reads them"
-            );
-            return Ok(false);
-        };
-        let metadata = metadata.ok_or_else(|| {
-            Error::sink(
-                "kafka",
-                "internal: no consumer group state for an exactly-once chunk",
-            )
-        })?;
+        let mut out = out.clone();
         // A result larger than the topic takes is refused before it is sent (record batches are
         // kept under the topic's limit, so no other message shares its fate); its transaction
         // is aborted, its record goes to the dead-letter topic and the chunk is written again
         // without it. A refusal by the brokers themselves (limit unknown here) is handled the
-        // same way.
-        for _attempt in 0..3 {
+        // same way. A commit refused because the group's generation moved on (a rebalance
+        // between reading the group's state and committing) is tried again with the new state
+        // and the partitions still owned, after a short pause.
+        for attempt in 0..6u32 {
+            let (part, metadata, next) = self.owned_part(&out)?;
+            let Some(part) = part else {
+                tracing::info!(
+                    seq = out.seq,
+                    "chunk left out: its partitions moved to another worker, which reads them"
+                );
+                return Ok(false);
+            };
+            out = part;
+            let metadata = metadata.ok_or_else(|| {
+                Error::sink(
+                    "kafka",
+                    "internal: no consumer group state for an exactly-once chunk",
+                )
+            })?;
             let (msgs, rows) = self.messages(&out)?;
             self.producer
                 .begin_transaction()
@@ -540,6 +544,13 @@ impl KafkaSink {
                         .map(|r| rows[r.index].len() as u64)
                         .sum::<u64>();
                 }
+                Err(TxnFailure::Kafka(KafkaError::Transaction(e)))
+                    if !e.is_fatal() && group_moved_on(e.code()) && attempt < 5 =>
+                {
+                    tracing::info!(error = %e, "the group changed during the transaction; writing the chunk again with the group's new state");
+                    self.abort_transaction()?;
+                    std::thread::sleep(std::time::Duration::from_millis(100 << attempt));
+                }
                 Err(TxnFailure::Kafka(KafkaError::Transaction(e))) if e.is_fatal() => {
                     return Err(self.txn_error(
                         "fatal transaction error (another worker with the same transactional id may have fenced this one)",
@@ -564,7 +575,7 @@ impl KafkaSink {
                 }
             }
         }
-        tracing::warn!("the chunk could not be written after three refusals; rewinding to the committed offsets");
+        tracing::warn!("the chunk could not be written in six attempts; rewinding to the committed offsets");
         self.request_rewind(&out);
         Ok(false)
     }
@@ -651,6 +662,13 @@ impl Sink for KafkaSink {
             f.abort();
         }
     }
+}
+
+/// The consumer group's generation moved on (a rebalance): the transaction can be tried again
+/// with the group's new state.
+fn group_moved_on(code: rdkafka::types::RDKafkaErrorCode) -> bool {
+    use rdkafka::types::RDKafkaErrorCode::*;
+    matches!(code, IllegalGeneration | UnknownMemberId | RebalanceInProgress)
 }
 
 /// Why a transaction did not commit.
