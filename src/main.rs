@@ -188,20 +188,21 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run { args, no_progress } => {
             let (pipeline, cfg, ort_lib) = args.load()?;
-            let shutdown = if cfg.source.is_streaming() {
-                Some(shutdown_flag()?)
-            } else {
-                None
-            };
             let opts = RunOptions {
                 ort_lib,
                 progress: !no_progress,
                 record_batches: false,
-                shutdown,
+                shutdown: Some(shutdown_flag()?),
             };
             let summary = run(&cfg, &opts)
                 .with_context(|| format!("pipeline {} failed", pipeline.display()))?;
             print!("{summary}");
+            if summary.interrupted {
+                anyhow::bail!(
+                    "pipeline {} interrupted by a signal before the end of its input: its output was discarded; run it again",
+                    pipeline.display()
+                );
+            }
             Ok(())
         }
         Command::Bench { args, json } => {
@@ -269,7 +270,9 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// A flag set by the first SIGTERM or SIGINT: a streaming job then stops fetching, finishes what
-/// is in flight, commits and leaves its group. A second signal exits at once.
+/// is in flight, commits and leaves its group; a batch job stops reading, discards its
+/// unfinished output (no partial file under a final name), prints its summary and exits
+/// non-zero. A second signal exits at once.
 fn shutdown_flag() -> anyhow::Result<Arc<AtomicBool>> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let flag = Arc::new(AtomicBool::new(false));

@@ -281,3 +281,57 @@ fn output_flag_moves_the_error_output_unless_it_is_given_too() {
     assert_ok(&o);
     assert_eq!(read_parquet(&pinned).num_rows(), 1);
 }
+
+#[test]
+fn sigterm_stops_a_batch_job_without_leaving_partial_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.parquet");
+    let ids: Vec<String> = (0..4000).map(|i| format!("r{i}")).collect();
+    let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let texts: Vec<Option<&str>> = (0..4000)
+        .map(|_| Some("a review long enough to take the model a moment, sentence after sentence"))
+        .collect();
+    texts_parquet(&input, &id_refs, &texts);
+    let output = dir.path().join("out/out.parquet");
+    let p = embed_pipeline(
+        dir.path(),
+        &input,
+        &output,
+        "batching: {window_records: 64}\n",
+    );
+    let child = bin()
+        .args(["run", p.to_str().unwrap(), "--no-progress"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Writing has started: the output exists under its temporary name.
+    let tmp = dir.path().join("out/.out.parquet.inprogress");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !tmp.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(tmp.exists(), "the job never started writing");
+    let st = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let o = child.wait_with_output().unwrap();
+    assert!(!o.status.success(), "an interrupted job must exit non-zero");
+    let s = stdout(&o);
+    assert!(
+        s.contains("bertflow summary") && s.contains("interrupted"),
+        "{s}"
+    );
+    assert!(
+        stderr(&o).contains("interrupted by a signal"),
+        "{}",
+        stderr(&o)
+    );
+    // Nothing under a final name, nothing temporary left.
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("out"))
+        .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}

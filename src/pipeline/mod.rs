@@ -39,8 +39,9 @@ pub struct RunOptions {
     /// Keep a copy of every model batch (per task) in the summary, for benchmarks that re-run
     /// exactly the batches the pipeline formed.
     pub record_batches: bool,
-    /// Set (e.g. by SIGTERM) to stop a streaming job gracefully: stop fetching, finish what is in
-    /// flight, flush, commit, leave the group.
+    /// Set (e.g. by SIGTERM) to stop a streaming job gracefully (stop fetching, finish what is
+    /// in flight, flush, commit, leave the group), or to interrupt a batch job (stop reading,
+    /// discard the unfinished output; the summary says so).
     pub shutdown: Option<Arc<AtomicBool>>,
 }
 
@@ -77,6 +78,7 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<Summary> {
         .shutdown
         .clone()
         .unwrap_or_else(|| Arc::new(AtomicBool::new(false)));
+    let shutdown_flag = shutdown.clone();
     let sink_commits = cfg.sink.commits_source_positions();
     let mut cfg_owned = cfg.clone();
     if let Some(shard) = cfg
@@ -127,11 +129,14 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<Summary> {
         ..Summary::default()
     };
     let progress = build::make_progress(opts.progress, source.size_hint());
+    // A batch job stops reading on a signal (a streaming source stops itself, gracefully).
+    let interrupt = (!streaming).then(|| shutdown_flag.clone());
     let result = stages::run_stages(
         source,
         tasks,
         sink,
         link,
+        interrupt,
         schema,
         cfg,
         opts.record_batches,

@@ -54,6 +54,7 @@ pub(crate) fn run_stages(
     tasks: Vec<LoadedTask>,
     mut sink: Box<dyn Sink>,
     link: Option<SourceLink>,
+    interrupt: Option<Arc<AtomicBool>>,
     schema: SchemaRef,
     cfg: &PipelineConfig,
     record: bool,
@@ -74,8 +75,8 @@ pub(crate) fn run_stages(
         let stop_r = stop.clone();
         let reader = thread::Builder::new()
             .name("source".into())
-            .spawn_scoped(s, move || -> (Box<dyn Source>, Result<()>) {
-                let r = read_stage(source.as_mut(), &chunk_tx, &stop_r);
+            .spawn_scoped(s, move || -> (Box<dyn Source>, Result<bool>) {
+                let r = read_stage(source.as_mut(), &chunk_tx, &stop_r, interrupt.as_deref());
                 (source, r)
             })
             .expect("spawn source thread");
@@ -116,9 +117,10 @@ pub(crate) fn run_stages(
             Ok(Err(e)) => Err(e),
             Err(_) => Err(Error::StageStopped("infer")),
         };
-        let (source_back, read_result) = match reader.join() {
-            Ok((src, r)) => (Some(src), r),
-            Err(_) => (None, Err(Error::StageStopped("source"))),
+        let (source_back, read_result, interrupted) = match reader.join() {
+            Ok((src, Ok(interrupted))) => (Some(src), Ok(()), interrupted),
+            Ok((src, Err(e))) => (Some(src), Err(e), false),
+            Err(_) => (None, Err(Error::StageStopped("source")), false),
         };
         let results = [
             write_result,
@@ -128,9 +130,9 @@ pub(crate) fn run_stages(
                 .unwrap_or(Err(Error::StageStopped("tokenize"))),
             read_result,
         ];
-        (source_back, results)
+        (source_back, results, interrupted)
     });
-    let (source_back, results) = outcome;
+    let (source_back, results, interrupted) = outcome;
     // Report the root cause: a real error rather than a downstream "stage stopped".
     let mut first_stop = None;
     for r in results {
@@ -148,6 +150,12 @@ pub(crate) fn run_stages(
     if let Some(e) = first_stop {
         sink.abort();
         return Err(e);
+    }
+    if interrupted {
+        // Nothing partial under a final name: unfinished files are removed.
+        sink.abort();
+        summary.interrupted = true;
+        return Ok(());
     }
     let t = Instant::now();
     let report = sink.finish();
@@ -174,8 +182,19 @@ pub(crate) fn run_stages(
 }
 
 /// Read chunks and hand them on; when the tokenizer is behind, wait without reading ahead.
-fn read_stage(source: &mut dyn Source, tx: &Sender<Chunk>, stop: &AtomicBool) -> Result<()> {
+/// Returns `true` when `interrupt` stopped the reading before the end of the input.
+fn read_stage(
+    source: &mut dyn Source,
+    tx: &Sender<Chunk>,
+    stop: &AtomicBool,
+    interrupt: Option<&AtomicBool>,
+) -> Result<bool> {
+    let interrupted = || interrupt.is_some_and(|i| i.load(Ordering::SeqCst));
     while !stop.load(Ordering::Relaxed) {
+        if interrupted() {
+            tracing::warn!("interrupted: no more records are read; the output will be discarded");
+            return Ok(true);
+        }
         let Some(mut c) = source.next_chunk()? else {
             break;
         };
@@ -194,7 +213,10 @@ fn read_stage(source: &mut dyn Source, tx: &Sender<Chunk>, stop: &AtomicBool) ->
                 Ok(()) => break,
                 Err(crossbeam_channel::SendTimeoutError::Timeout(back)) => {
                     if stop.load(Ordering::Relaxed) {
-                        return Ok(());
+                        return Ok(false);
+                    }
+                    if interrupted() {
+                        return Ok(true);
                     }
                     c = back;
                     source.wait();
@@ -205,7 +227,7 @@ fn read_stage(source: &mut dyn Source, tx: &Sender<Chunk>, stop: &AtomicBool) ->
             }
         }
     }
-    Ok(())
+    Ok(false)
 }
 
 pub(crate) fn tokenize_stage(

@@ -31,6 +31,8 @@ pub struct Summary {
     pub output: SinkReport,
     /// Per task, every batch run (only with `RunOptions::record_batches`).
     pub recorded: Vec<Vec<PaddedBatch>>,
+    /// A batch job stopped by a signal before the end of its input; its output was discarded.
+    pub interrupted: bool,
     /// Sequence number of the last chunk written.
     pub last_seq: Option<u64>,
 }
@@ -68,6 +70,12 @@ impl std::fmt::Display for Summary {
         )?;
         for s in &self.skipped {
             writeln!(f, "  skipped       {s}")?;
+        }
+        if self.interrupted {
+            writeln!(
+                f,
+                "  interrupted   by a signal before the end of the input: output discarded"
+            )?;
         }
         writeln!(f, "  records       {}", self.records)?;
         writeln!(f, "  written       {}", self.written)?;

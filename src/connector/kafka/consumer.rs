@@ -222,26 +222,28 @@ impl KafkaSource {
         }
         ctx.drain_feedback();
         ctx.commit_durable(&self.consumer, false);
-        let mut revoked: HashSet<Partition> = HashSet::new();
-        for e in self.events.try_iter() {
+        // In order: records buffered before a revoke are dropped even when the partition comes
+        // back (it is then read again from its committed offset).
+        let events: Vec<GroupEvent> = self.events.try_iter().collect();
+        for e in events {
             match e {
-                GroupEvent::Revoked(parts) => revoked.extend(parts),
-                GroupEvent::Assigned(parts) => {
-                    for p in parts {
-                        revoked.remove(&p);
+                GroupEvent::Revoked(parts) => {
+                    let revoked: HashSet<Partition> = parts.into_iter().collect();
+                    let before = self.buffered.len();
+                    self.buffered
+                        .retain(|m| !revoked.contains(&(m.topic.clone(), m.partition)));
+                    if before != self.buffered.len() {
+                        tracing::info!(
+                            dropped = before - self.buffered.len(),
+                            "records of revoked partitions dropped before processing; their next owner reads them"
+                        );
                     }
                 }
-            }
-        }
-        if !revoked.is_empty() {
-            let before = self.buffered.len();
-            self.buffered
-                .retain(|m| !revoked.contains(&(m.topic.clone(), m.partition)));
-            if before != self.buffered.len() {
-                tracing::info!(
-                    dropped = before - self.buffered.len(),
-                    "records of revoked partitions dropped before processing; their next owner reads them"
-                );
+                GroupEvent::Assigned(parts) => {
+                    // Newly assigned partitions follow the source's pause state (a partition
+                    // paused before it was revoked must not stay paused when it comes back).
+                    self.set_partitions_paused(&parts, self.paused);
+                }
             }
         }
         if let Some(epoch) = ctx.take_rewind() {
@@ -313,6 +315,24 @@ impl KafkaSource {
                 false
             }
             None => false,
+        }
+    }
+
+    fn set_partitions_paused(&self, parts: &[Partition], pause: bool) {
+        if parts.is_empty() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (t, p) in parts {
+            tpl.add_partition(t, *p);
+        }
+        let r = if pause {
+            self.consumer.pause(&tpl)
+        } else {
+            self.consumer.resume(&tpl)
+        };
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "cannot pause/resume newly assigned partitions");
         }
     }
 

@@ -575,7 +575,9 @@ impl KafkaSink {
                 }
             }
         }
-        tracing::warn!("the chunk could not be written in six attempts; rewinding to the committed offsets");
+        tracing::warn!(
+            "the chunk could not be written in six attempts; rewinding to the committed offsets"
+        );
         self.request_rewind(&out);
         Ok(false)
     }
@@ -668,7 +670,10 @@ impl Sink for KafkaSink {
 /// with the group's new state.
 fn group_moved_on(code: rdkafka::types::RDKafkaErrorCode) -> bool {
     use rdkafka::types::RDKafkaErrorCode::*;
-    matches!(code, IllegalGeneration | UnknownMemberId | RebalanceInProgress)
+    matches!(
+        code,
+        IllegalGeneration | UnknownMemberId | RebalanceInProgress
+    )
 }
 
 /// Why a transaction did not commit.
