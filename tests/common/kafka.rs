@@ -68,6 +68,17 @@ pub fn create_topic_with(servers: &str, topic: &str, partitions: i32, config: &[
     create(servers, &admin, &[t]);
 }
 
+/// The partitions of `topic`.
+fn partitions(consumer: &BaseConsumer, topic: &str) -> Vec<i32> {
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    md.topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect()
+}
+
 /// The offsets committed by `group` on every partition of `topic` (missing: none committed).
 pub fn committed_offsets(servers: &str, group: &str, topic: &str) -> HashMap<i32, i64> {
     let consumer: BaseConsumer = ClientConfig::new()
@@ -76,14 +87,9 @@ pub fn committed_offsets(servers: &str, group: &str, topic: &str) -> HashMap<i32
         .set("enable.auto.commit", "false")
         .create()
         .expect("consumer");
-    let md = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .expect("metadata");
     let mut tpl = TopicPartitionList::new();
-    for t in md.topics() {
-        for p in t.partitions() {
-            tpl.add_partition(topic, p.id());
-        }
+    for p in partitions(&consumer, topic) {
+        tpl.add_partition(topic, p);
     }
     let got = consumer
         .committed_offsets(tpl, Duration::from_secs(10))
@@ -207,15 +213,10 @@ pub fn read_topic(
         .set("fetch.max.bytes", "52428800")
         .create()
         .expect("consumer");
-    let md = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .expect("metadata");
     let mut tpl = TopicPartitionList::new();
-    for t in md.topics() {
-        for p in t.partitions() {
-            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
-                .unwrap();
-        }
+    for p in partitions(&consumer, topic) {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
     }
     consumer.assign(&tpl).expect("assign");
     let mut out = Vec::new();
