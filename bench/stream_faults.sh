@@ -43,6 +43,13 @@ YAML
   echo "$DIR/$1.yaml"
 }
 
+# Input, output and dead-letter topics for one run: topics NAME PARTITIONS.
+topics() {
+  bash scripts/kafka.sh topic "$1" "$2" >&2 2>/dev/null
+  bash scripts/kafka.sh topic "$1.out" "$2" >&2 2>/dev/null
+  bash scripts/kafka.sh topic "$1.dlq" 1 >&2 2>/dev/null
+}
+
 # Distinct ids and duplicates in a topic's read_committed output.
 count() {
   KAFKA_CONSUME_IDLE_MS=15000 bash scripts/kafka.sh consume "$1" 100000000 2>/dev/null | python3 -c '
@@ -58,9 +65,7 @@ print(len(c), sum(n - 1 for n in c.values()))'
 rebalance() { # label bin
   local label=$1 bin=$2
   local t="rb-$label-$RUN"
-  bash scripts/kafka.sh topic "$t" 12 >&2 2>/dev/null
-  bash scripts/kafka.sh topic "$t.out" 12 >&2 2>/dev/null
-  bash scripts/kafka.sh topic "$t.dlq" 1 >&2 2>/dev/null
+  topics "$t" 12
   bash scripts/kafka.sh produce "$t" < "$DIR/backlog.txt" 2>/dev/null
   local pids=()
   for w in a b c; do
@@ -89,9 +94,7 @@ rebalance() { # label bin
 acks() { # label bin
   local label=$1 bin=$2
   local t="ack-$label-$RUN"
-  bash scripts/kafka.sh topic "$t" 4 >&2 2>/dev/null
-  bash scripts/kafka.sh topic "$t.out" 4 >&2 2>/dev/null
-  bash scripts/kafka.sh topic "$t.dlq" 1 >&2 2>/dev/null
+  topics "$t" 4
   bash scripts/kafka.sh produce "$t" < "$DIR/small.txt" 2>/dev/null
   local port; port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   local p; p=$(pipeline "ack-$label" "$t" "g-$t" "$t.out" "$t.dlq" false 16 "$port")

@@ -72,10 +72,6 @@ pub trait StreamOrigin: fmt::Debug + Send + Sync + 'static {
     /// Where the record at `row` of the chunk is.
     fn position(&self, row: usize) -> Position;
 
-    /// Per partition, the position to resume from once every record of the chunk is durable
-    /// (the highest offset + 1).
-    fn next_positions(&self) -> Vec<Position>;
-
     /// Rewind epoch the chunk was read in (chunks of an older epoch are stale).
     fn epoch(&self) -> u64;
 

@@ -185,16 +185,6 @@ fn parquet_to_kafka_keeps_failed_records_in_an_error_file() {
     delete_topics(&servers, &[&out]);
 }
 
-fn words(i: usize) -> String {
-    const W: &[&str] = &[
-        "great", "service", "terrible", "delivery", "Alice", "Paris", "love", "the", "product",
-    ];
-    (0..(3 + i % 7))
-        .map(|k| W[(i * 7 + k * 3) % W.len()])
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 fn eos_pipeline(
     dir: &Path,
     name: &str,
@@ -239,9 +229,7 @@ fn exactly_once_output_stays_exact_while_members_join_and_leave() {
     let dlq = unique("eos-rb-dlq");
     let group = unique("g");
     create_topics(&servers, &[(&topic, 6), (&out, 3), (&dlq, 1)]);
-    let msgs = |r: std::ops::Range<usize>| -> Vec<Msg> {
-        r.map(|i| Msg::text(&format!("k{i}"), &words(i))).collect()
-    };
+    let msgs = text_msgs;
     produce(&servers, &topic, &msgs(0..600));
     let pa = eos_pipeline(dir.path(), "a", &servers, &topic, &group, &out, &dlq);
     let pb = eos_pipeline(dir.path(), "b", &servers, &topic, &group, &out, &dlq);

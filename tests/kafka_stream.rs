@@ -14,24 +14,6 @@ use common::*;
 const SENTIMENT: &str = "bert-sentiment";
 const NER: &str = "bert-ner";
 
-fn words(i: usize) -> String {
-    const W: &[&str] = &[
-        "great", "service", "terrible", "delivery", "Alice", "Paris", "love", "the", "product",
-        "never", "again", "Berlin", "support", "fast",
-    ];
-    (0..(3 + i % 11))
-        .map(|k| W[(i * 7 + k * 3) % W.len()])
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// `n` text records keyed `k<i>`, spread over the partitions by key.
-fn text_msgs(range: std::ops::Range<usize>) -> Vec<Msg> {
-    range
-        .map(|i| Msg::text(&format!("k{i}"), &words(i)))
-        .collect()
-}
-
 /// A pipeline: Kafka topic -> sentiment + NER (tiny fixture models) -> `sink_yaml`.
 fn pipeline(
     dir: &Path,

@@ -109,6 +109,25 @@ pub fn delete_topics(servers: &str, topics: &[&str]) {
     let _ = futures::executor::block_on(admin.delete_topics(topics, &opts));
 }
 
+/// A short review-like text, different for each `i`.
+pub fn words(i: usize) -> String {
+    const W: &[&str] = &[
+        "great", "service", "terrible", "delivery", "Alice", "Paris", "love", "the", "product",
+        "never", "again", "Berlin", "support", "fast",
+    ];
+    (0..(3 + i % 11))
+        .map(|k| W[(i * 7 + k * 3) % W.len()])
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `n` text records keyed `k<i>`, spread over the partitions by key.
+pub fn text_msgs(range: std::ops::Range<usize>) -> Vec<Msg> {
+    range
+        .map(|i| Msg::text(&format!("k{i}"), &words(i)))
+        .collect()
+}
+
 /// A message to produce: explicit partition, key, value (None = tombstone), headers.
 pub struct Msg {
     pub partition: Option<i32>,

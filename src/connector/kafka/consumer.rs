@@ -58,17 +58,6 @@ impl StreamOrigin for KafkaRecords {
         }
     }
 
-    fn next_positions(&self) -> Vec<Position> {
-        self.next_offsets
-            .iter()
-            .map(|(t, p, o)| Position {
-                stream: t.clone(),
-                partition: *p,
-                offset: *o,
-            })
-            .collect()
-    }
-
     fn epoch(&self) -> u64 {
         self.epoch
     }
@@ -215,11 +204,6 @@ impl KafkaSource {
     /// of revoked partitions, rewind when asked.
     fn handle_messages(&mut self) -> Result<()> {
         let ctx = self.consumer.context();
-        if self.exactly_once {
-            // Keep the group's state fresh for the sink's transactions.
-            ctx.view.lock().expect("group view").metadata =
-                self.consumer.group_metadata().map(Arc::new);
-        }
         ctx.drain_feedback();
         ctx.commit_durable(&self.consumer, false);
         // In order: records buffered before a revoke are dropped even when the partition comes
@@ -449,6 +433,16 @@ impl Source for KafkaSource {
     fn next_chunk(&mut self) -> Result<Option<Chunk>> {
         if self.paused {
             self.set_paused(false);
+        }
+        if self.exactly_once {
+            // The group's state for the sink's transactions, once per chunk (the rebalance
+            // callbacks refresh it too).
+            self.consumer
+                .context()
+                .view
+                .lock()
+                .expect("group view")
+                .metadata = self.consumer.group_metadata().map(Arc::new);
         }
         let max_wait = Duration::from_millis(self.cfg.max_wait_ms);
         let mut first_at: Option<Instant> = (!self.buffered.is_empty()).then(Instant::now);

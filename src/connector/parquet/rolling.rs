@@ -323,12 +323,11 @@ mod tests {
     use arrow::array::{ArrayRef, StringArray};
     use arrow::datatypes::{DataType, Field, Schema};
 
-    /// `n` records of partition `p` of topic `t` from offset `first`.
+    /// Records of partition `p` of topic `t` from offset `first`.
     #[derive(Debug)]
     struct Records {
         p: i32,
         first: i64,
-        n: usize,
     }
 
     impl StreamOrigin for Records {
@@ -338,9 +337,6 @@ mod tests {
                 partition: self.p,
                 offset: self.first + row as i64,
             }
-        }
-        fn next_positions(&self) -> Vec<Position> {
-            vec![self.position(self.n)]
         }
         fn epoch(&self) -> u64 {
             0
@@ -356,7 +352,7 @@ mod tests {
 
     /// A chunk of `n` records of partition `p` from offset `first`; `bad` rows failed.
     fn chunk(seq: u64, p: i32, first: i64, n: usize, bad: &[usize]) -> ChunkOutput {
-        let records = Records { p, first, n };
+        let records = Records { p, first };
         let ok: Vec<u32> = (0..n as u32)
             .filter(|i| !bad.contains(&(*i as usize)))
             .collect();
