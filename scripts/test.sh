@@ -8,6 +8,12 @@ if ! bash scripts/kafka.sh status >/dev/null 2>&1; then
   bash scripts/kafka.sh start
   started_kafka=1
 fi
+# The vector-store tests need a real Postgres with pgvector on 127.0.0.1:55432.
+started_pg=0
+if ! bash scripts/postgres.sh status >/dev/null 2>&1; then
+  bash scripts/postgres.sh start
+  started_pg=1
+fi
 log=$(mktemp)
 cargo test --locked --all-targets --no-fail-fast -- --test-threads=2 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
@@ -15,5 +21,6 @@ passed=$(grep -Eo '^test result: .* ([0-9]+) passed' "$log" | grep -Eo '[0-9]+ p
 failed=$(grep -Eo '^test result: .*; ([0-9]+) failed' "$log" | grep -Eo '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
 rm -f "$log"
 if [ "$started_kafka" = 1 ]; then bash scripts/kafka.sh stop; fi
+if [ "$started_pg" = 1 ]; then bash scripts/postgres.sh stop; fi
 echo "tests: ${passed} passed, ${failed} failed"
 exit "$status"

@@ -75,6 +75,10 @@ pub trait StreamOrigin: fmt::Debug + Send + Sync + 'static {
     /// Rewind epoch the chunk was read in (chunks of an older epoch are stale).
     fn epoch(&self) -> u64;
 
+    /// Per partition of the chunk, the position after its last record (where reading goes on
+    /// once the chunk is durable).
+    fn next_positions(&self) -> Vec<Position>;
+
     fn as_any(&self) -> &dyn std::any::Any;
 }
 

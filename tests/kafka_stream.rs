@@ -57,21 +57,13 @@ fn pipeline_with(
     sink_yaml: &str,
 ) -> PathBuf {
     let text = format!(
-        "source:
-  kafka:
-    bootstrap_servers: {servers}
-    topics: [{topic}]
-    group_id: {group}
-    max_wait_ms: 200
-    properties:
-      session.timeout.ms: '6000'
-      heartbeat.interval.ms: '500'
-tasks:
+        "{source}tasks:
 {tasks}batching:
   window_records: 64
 metrics:
   listen: 127.0.0.1:0
-{sink_yaml}"
+{sink_yaml}",
+        source = kafka_source_yaml(servers, topic, group)
     );
     let p = dir.join(format!("{name}.yaml"));
     std::fs::write(&p, text).unwrap();
@@ -698,30 +690,6 @@ fn graceful_shutdown_commits_everything_written() {
         "a clean stop after {first} records left an uncommitted tail"
     );
     delete_topics(&servers, &[&topic]);
-}
-
-fn http_get(addr: &str, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = match std::net::TcpStream::connect(addr) {
-        Ok(s) => s,
-        Err(_) => return (0, String::new()),
-    };
-    let _ = write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    );
-    let mut buf = String::new();
-    let _ = s.read_to_string(&mut buf);
-    let code = buf
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = buf
-        .split_once("\r\n\r\n")
-        .map(|x| x.1.to_string())
-        .unwrap_or_default();
-    (code, body)
 }
 
 #[test]

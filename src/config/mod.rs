@@ -19,6 +19,9 @@ pub use crate::connector::kafka::config::{
 pub use crate::connector::parquet::config::{
     Compression, ParquetSinkConfig, ParquetSourceConfig, Shard,
 };
+pub use crate::connector::postgres::config::{
+    Distance, IndexConfig, IndexMethod, PostgresSinkConfig, RetryConfig, VectorType, WriteMode,
+};
 pub use crate::model::config::{ExecutionProvider, Fallback, GraphOptimization, RuntimeConfig};
 pub use crate::task::config::*;
 pub use crate::telemetry::{MetricsConfig, DEFAULT_METRICS_LISTEN};
@@ -114,9 +117,12 @@ pub enum SinkKind {
     Parquet(ParquetSinkConfig),
     /// A Kafka topic.
     Kafka(KafkaSinkConfig),
+    /// A Postgres table (pgvector for embeddings).
+    Postgres(PostgresSinkConfig),
 }
 
-/// Where results go: exactly one of `parquet` and `kafka`, beside the keys every sink shares.
+/// Where results go: exactly one of `parquet`, `kafka` and `postgres`, beside the keys every
+/// sink shares.
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SinkFile {
@@ -126,6 +132,9 @@ pub struct SinkFile {
     /// A Kafka topic.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kafka: Option<KafkaSinkConfig>,
+    /// A Postgres table; embeddings as pgvector columns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PostgresSinkConfig>,
     /// Input columns copied unchanged to the output (after `id`).
     ///
     /// Default: `[]`
@@ -158,10 +167,11 @@ impl schemars::JsonSchema for SinkConfig {
 impl TryFrom<SinkFile> for SinkConfig {
     type Error = String;
     fn try_from(f: SinkFile) -> std::result::Result<Self, String> {
-        let kind = match (f.parquet, f.kafka) {
-            (Some(p), None) => SinkKind::Parquet(p),
-            (None, Some(k)) => SinkKind::Kafka(k),
-            _ => return Err("sink: configure exactly one sink, e.g. `sink: {parquet: {path: out.parquet}}` or `sink: {kafka: {topic: enriched}}`".into()),
+        let kind = match (f.parquet, f.kafka, f.postgres) {
+            (Some(p), None, None) => SinkKind::Parquet(p),
+            (None, Some(k), None) => SinkKind::Kafka(k),
+            (None, None, Some(p)) => SinkKind::Postgres(p),
+            _ => return Err("sink: configure exactly one sink, e.g. `sink: {parquet: {path: out.parquet}}`, `sink: {kafka: {topic: enriched}}` or `sink: {postgres: {table: documents}}`".into()),
         };
         Ok(SinkConfig {
             kind,
@@ -174,13 +184,15 @@ impl TryFrom<SinkFile> for SinkConfig {
 
 impl From<SinkConfig> for SinkFile {
     fn from(c: SinkConfig) -> SinkFile {
-        let (parquet, kafka) = match c.kind {
-            SinkKind::Parquet(p) => (Some(p), None),
-            SinkKind::Kafka(k) => (None, Some(k)),
+        let (parquet, kafka, postgres) = match c.kind {
+            SinkKind::Parquet(p) => (Some(p), None, None),
+            SinkKind::Kafka(k) => (None, Some(k), None),
+            SinkKind::Postgres(p) => (None, None, Some(p)),
         };
         SinkFile {
             parquet,
             kafka,
+            postgres,
             passthrough: c.passthrough,
             errors: c.errors,
             partial_results: c.partial_results,
@@ -198,21 +210,28 @@ impl SinkConfig {
     pub fn kafka(&self) -> Option<&KafkaSinkConfig> {
         match &self.kind {
             SinkKind::Kafka(k) => Some(k),
-            SinkKind::Parquet(_) => None,
+            _ => None,
         }
     }
 
     pub fn parquet(&self) -> Option<&ParquetSinkConfig> {
         match &self.kind {
             SinkKind::Parquet(p) => Some(p),
-            SinkKind::Kafka(_) => None,
+            _ => None,
         }
     }
 
     pub fn parquet_mut(&mut self) -> Option<&mut ParquetSinkConfig> {
         match &mut self.kind {
             SinkKind::Parquet(p) => Some(p),
-            SinkKind::Kafka(_) => None,
+            _ => None,
+        }
+    }
+
+    pub fn postgres(&self) -> Option<&PostgresSinkConfig> {
+        match &self.kind {
+            SinkKind::Postgres(p) => Some(p),
+            _ => None,
         }
     }
 }
@@ -320,6 +339,16 @@ impl PipelineConfig {
             }
             if k.format == ValueFormat::Json && k.json.text.trim().is_empty() {
                 return Err(Error::config("source.kafka.json.text must name a field"));
+            }
+        }
+        if let Some(p) = self.sink.postgres() {
+            if p.exactly_once && kafka_source.is_none() {
+                return Err(Error::config(
+                    "sink.postgres.exactly_once needs a Kafka source (with a Parquet source, mode: upsert makes re-runs idempotent)",
+                ));
+            }
+            if p.table.trim().is_empty() {
+                return Err(Error::config("sink.postgres.table must name a table"));
             }
         }
         if let Some(k) = self.sink.kafka() {

@@ -13,6 +13,7 @@
 
 pub mod kafka;
 pub mod parquet;
+pub mod postgres;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -27,6 +28,7 @@ use crate::record::{Chunk, Origin, Stage};
 
 pub use self::kafka::{KafkaSink, KafkaSource};
 pub use self::parquet::{ParquetSink, ParquetSource, RollingParquetSink};
+pub use self::postgres::PostgresSink;
 
 pub trait Source: Send {
     /// Kind of source, as metrics label it (`parquet`, `kafka`).
@@ -65,6 +67,25 @@ pub trait Source: Send {
     fn ready_flag(&self) -> Option<Arc<std::sync::atomic::AtomicBool>> {
         None
     }
+
+    /// The sink stores the source's positions with its output (exactly-once into a database):
+    /// resume from them whenever partitions are assigned.
+    fn resume_from(&mut self, _store: Arc<dyn PositionStore>) -> Result<()> {
+        Err(Error::config(
+            "this source has no positions to store: exactly-once output needs a Kafka source",
+        ))
+    }
+}
+
+/// Positions of a streaming source kept by its sink in the same transactions as the output
+/// (e.g. Kafka offsets in a Postgres table): where the source resumes.
+pub trait PositionStore: Send + Sync {
+    /// The stored next positions (offsets) of some partitions of a stream; partitions with
+    /// nothing stored are left out.
+    fn load(&self, stream: &str, partitions: &[i32]) -> Result<Vec<(i32, i64)>>;
+
+    /// Where the positions are, for messages.
+    fn describe(&self) -> String;
 }
 
 /// What the writer tells a streaming source.
@@ -157,6 +178,56 @@ impl ChunkOutput {
         self.errors.iter().filter(|e| !e.written).count()
     }
 
+    /// The chunk with the result rows of some records moved to the error rows: `gone` holds
+    /// each such record's row in the chunk and why the destination refused it.
+    pub fn refuse(&self, gone: &[(u32, String)]) -> Result<ChunkOutput> {
+        let keep: Vec<u32> = (0..self.result_rows.len() as u32)
+            .filter(|&i| {
+                !gone
+                    .iter()
+                    .any(|(row, _)| *row == self.result_rows[i as usize])
+            })
+            .collect();
+        let results = take_rows(&self.results, &keep)?;
+        let mut errors = self.errors.clone();
+        let mut id_rows: Vec<u32> = Vec::new();
+        for (row, reason) in gone {
+            let Some(i) = self.result_rows.iter().position(|r| r == row) else {
+                continue;
+            };
+            errors.push(ErrorRow {
+                row: *row,
+                reason: reason.clone(),
+                stage: Stage::Sink,
+                task: None,
+                source: self.origin.describe(*row as usize),
+                written: false,
+            });
+            id_rows.push(i as u32);
+        }
+        let new_ids = arrow::compute::take(
+            self.results.column(0).as_ref(),
+            &arrow::array::UInt32Array::from(id_rows),
+            None,
+        )
+        .map_err(|e| Error::sink("output", e.to_string()))?;
+        let error_ids = arrow::compute::concat(&[self.error_ids.as_ref(), new_ids.as_ref()])
+            .map_err(|e| Error::sink("output", e.to_string()))?;
+        crate::telemetry::Event::emit(crate::telemetry::RecordsFailed {
+            stage: "sink",
+            task: "none",
+            count: gone.len(),
+        });
+        Ok(ChunkOutput {
+            seq: self.seq,
+            results,
+            result_rows: keep.iter().map(|&i| self.result_rows[i as usize]).collect(),
+            errors,
+            error_ids,
+            origin: self.origin.clone(),
+        })
+    }
+
     /// The error rows as an Arrow batch of [`error_schema`].
     pub fn error_batch(&self, schema: &SchemaRef) -> Result<RecordBatch> {
         error_batch(schema, self.error_ids.clone(), &self.errors)
@@ -218,6 +289,11 @@ pub trait Sink: Send {
 
     /// Discard unfinished output after a failure (temporary files are removed).
     fn abort(&mut self);
+
+    /// The positions this sink stores with its output, for the source to resume from.
+    fn position_store(&self) -> Option<Arc<dyn PositionStore>> {
+        None
+    }
 }
 
 /// A place for failed records beside a sink that has none of its own (an error file beside a
@@ -284,6 +360,54 @@ pub fn take_rows(batch: &RecordBatch, rows: &[u32]) -> Result<RecordBatch> {
     RecordBatch::try_new(batch.schema(), cols).map_err(|e| Error::sink("output", e.to_string()))
 }
 
+/// Rows of a batch as JSON objects, one per row.
+pub fn json_rows(batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
+    let mut w = arrow::json::LineDelimitedWriter::new(Vec::new());
+    w.write(batch)
+        .map_err(|e| Error::sink("JSON output", format!("cannot encode JSON: {e}")))?;
+    w.finish()
+        .map_err(|e| Error::sink("JSON output", format!("cannot encode JSON: {e}")))?;
+    let buf = w.into_inner();
+    let rows: Vec<Vec<u8>> = buf
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| l.to_vec())
+        .collect();
+    if rows.len() != batch.num_rows() {
+        return Err(Error::sink(
+            "JSON output",
+            format!(
+                "internal: {} JSON lines for {} rows",
+                rows.len(),
+                batch.num_rows()
+            ),
+        ));
+    }
+    Ok(rows)
+}
+
+/// Log the failed tasks of records that were still written, and (without a place for failed
+/// records) the failed records themselves, so that none disappears silently.
+pub fn log_failures(out: &ChunkOutput, kept: bool) {
+    for e in &out.errors {
+        if e.written {
+            tracing::warn!(
+                record = %e.source,
+                task = e.task.unwrap_or("-"),
+                reason = %e.reason,
+                "task failed; the record was written with this task's columns null"
+            );
+        } else if !kept {
+            tracing::warn!(
+                record = %e.source,
+                stage = e.stage.as_str(),
+                reason = %e.reason,
+                "record failed and is not kept (set sink.errors.topic or sink.errors.path to keep failed records)"
+            );
+        }
+    }
+}
+
 /// What a source needs to know of the rest of the pipeline.
 pub struct SourceOptions<'a> {
     /// Input columns passed through to the output, in order.
@@ -316,12 +440,13 @@ pub fn open_source(cfg: &PipelineConfig, opts: SourceOptions<'_>) -> Result<Box<
 }
 
 /// Open the sink a pipeline names, with its error output. `link` is the source's feedback
-/// channel (exactly-once sinks ask it for rewinds).
+/// channel (exactly-once sinks ask it for rewinds); `shutdown` stops a sink's retries.
 pub fn open_sink(
     cfg: &PipelineConfig,
     schema: SchemaRef,
     err_schema: SchemaRef,
     link: Option<SourceLink>,
+    shutdown: Arc<std::sync::atomic::AtomicBool>,
 ) -> Result<Box<dyn Sink>> {
     let errors = cfg.sink.errors.as_ref();
     let dlq_topic = errors.and_then(|e| e.topic.clone());
@@ -353,6 +478,35 @@ pub fn open_sink(
             }
             Ok(Box::new(KafkaSink::new(
                 k, &servers, dlq_topic, error_file, txn_id, link,
+            )?))
+        }
+        SinkKind::Postgres(p) => {
+            let errors: Option<Box<dyn ErrorOutput>> = match (&dlq_topic, &error_path, source_kafka)
+            {
+                (Some(t), _, Some(k)) => Some(Box::new(kafka::DeadLetterTopic::new(
+                    t,
+                    &k.bootstrap_servers,
+                    &k.properties,
+                )?)),
+                (_, Some(path), _) => {
+                    Some(Box::new(parquet::ErrorFile::new(path.clone(), err_schema)?))
+                }
+                _ => None,
+            };
+            if errors.is_none() {
+                tracing::warn!(
+                    "sink.errors is not set: failed records are counted and logged but not kept (set sink.errors.path, or sink.errors.topic with a Kafka source)"
+                );
+            }
+            Ok(Box::new(PostgresSink::new(
+                p,
+                schema,
+                postgres::PostgresSinkOptions {
+                    group: source_kafka.map(|k| k.group_id.clone()),
+                    errors,
+                    streaming: cfg.source.is_streaming(),
+                    shutdown,
+                },
             )?))
         }
         SinkKind::Parquet(p) => {

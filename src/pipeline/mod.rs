@@ -91,14 +91,14 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<Summary> {
         build::shard_outputs(&mut cfg_owned, shard);
     }
     let cfg = &cfg_owned;
-    let source = connector::open_source(
+    let mut source = connector::open_source(
         cfg,
         SourceOptions {
             passthrough: &cfg.sink.passthrough,
             question_column,
             window: cfg.batching.window_records,
             sink_commits,
-            shutdown,
+            shutdown: shutdown.clone(),
         },
     )?;
     let link = source.link();
@@ -119,7 +119,10 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<Summary> {
     let source_fields = source.fields();
     let schema = output_schema(&source_fields, &tasks)?;
     let err_schema = error_schema(&source_fields[0]);
-    let sink = connector::open_sink(cfg, schema.clone(), err_schema, link.clone())?;
+    let sink = connector::open_sink(cfg, schema.clone(), err_schema, link.clone(), shutdown)?;
+    if let Some(store) = sink.position_store() {
+        source.resume_from(store)?;
+    }
     let provider = build::describe_providers(tasks.iter().map(|t| &t.model.provider));
     let mut summary = Summary {
         source: source.describe(),

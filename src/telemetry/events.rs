@@ -191,3 +191,37 @@ impl Event for TransactionAborted {
         counter!("bertflow_kafka_transactions_aborted_total").increment(1);
     }
 }
+
+/// A write to a sink's destination failed for a reason that may pass (the destination is
+/// unreachable or restarting) and is tried again after `backoff`.
+pub struct SinkRetried<'a> {
+    pub sink: &'static str,
+    pub destination: &'a str,
+    pub reason: &'a str,
+    pub backoff: Duration,
+}
+
+impl Event for SinkRetried<'_> {
+    fn emit(self) {
+        counter!("bertflow_sink_retries_total", "sink" => self.sink).increment(1);
+        gauge!("bertflow_sink_available", "sink" => self.sink).set(0.0);
+        tracing::warn!(
+            sink = self.sink,
+            destination = self.destination,
+            reason = self.reason,
+            retry_in_ms = self.backoff.as_millis() as u64,
+            "cannot write; retrying (nothing of the micro-batch is committed before it succeeds)"
+        );
+    }
+}
+
+/// A sink's destination took a write.
+pub struct SinkAvailable {
+    pub sink: &'static str,
+}
+
+impl Event for SinkAvailable {
+    fn emit(self) {
+        gauge!("bertflow_sink_available", "sink" => self.sink).set(1.0);
+    }
+}

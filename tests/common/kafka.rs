@@ -432,3 +432,20 @@ impl Drop for Broker {
             .status();
     }
 }
+
+/// The `source:` section of a test pipeline reading `topic` as a member of `group`, with short
+/// session timeouts (a killed worker's partitions move on within seconds).
+pub fn kafka_source_yaml(servers: &str, topic: &str, group: &str) -> String {
+    format!(
+        "source:
+  kafka:
+    bootstrap_servers: {servers}
+    topics: [{topic}]
+    group_id: {group}
+    max_wait_ms: 200
+    properties:
+      session.timeout.ms: '6000'
+      heartbeat.interval.ms: '500'
+"
+    )
+}

@@ -31,7 +31,7 @@ use super::config::{KafkaSourceConfig, StartFrom, ValueFormat};
 use super::group::{GroupContext, GroupEvent, GroupHandle, KafkaConsumer};
 use super::offsets::Partition;
 use super::KafkaMessage;
-use crate::connector::{Source, SourceLink, SourceOptions};
+use crate::connector::{PositionStore, Source, SourceLink, SourceOptions};
 use crate::error::{Error, Result};
 use crate::record::{Chunk, Origin, Position, RecordError, Stage, StreamOrigin};
 
@@ -60,6 +60,17 @@ impl StreamOrigin for KafkaRecords {
 
     fn epoch(&self) -> u64 {
         self.epoch
+    }
+
+    fn next_positions(&self) -> Vec<Position> {
+        self.next_offsets
+            .iter()
+            .map(|(t, p, o)| Position {
+                stream: t.clone(),
+                partition: *p,
+                offset: *o,
+            })
+            .collect()
     }
 
     fn as_any(&self) -> &dyn std::any::Any {
@@ -508,5 +519,10 @@ impl Source for KafkaSource {
 
     fn ready_flag(&self) -> Option<Arc<AtomicBool>> {
         Some(self.consumer.context().joined.clone())
+    }
+
+    fn resume_from(&mut self, store: Arc<dyn PositionStore>) -> Result<()> {
+        *self.consumer.context().positions.lock().expect("positions") = Some(store);
+        Ok(())
     }
 }

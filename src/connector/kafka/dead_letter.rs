@@ -83,28 +83,6 @@ pub fn dead_letter(topic: &str, m: &KafkaMessage, e: &ErrorRow, limit: Option<us
     letter
 }
 
-/// Log the failed tasks of records that were still written, and (without a place for failed
-/// records) the failed records themselves, so that none disappears silently.
-pub(crate) fn log_failures(out: &ChunkOutput, kept: bool) {
-    for e in &out.errors {
-        if e.written {
-            tracing::warn!(
-                record = %e.source,
-                task = e.task.unwrap_or("-"),
-                reason = %e.reason,
-                "task failed; the record was written with this task's columns null"
-            );
-        } else if !kept {
-            tracing::warn!(
-                record = %e.source,
-                stage = e.stage.as_str(),
-                reason = %e.reason,
-                "record failed and is not kept (set sink.errors.topic or sink.errors.path to keep failed records)"
-            );
-        }
-    }
-}
-
 /// The dead-letter topic as the error output of a sink that writes elsewhere (rolling Parquet
 /// files of a Kafka source), with its own producer.
 pub struct DeadLetterTopic {
@@ -132,7 +110,7 @@ impl DeadLetterTopic {
 
 impl ErrorOutput for DeadLetterTopic {
     fn write(&mut self, out: &ChunkOutput) -> Result<()> {
-        log_failures(out, true);
+        crate::connector::log_failures(out, true);
         let msgs = dead_letters(&self.topic, out, self.limits.get(&self.topic));
         if msgs.is_empty() {
             return Ok(());

@@ -20,7 +20,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::offsets::{OffsetTracker, Partition};
-use crate::connector::Feedback;
+use crate::connector::{Feedback, PositionStore};
 use crate::telemetry::{ConsumerLag, Event, OffsetCommitted, PartitionsAssigned};
 
 /// A rebalance, as the source learns of it.
@@ -56,6 +56,8 @@ pub struct GroupContext {
     /// Highest rewind epoch asked for by the sink and not yet carried out.
     rewind: Mutex<Option<u64>>,
     last_commit: Mutex<Option<std::time::Instant>>,
+    /// Offsets stored by the sink with its output: assigned partitions start there.
+    pub(crate) positions: Mutex<Option<Arc<dyn PositionStore>>>,
 }
 
 /// Shortest time between two offset commits while consuming.
@@ -76,6 +78,7 @@ impl GroupContext {
             view: Arc::new(Mutex::new(GroupView::default())),
             rewind: Mutex::new(None),
             last_commit: Mutex::new(None),
+            positions: Mutex::new(None),
         }
     }
 
@@ -202,8 +205,55 @@ fn offsets_list(offsets: &[(Partition, i64)]) -> Option<TopicPartitionList> {
     Some(tpl)
 }
 
+impl GroupContext {
+    /// Start newly assigned partitions at the offsets the sink stored with its output (the
+    /// assignment list's offsets are what librdkafka starts fetching at).
+    fn start_at_stored(&self, tpl: &TopicPartitionList) {
+        let Some(store) = self.positions.lock().expect("positions").clone() else {
+            return;
+        };
+        let mut by_topic: HashMap<String, Vec<i32>> = HashMap::new();
+        for e in tpl.elements() {
+            by_topic
+                .entry(e.topic().to_string())
+                .or_default()
+                .push(e.partition());
+        }
+        for (topic, parts) in by_topic {
+            match store.load(&topic, &parts) {
+                Ok(stored) => {
+                    for mut e in tpl.elements() {
+                        if e.topic() != topic {
+                            continue;
+                        }
+                        if let Some((_, off)) = stored.iter().find(|(p, _)| *p == e.partition()) {
+                            if let Err(err) = e.set_offset(Offset::Offset(*off)) {
+                                tracing::warn!(error = %err, "cannot set the start offset");
+                            }
+                        }
+                    }
+                    tracing::info!(
+                        topic,
+                        stored = ?stored,
+                        store = %store.describe(),
+                        "assigned partitions resume from the offsets stored with the output"
+                    );
+                }
+                Err(e) => tracing::error!(
+                    error = %e,
+                    topic,
+                    "cannot read the stored offsets; the partitions start at the group's committed offsets (records already stored are left out when written)"
+                ),
+            }
+        }
+    }
+}
+
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            self.start_at_stored(tpl);
+        }
         if let Rebalance::Revoke(tpl) = rebalance {
             let parts = partitions_of(tpl);
             // What is durable now is committed; the rest is read again by the next owner.

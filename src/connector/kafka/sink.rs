@@ -25,18 +25,19 @@ use rdkafka::producer::Producer;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::config::{KafkaOutputFormat, KafkaSinkConfig};
-use super::dead_letter::{dead_letters, kafka_records, log_failures, provenance};
+use super::dead_letter::{dead_letters, kafka_records, provenance};
 use super::group::GroupView;
 use super::producer::{
     make_producer, refused_alone, send, send_all, KafkaProducer, Limits, Outgoing, Pending,
     Refused, TXN_TIMEOUT,
 };
 use crate::connector::{
-    take_rows, ChunkOutput, ErrorOutput, ErrorRow, Sink, SinkReport, SourceLink, Written,
+    json_rows, log_failures, take_rows, ChunkOutput, ErrorOutput, Sink, SinkReport, SourceLink,
+    Written,
 };
 use crate::error::{Error, Result};
 use crate::record::Stage;
-use crate::telemetry::{DeadLettered, Event, RecordsFailed, TransactionAborted};
+use crate::telemetry::{DeadLettered, Event, TransactionAborted};
 
 /// The part of a chunk still owned, the group state to commit it with, and its offsets.
 type OwnedPart = (
@@ -47,32 +48,6 @@ type OwnedPart = (
 
 /// Chunks sent and not yet acknowledged, at most (at-least-once).
 pub const MAX_CHUNKS_IN_FLIGHT: usize = 8;
-
-/// Rows of a batch as JSON objects, one per row.
-pub fn json_rows(batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
-    let mut w = arrow::json::LineDelimitedWriter::new(Vec::new());
-    w.write(batch)
-        .map_err(|e| Error::sink("kafka output", format!("cannot encode JSON: {e}")))?;
-    w.finish()
-        .map_err(|e| Error::sink("kafka output", format!("cannot encode JSON: {e}")))?;
-    let buf = w.into_inner();
-    let rows: Vec<Vec<u8>> = buf
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|l| l.to_vec())
-        .collect();
-    if rows.len() != batch.num_rows() {
-        return Err(Error::sink(
-            "kafka output",
-            format!(
-                "internal: {} JSON lines for {} rows",
-                rows.len(),
-                batch.num_rows()
-            ),
-        ));
-    }
-    Ok(rows)
-}
 
 fn arrow_ipc(batch: &RecordBatch) -> Result<Vec<u8>> {
     let mut w = arrow::ipc::writer::StreamWriter::try_new(Vec::new(), &batch.schema())
@@ -280,54 +255,7 @@ impl KafkaSink {
                 gone.push((row, r.reason.clone()));
             }
         }
-        let keep: Vec<u32> = (0..out.result_rows.len() as u32)
-            .filter(|&i| {
-                !gone
-                    .iter()
-                    .any(|(row, _)| *row == out.result_rows[i as usize])
-            })
-            .collect();
-        let results = take_rows(&out.results, &keep)?;
-        let mut errors = out.errors.clone();
-        let mut id_rows: Vec<u32> = Vec::new();
-        for (row, reason) in &gone {
-            errors.push(ErrorRow {
-                row: *row,
-                reason: reason.clone(),
-                stage: Stage::Sink,
-                task: None,
-                source: out.origin.describe(*row as usize),
-                written: false,
-            });
-            let i = out
-                .result_rows
-                .iter()
-                .position(|r| r == row)
-                .expect("a refused row is a result row");
-            id_rows.push(i as u32);
-        }
-        let new_ids = arrow::compute::take(
-            out.results.column(0).as_ref(),
-            &UInt32Array::from(id_rows),
-            None,
-        )
-        .map_err(|e| Error::sink("kafka output", e.to_string()))?;
-        let error_ids = arrow::compute::concat(&[out.error_ids.as_ref(), new_ids.as_ref()])
-            .map_err(|e| Error::sink("kafka output", e.to_string()))?;
-        RecordsFailed {
-            stage: "sink",
-            task: "none",
-            count: gone.len(),
-        }
-        .emit();
-        Ok(ChunkOutput {
-            seq: out.seq,
-            results,
-            result_rows: keep.iter().map(|&i| out.result_rows[i as usize]).collect(),
-            errors,
-            error_ids,
-            origin: out.origin.clone(),
-        })
+        out.refuse(&gone)
     }
 
     /// The oldest chunk's messages are all acknowledged (or `wait`): refused records go to the

@@ -341,6 +341,9 @@ mod tests {
         fn epoch(&self) -> u64 {
             0
         }
+        fn next_positions(&self) -> Vec<Position> {
+            Vec::new()
+        }
         fn as_any(&self) -> &dyn std::any::Any {
             self
         }

@@ -1,0 +1,440 @@
+//! The Postgres (pgvector) sink against a real PostgreSQL server with pgvector
+//! (`scripts/postgres.sh start`) and, for the streaming cases, the real Kafka broker.
+
+mod common;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{ArrayRef, StringArray};
+use common::kafka::{
+    bootstrap, create_topics, free_port, kafka_source_yaml, produce, text_msgs, unique, wait_until,
+    Worker,
+};
+use common::postgres::{table, url, Db, Server};
+use common::*;
+
+fn texts(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| format!("Review {i}: {}", common::kafka::words(i)))
+        .collect()
+}
+
+fn write_input(path: &Path, ids: &[String], texts: &[Option<String>], lang: &[Option<String>]) {
+    write_parquet(
+        path,
+        vec![
+            ("id", Arc::new(StringArray::from(ids.to_vec())) as ArrayRef),
+            ("text", Arc::new(StringArray::from(texts.to_vec()))),
+            ("lang", Arc::new(StringArray::from(lang.to_vec()))),
+        ],
+    );
+}
+
+fn parquet_pipeline(dir: &Path, input: &Path, sink: &str) -> std::path::PathBuf {
+    let p = dir.join(format!("p{}.yaml", sink.len()));
+    std::fs::write(
+        &p,
+        format!(
+            "source:\n  parquet:\n    path: {}\n    id_column: id\ntasks:\n  embed:\n    model: {}\n  sentiment:\n    model: {}\nsink:\n  passthrough: [lang]\n{sink}",
+            input.display(),
+            model("all-MiniLM-L6-v2").display(),
+            model("sentiment").display(),
+        ),
+    )
+    .unwrap();
+    p
+}
+
+#[test]
+fn parquet_to_pgvector_equals_the_parquet_output_and_reruns_idempotently() {
+    let db = Db::connect(&url());
+    let dir = tempfile::tempdir().unwrap();
+    let n = 40;
+    let ids: Vec<String> = (0..n).map(|i| format!("r{i}")).collect();
+    let mut t: Vec<Option<String>> = texts(n).into_iter().map(Some).collect();
+    t[7] = None; // a source error
+    let lang: Vec<Option<String>> = (0..n).map(|i| (i % 3 != 0).then(|| "en".into())).collect();
+    let input = dir.path().join("in.parquet");
+    write_input(&input, &ids, &t, &lang);
+
+    let out = dir.path().join("out.parquet");
+    let p = parquet_pipeline(
+        dir.path(),
+        &input,
+        &format!("  parquet:\n    path: {}\n", out.display()),
+    );
+    assert_ok(&run_pipeline(&p, &[]));
+    let expected = read_parquet(&out);
+
+    let tbl = table("reviews");
+    let errors = dir.path().join("errors.parquet");
+    let p = parquet_pipeline(
+        dir.path(),
+        &input,
+        &format!(
+            "  postgres:\n    url: {}\n    table: {tbl}\n    create_table: true\n    index: {{method: hnsw, distance: cosine}}\n  errors:\n    path: {}\n",
+            url(),
+            errors.display()
+        ),
+    );
+    for run in 0..2 {
+        let o = run_pipeline(&p, &[]);
+        assert_ok(&o);
+        let s = stdout(&o);
+        assert!(s.contains(&format!("table {tbl}")), "summary:\n{s}");
+        assert_eq!(
+            db.count(&format!("SELECT count(*) FROM \"{tbl}\"")),
+            (n - 1) as i64,
+            "run {run}"
+        );
+    }
+    // The error file holds the failed record; records = written + errors.
+    let err = read_parquet(&errors);
+    assert_eq!(strings(&err, "id"), vec![Some("r7".to_string())]);
+
+    let rows = db.query(&format!(
+        "SELECT id, embedding::real[], sentiment_label, sentiment_score, lang FROM \"{tbl}\""
+    ));
+    let exp_ids = strings(&expected, "id");
+    let exp_emb = embeddings(&expected, "embedding");
+    let exp_label = strings(&expected, "sentiment_label");
+    let exp_lang = strings(&expected, "lang");
+    assert_eq!(rows.len(), exp_ids.len());
+    for r in rows {
+        let id: String = r.get(0);
+        let i = exp_ids
+            .iter()
+            .position(|x| x.as_deref() == Some(&id))
+            .unwrap();
+        let v: Vec<f32> = r.get(1);
+        assert_eq!(v, exp_emb[i], "embedding of {id}");
+        let label: Option<String> = r.get(2);
+        assert_eq!(label, exp_label[i]);
+        let lang: Option<String> = r.get(4);
+        assert_eq!(lang, exp_lang[i]);
+    }
+    // The index serves nearest-neighbour queries by cosine distance.
+    db.execute("SET enable_seqscan = off");
+    let plan: Vec<String> = db
+        .query(&format!(
+            "EXPLAIN SELECT id FROM \"{tbl}\" ORDER BY embedding <=> (SELECT embedding FROM \"{tbl}\" WHERE id = 'r1') LIMIT 3"
+        ))
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        plan.iter()
+            .any(|l| l.contains(&format!("{tbl}_embedding_hnsw"))),
+        "{plan:?}"
+    );
+    let nearest: Vec<String> = db
+        .query(&format!(
+            "SELECT id FROM \"{tbl}\" ORDER BY embedding <=> (SELECT embedding FROM \"{tbl}\" WHERE id = 'r1') LIMIT 1"
+        ))
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(nearest, vec!["r1".to_string()]);
+    db.execute(&format!("DROP TABLE \"{tbl}\""));
+}
+
+#[test]
+fn rows_postgres_refuses_go_to_the_error_output_and_the_rest_commits() {
+    let db = Db::connect(&url());
+    let dir = tempfile::tempdir().unwrap();
+    let tbl = table("events");
+    // An existing table of the user's: a short language code, append-only.
+    db.execute(&format!(
+        "CREATE TABLE \"{tbl}\" (id text NOT NULL, lang varchar(8), embedding vector(384), sentiment_label text, sentiment_score real, loaded_at timestamptz NOT NULL DEFAULT now())"
+    ));
+    let n = 12;
+    let ids: Vec<String> = (0..n).map(|i| format!("r{i}")).collect();
+    let t: Vec<Option<String>> = texts(n).into_iter().map(Some).collect();
+    let mut lang: Vec<Option<String>> = vec![Some("en".into()); n];
+    lang[3] = Some("e\0n".into()); // Postgres text cannot hold NUL bytes
+    lang[5] = Some("a language name far too long".into()); // longer than varchar(8)
+    let input = dir.path().join("in.parquet");
+    write_input(&input, &ids, &t, &lang);
+    let errors = dir.path().join("errors.parquet");
+    let p = parquet_pipeline(
+        dir.path(),
+        &input,
+        &format!(
+            "  postgres:\n    url: {}\n    table: {tbl}\n    mode: insert\n  errors:\n    path: {}\n",
+            url(),
+            errors.display()
+        ),
+    );
+    let o = run_pipeline(&p, &[]);
+    assert_ok(&o);
+    let s = stdout(&o);
+    assert!(s.contains("written       10\n"), "{s}");
+    assert!(s.contains("errors        2\n"), "{s}");
+    let got: HashSet<String> = db
+        .query(&format!("SELECT id FROM \"{tbl}\""))
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let want: HashSet<String> = ids
+        .iter()
+        .filter(|i| *i != "r3" && *i != "r5")
+        .cloned()
+        .collect();
+    assert_eq!(got, want);
+    let err = read_parquet(&errors);
+    let eids = strings(&err, "id");
+    let reasons = strings(&err, "reason");
+    let stages = strings(&err, "stage");
+    assert_eq!(eids.len(), 2, "{eids:?} {reasons:?}");
+    for (id, r, st) in itertools(&eids, &reasons, &stages) {
+        assert_eq!(st, "sink");
+        match id.as_str() {
+            "r3" => assert!(r.contains("0x00"), "{r}"),
+            "r5" => assert!(r.contains("too long"), "{r}"),
+            other => panic!("unexpected error row {other}: {r}"),
+        }
+        assert!(r.contains("SQLSTATE"), "{r}");
+    }
+    db.execute(&format!("DROP TABLE \"{tbl}\""));
+}
+
+fn itertools(
+    a: &[Option<String>],
+    b: &[Option<String>],
+    c: &[Option<String>],
+) -> Vec<(String, String, String)> {
+    a.iter()
+        .zip(b)
+        .zip(c)
+        .map(|((a, b), c)| (a.clone().unwrap(), b.clone().unwrap(), c.clone().unwrap()))
+        .collect()
+}
+
+#[test]
+fn start_up_problems_stop_the_job_before_any_work_with_a_clear_message() {
+    let db = Db::connect(&url());
+    let dir = tempfile::tempdir().unwrap();
+    let ids: Vec<String> = (0..3).map(|i| format!("r{i}")).collect();
+    let t: Vec<Option<String>> = texts(3).into_iter().map(Some).collect();
+    let input = dir.path().join("in.parquet");
+    write_input(&input, &ids, &t, &[None, None, None]);
+    let run = |sink: &str| {
+        let p = parquet_pipeline(dir.path(), &input, sink);
+        let o = run_pipeline(&p, &[]);
+        assert!(!o.status.success(), "{}", stdout(&o));
+        stderr(&o)
+    };
+    // Nothing listens there.
+    let e = run(&format!(
+        "  postgres:\n    url: postgres://postgres@127.0.0.1:{}/bertflow\n    table: t\n    connect_timeout_s: 3\n",
+        free_port()
+    ));
+    assert!(e.contains("cannot connect"), "{e}");
+    // A role that does not exist; the password is never printed.
+    let e = run(&format!(
+        "  postgres:\n    url: postgres://nobody:pa55word@127.0.0.1:{}/bertflow\n    table: t\n",
+        url().rsplit(':').next().unwrap().split('/').next().unwrap()
+    ));
+    assert!(e.contains("nobody") && e.contains("cannot connect"), "{e}");
+    assert!(!e.contains("pa55word"), "{e}");
+    // A table whose vectors have another dimension, and no key for upserts.
+    let tbl = table("mismatch");
+    db.execute(&format!(
+        "CREATE TABLE \"{tbl}\" (id text, lang text, embedding vector(3), sentiment_label text, sentiment_score real)"
+    ));
+    let e = run(&format!(
+        "  postgres:\n    url: {}\n    table: {tbl}\n",
+        url()
+    ));
+    assert!(e.contains("384 dimensions"), "{e}");
+    assert!(e.contains("upsert needs a primary key"), "{e}");
+    // A missing table without create_table.
+    let e = run(&format!(
+        "  postgres:\n    url: {}\n    table: {}\n",
+        url(),
+        table("missing")
+    ));
+    assert!(
+        e.contains("does not exist") && e.contains("create_table"),
+        "{e}"
+    );
+    db.execute(&format!("DROP TABLE \"{tbl}\""));
+}
+
+fn kafka_pg_pipeline(
+    dir: &Path,
+    topic: &str,
+    group: &str,
+    pg: &str,
+    tbl: &str,
+    extra: &str,
+) -> std::path::PathBuf {
+    let p = dir.join("w.yaml");
+    std::fs::write(
+        &p,
+        format!(
+            "{source}tasks:
+  embed:
+    model: {model}
+batching:
+  window_records: 64
+metrics:
+  listen: 127.0.0.1:0
+sink:
+  passthrough: [partition, offset]
+  postgres:
+    url: {pg}
+    table: {tbl}
+    create_table: true
+{extra}",
+            source = kafka_source_yaml(&bootstrap(), topic, group),
+            model = model("all-MiniLM-L6-v2").display(),
+        ),
+    )
+    .unwrap();
+    p
+}
+
+/// A stream of `n` records into an `insert` table without a unique key, the worker killed with
+/// SIGKILL five times at different points after a commit, then run to the end. Returns the
+/// table's row count and distinct ids, with the last worker's log.
+fn five_kills_then_drain(sink_yaml: &str, tbl: &str, group: &str, n: usize) -> (i64, i64, String) {
+    let servers = bootstrap();
+    let db = Db::connect(&url());
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique("pg-kill");
+    create_topics(&servers, &[(&topic, 3)]);
+    produce(&servers, &topic, &text_msgs(0..n));
+    let p = kafka_pg_pipeline(dir.path(), &topic, group, &url(), tbl, sink_yaml);
+    let distinct = || db.try_count(&format!("SELECT count(DISTINCT id) FROM \"{tbl}\""));
+    let mut crashes = 0;
+    let delays_ms = [0u64, 170, 340, 510, 680];
+    while crashes < 5 && distinct() < n as i64 {
+        let before = distinct();
+        let mut w = Worker::start(&p, "w", &[]);
+        let progressed = wait_until(Duration::from_secs(90), || {
+            distinct() > before.max(0) || !w.is_running()
+        });
+        assert!(
+            progressed && w.is_running(),
+            "no progress:\n{}",
+            w.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(delays_ms[crashes]));
+        w.crash();
+        crashes += 1;
+        println!("crash {crashes}: {} records in the table", distinct());
+    }
+    assert_eq!(crashes, 5, "the stream ended before five crashes");
+    let w = Worker::start(&p, "w", &[]);
+    let done = wait_until(Duration::from_secs(240), || distinct() >= n as i64);
+    let log = w.log_text();
+    assert!(done, "only {} of {n} records:\n{log}", distinct());
+    // Nothing more arrives (no duplicate tail), then a clean stop.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(w.stop());
+    let count = db.count(&format!("SELECT count(*) FROM \"{tbl}\""));
+    (count, distinct(), log)
+}
+
+#[test]
+fn exactly_once_into_postgres_under_kill_9() {
+    let db = Db::connect(&url());
+    let (n, tbl, group) = (2400, table("eos"), unique("g"));
+    // Append-only, no unique key: only the stored offsets keep records from being written twice.
+    let (count, distinct, log) = five_kills_then_drain(
+        "    mode: insert\n    exactly_once: true\n",
+        &tbl,
+        &group,
+        n,
+    );
+    assert!(
+        log.contains("resume from the offsets stored with the output"),
+        "{log}"
+    );
+    assert_eq!((count, distinct), (n as i64, n as i64));
+    // The stored offsets are the end of every partition.
+    let stored = db.count(&format!(
+        "SELECT sum(next_offset)::int8 FROM bertflow_offsets WHERE target_table = '{tbl}' AND group_id = '{group}'"
+    ));
+    assert_eq!(stored, n as i64);
+    db.execute(&format!("DROP TABLE \"{tbl}\""));
+}
+
+#[test]
+fn at_least_once_into_postgres_loses_nothing_under_kill_9() {
+    let (n, tbl) = (1800, table("alo_kill"));
+    let (count, distinct, _) = five_kills_then_drain("    mode: insert\n", &tbl, &unique("g"), n);
+    // Every record is there; the uncommitted tails read again may be there twice.
+    assert_eq!(distinct, n as i64);
+    assert!(count >= n as i64);
+    println!(
+        "at least once, kill -9 x5: {n} records, {} duplicates",
+        count - n as i64
+    );
+    Db::connect(&url()).execute(&format!("DROP TABLE \"{tbl}\""));
+}
+
+#[test]
+fn at_least_once_waits_out_a_postgres_restart_and_loses_nothing() {
+    let servers = bootstrap();
+    let pg = Server::start("restart-test", free_port());
+    let db = Db::connect(&pg.url());
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique("pg-restart");
+    let group = unique("g");
+    create_topics(&servers, &[(&topic, 2)]);
+    let n = 1500;
+    produce(&servers, &topic, &text_msgs(0..n));
+    let tbl = table("alo");
+    let p = kafka_pg_pipeline(
+        dir.path(),
+        &topic,
+        &group,
+        &pg.url(),
+        &tbl,
+        "    retry: {initial_backoff_ms: 200, max_backoff_ms: 2000}\n",
+    );
+    let mut w = Worker::start(&p, "w", &[]);
+    assert!(
+        wait_until(Duration::from_secs(90), || db
+            .try_count(&format!("SELECT count(*) FROM \"{tbl}\""))
+            > 0),
+        "no rows:\n{}",
+        w.log_text()
+    );
+    drop(db);
+    pg.run("stop");
+    std::thread::sleep(Duration::from_secs(20));
+    assert!(
+        w.is_running(),
+        "the worker exited while Postgres was down:\n{}",
+        w.log_text()
+    );
+    pg.run("start");
+    let db = Db::connect(&pg.url());
+    let count = || db.try_count(&format!("SELECT count(DISTINCT id) FROM \"{tbl}\""));
+    let ok = wait_until(Duration::from_secs(180), || count() >= n as i64);
+    let log = w.log_text();
+    assert!(ok, "only {} of {n} records:\n{log}", count());
+    assert!(log.contains("retrying"), "no retry logged:\n{log}");
+    // The retries are in the metrics.
+    let addr = log
+        .split("metrics and health on http://")
+        .nth(1)
+        .and_then(|s| s.split('/').next())
+        .map(str::to_string);
+    let addr = addr.expect("metrics address logged");
+    let (_, body) = http_get(&addr, "/metrics");
+    assert!(body.contains("bertflow_sink_retries_total"), "{body}");
+    assert!(w.stop());
+    let ids: HashSet<String> = db
+        .query(&format!("SELECT id FROM \"{tbl}\""))
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ids.len(), n);
+}
