@@ -5,7 +5,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/bertflow/target
 CARGO ?= cargo
 
-.PHONY: setup build demo stream-demo kafka test fmt lint clean reference refenv bench config-docs
+.PHONY: setup build demo stream-demo vector-demo kafka postgres test fmt lint clean reference refenv bench config-docs
 
 setup:
 	@bash scripts/setup.sh
@@ -20,6 +20,14 @@ demo: build
 # Streaming: a local Kafka broker and the feedback pipeline, Kafka -> Kafka.
 stream-demo: build
 	bash scripts/stream_demo.sh
+
+# Vector store: a local Postgres with pgvector, the sample embedded into it, a nearest-neighbour query.
+vector-demo: build
+	bash scripts/vector_demo.sh
+
+# A local PostgreSQL + pgvector server on 127.0.0.1:55432 (scripts/postgres.sh stop to end it).
+postgres:
+	bash scripts/postgres.sh start
 
 # A local single-node Kafka broker on 127.0.0.1:9092 (scripts/kafka.sh stop to end it).
 kafka:

@@ -34,6 +34,9 @@ echo "== streaming under a backlog" >&2
 bash bench/stream_backlog.sh 60000 90 > "$OUT/stream_backlog_60000.json"
 bash bench/stream_backlog.sh 240000 60 > "$OUT/stream_backlog_240000.json"
 
+echo "== Postgres sink against the Parquet sink" >&2
+bash bench/sink_postgres.sh 3 3 > "$OUT/sink_postgres.json"
+
 echo "== Python baselines" >&2
 if [ ! -f "$OUT/python.json" ]; then
   "$PY" bench/baseline.py "$OUT/corpus.parquet" \
