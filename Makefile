@@ -5,7 +5,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/bertflow/target
 CARGO ?= cargo
 
-.PHONY: setup build demo stream-demo vector-demo kafka postgres test fmt lint clean reference refenv bench config-docs
+.PHONY: setup build demo stream-demo vector-demo gpu-check kafka postgres test fmt lint clean reference refenv bench config-docs
 
 setup:
 	@bash scripts/setup.sh
@@ -45,6 +45,11 @@ lint:
 
 clean:
 	rm -rf out
+
+# The GPU check (bench/gpu_check.sh): on a machine with an NVIDIA GPU and the onnxruntime-gpu
+# libraries packed by `bench/gpu_check.sh pack`, the full check; elsewhere its CPU dry run.
+gpu-check: build
+	bash bench/gpu_check.sh $$(command -v nvidia-smi >/dev/null 2>&1 && echo run || echo dry-run) .bench/gpu-check
 
 # Regenerate the reference part of docs/configuration.md from the configuration types.
 config-docs:
