@@ -438,3 +438,68 @@ fn at_least_once_waits_out_a_postgres_restart_and_loses_nothing() {
         .collect();
     assert_eq!(ids.len(), n);
 }
+
+#[test]
+fn halfvec_columns_and_an_ivfflat_index_when_asked() {
+    let db = Db::connect(&url());
+    let dir = tempfile::tempdir().unwrap();
+    let n = 20;
+    let ids: Vec<String> = (0..n).map(|i| format!("r{i}")).collect();
+    let t: Vec<Option<String>> = texts(n).into_iter().map(Some).collect();
+    let input = dir.path().join("in.parquet");
+    write_input(&input, &ids, &t, &vec![None; n]);
+    let out = dir.path().join("out.parquet");
+    let p = parquet_pipeline(
+        dir.path(),
+        &input,
+        &format!("  parquet:\n    path: {}\n", out.display()),
+    );
+    assert_ok(&run_pipeline(&p, &[]));
+    let expected = read_parquet(&out);
+    let tbl = table("half");
+    let p = parquet_pipeline(
+        dir.path(),
+        &input,
+        &format!(
+            "  postgres:\n    url: {}\n    table: {tbl}\n    create_table: true\n    vector_type: halfvec\n    columns: {{embedding: vec, lang: null}}\n    index: {{method: ivfflat, distance: l2, lists: 2}}\n",
+            url()
+        ),
+    );
+    assert_ok(&run_pipeline(&p, &[]));
+    let ty: String = db.query(&format!(
+        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '\"{tbl}\"'::regclass AND attname = 'vec'"
+    ))[0]
+        .get(0);
+    assert_eq!(ty, "halfvec(384)");
+    let idx: String = db.query(&format!(
+        "SELECT indexdef FROM pg_indexes WHERE tablename = '{tbl}' AND indexname LIKE '%ivfflat'"
+    ))[0]
+        .get(0);
+    assert!(
+        idx.contains("ivfflat") && idx.contains("halfvec_l2_ops") && idx.contains("lists='2'"),
+        "{idx}"
+    );
+    // The column mapped to null is not there; the vectors are the Parquet ones at half precision.
+    assert_eq!(
+        db.count(&format!(
+            "SELECT count(*) FROM pg_attribute WHERE attrelid = '\"{tbl}\"'::regclass AND attname = 'lang'"
+        )),
+        0
+    );
+    let exp_ids = strings(&expected, "id");
+    let exp = embeddings(&expected, "embedding");
+    for r in db.query(&format!("SELECT id, vec::vector::real[] FROM \"{tbl}\"")) {
+        let id: String = r.get(0);
+        let v: Vec<f32> = r.get(1);
+        let i = exp_ids
+            .iter()
+            .position(|x| x.as_deref() == Some(&id))
+            .unwrap();
+        assert!(cosine(&v, &exp[i]) > 0.9999, "{id}");
+        assert!(
+            v.iter().zip(&exp[i]).all(|(a, b)| (a - b).abs() < 2e-3),
+            "{id}"
+        );
+    }
+    db.execute(&format!("DROP TABLE \"{tbl}\""));
+}
