@@ -120,6 +120,15 @@ def make_encoder(work, name, rng, python):
     return d
 
 
+def pooled_copy(d, python):
+    """The same encoder with mean pooling and normalisation in the graph (`--pooled`)."""
+    p = d.parent / f"{d.name}-pooled"
+    shutil.copytree(d, p, dirs_exist_ok=True)
+    subprocess.run([python, str(ROOT / "scripts/bert_to_onnx.py"), str(d), str(p / "model.onnx"), "--pooled"],
+                   check=True, stdout=subprocess.DEVNULL)
+    return p
+
+
 def add_head(encoder_dir, out_dir, kind, rng):
     """The encoder with a task head: sentiment (pooler + 2 classes), ner (9 BIO labels per
     token) or qa (start/end logits)."""

@@ -104,10 +104,13 @@ case "$cmd" in
     ldconfig -p | grep -i cudnn | head -3 || true
     readelf -d "$W/lib/libonnxruntime_providers_cuda.so" | grep -E 'NEEDED|RUNPATH|RPATH' | head -20
     M=/tmp/probe; mkdir -p "$M"
-    "$PY" -c "import sys, pathlib, numpy as np; sys.path.insert(0, 'bench'); import gpu_check as g; r = np.random.default_rng(7); g.make_encoder(pathlib.Path('$M'), 'minilm', r, sys.executable); g.corpus(pathlib.Path('$M/big.parquet'), int('${PROBE_N:-10000}'), r, 4, 200)"
+    "$PY" -c "import sys, pathlib, numpy as np; sys.path.insert(0, 'bench'); import gpu_check as g; r = np.random.default_rng(7); d = g.make_encoder(pathlib.Path('$M'), 'minilm', r, sys.executable); g.pooled_copy(d, sys.executable); g.corpus(pathlib.Path('$M/big.parquet'), int('${PROBE_N:-10000}'), r, 4, 200)"
     printf 'source: {parquet: {path: %s/big.parquet, id_column: id}}\ntasks: {embed: {model: %s/minilm}}\nbatching: {window_records: 4096, max_batch_size: 128, max_batch_tokens: 32768}\nruntime: {execution_provider: cuda}\nsink: {parquet: {path: %s/out.parquet}}\n' "$M" "$M" "$M" > "$M/p.yaml"
     export ORT_DYLIB_PATH="$W/lib/libonnxruntime.so"
     echo "== bench, everything on the path"; LD_LIBRARY_PATH="$all" "$W/bertflow" bench "$M/p.yaml" --json "$M/b.json" >/dev/null 2>&1; cat "$M/b.json"
+    sed -e "s#$M/minilm}#$M/minilm-pooled}#" -e "s#out.parquet#out-pooled.parquet#" "$M/p.yaml" > "$M/pp.yaml"
+    echo "== bench, pooling inside the graph"; LD_LIBRARY_PATH="$all" "$W/bertflow" bench "$M/pp.yaml" --json "$M/bp.json" >/dev/null 2>&1; cat "$M/bp.json"
+    "$PY" -c "import pyarrow.parquet as pq, numpy as np; e = lambda f: np.array(pq.read_table(f)['embedding'].to_pylist()); a, b = e('$M/out.parquet'), e('$M/out-pooled.parquet'); print('pooled against unpooled graph, min cosine:', (a * b).sum(1).min() / 1.0)"
     echo "== run without the cudnn folder"; LD_LIBRARY_PATH="$nocudnn" RUST_LOG=info "$W/bertflow" run "$M/p.yaml" --no-progress 2>&1 | grep -v '^\s*$' | tail -25
     ;;
   dry-run)

