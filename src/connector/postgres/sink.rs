@@ -292,8 +292,9 @@ impl PostgresSink {
         if let Some(o) = offsets.as_ref() {
             stored = rt.block_on(o.lock(&tx, &parts)).map_err(fail)?;
         }
-        let keep: Vec<usize> = rows
-            .into_iter()
+        let mut keep: Vec<usize> = rows
+            .iter()
+            .copied()
             .filter(|&i| fresh(&stored, out.result_rows[i]))
             .collect();
         let mut row_refused = 0usize;
@@ -308,7 +309,9 @@ impl PostgresSink {
                 rt.block_on(tx.rollback()).map_err(fail)?;
                 tx = rt.block_on(conn.client.transaction()).map_err(fail)?;
                 if let Some(o) = offsets.as_ref() {
+                    // Another worker may have stored records of these partitions meanwhile.
                     stored = rt.block_on(o.lock(&tx, &parts)).map_err(fail)?;
+                    keep.retain(|&i| fresh(&stored, out.result_rows[i]));
                 }
                 for &i in &keep {
                     let sp = rt.block_on(tx.savepoint("bertflow_row")).map_err(fail)?;
