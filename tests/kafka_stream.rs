@@ -125,14 +125,6 @@ fn committed(servers: &str, group: &str, topic: &str) -> usize {
         .sum::<i64>() as usize
 }
 
-fn expected_ids(topic: &str, servers: &str, n: usize) -> HashSet<String> {
-    // Ids are topic/partition/offset: read the input back to know where each record landed.
-    read_topic(servers, topic, false, n, Duration::from_secs(5))
-        .into_iter()
-        .map(|g| format!("{topic}/{}/{}", g.partition, g.offset))
-        .collect()
-}
-
 fn counts(ids: &[String]) -> HashMap<&str, usize> {
     let mut m = HashMap::new();
     for i in ids {

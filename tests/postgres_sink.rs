@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use arrow::array::{ArrayRef, StringArray};
 use common::kafka::{
-    bootstrap, create_topics, free_port, kafka_source_yaml, produce, text_msgs, unique, wait_until,
-    Worker,
+    bootstrap, committed_offsets, create_topics, expected_ids, free_port, kafka_source_yaml,
+    produce, text_msgs, unique, wait_until, Worker,
 };
 use common::postgres::{table, url, Db, Server};
 use common::*;
@@ -38,7 +38,7 @@ fn parquet_pipeline(dir: &Path, input: &Path, sink: &str) -> std::path::PathBuf 
     std::fs::write(
         &p,
         format!(
-            "source:\n  parquet:\n    path: {}\n    id_column: id\ntasks:\n  embed:\n    model: {}\n  sentiment:\n    model: {}\nsink:\n  passthrough: [lang]\n{sink}",
+            "source:\n  parquet:\n    path: {}\n    id_column: id\ntasks:\n  embed:\n    model: {}\n  sentiment:\n    model: {}\n    top_k: 2\nsink:\n  passthrough: [lang]\n{sink}",
             input.display(),
             model("all-MiniLM-L6-v2").display(),
             model("sentiment").display(),
@@ -46,6 +46,18 @@ fn parquet_pipeline(dir: &Path, input: &Path, sink: &str) -> std::path::PathBuf 
     )
     .unwrap();
     p
+}
+
+/// The same pipeline into a Parquet file: what the table must hold.
+fn parquet_reference(dir: &Path, input: &Path) -> arrow::array::RecordBatch {
+    let out = dir.join("out.parquet");
+    let p = parquet_pipeline(
+        dir,
+        input,
+        &format!("  parquet:\n    path: {}\n", out.display()),
+    );
+    assert_ok(&run_pipeline(&p, &[]));
+    read_parquet(&out)
 }
 
 #[test]
@@ -60,14 +72,7 @@ fn parquet_to_pgvector_equals_the_parquet_output_and_reruns_idempotently() {
     let input = dir.path().join("in.parquet");
     write_input(&input, &ids, &t, &lang);
 
-    let out = dir.path().join("out.parquet");
-    let p = parquet_pipeline(
-        dir.path(),
-        &input,
-        &format!("  parquet:\n    path: {}\n", out.display()),
-    );
-    assert_ok(&run_pipeline(&p, &[]));
-    let expected = read_parquet(&out);
+    let expected = parquet_reference(dir.path(), &input);
 
     let tbl = table("reviews");
     let errors = dir.path().join("errors.parquet");
@@ -96,7 +101,7 @@ fn parquet_to_pgvector_equals_the_parquet_output_and_reruns_idempotently() {
     assert_eq!(strings(&err, "id"), vec![Some("r7".to_string())]);
 
     let rows = db.query(&format!(
-        "SELECT id, embedding::real[], sentiment_label, sentiment_score, lang FROM \"{tbl}\""
+        "SELECT id, embedding::real[], sentiment_label, sentiment_scores->0->>'label', lang FROM \"{tbl}\""
     ));
     let exp_ids = strings(&expected, "id");
     let exp_emb = embeddings(&expected, "embedding");
@@ -113,6 +118,9 @@ fn parquet_to_pgvector_equals_the_parquet_output_and_reruns_idempotently() {
         assert_eq!(v, exp_emb[i], "embedding of {id}");
         let label: Option<String> = r.get(2);
         assert_eq!(label, exp_label[i]);
+        // The list of scores is a jsonb array, best label first.
+        let best: Option<String> = r.get(3);
+        assert_eq!(best, exp_label[i]);
         let lang: Option<String> = r.get(4);
         assert_eq!(lang, exp_lang[i]);
     }
@@ -148,7 +156,7 @@ fn rows_postgres_refuses_go_to_the_error_output_and_the_rest_commits() {
     let tbl = table("events");
     // An existing table of the user's: a short language code, append-only.
     db.execute(&format!(
-        "CREATE TABLE \"{tbl}\" (id text NOT NULL, lang varchar(8), embedding vector(384), sentiment_label text, sentiment_score real, loaded_at timestamptz NOT NULL DEFAULT now())"
+        "CREATE TABLE \"{tbl}\" (id text NOT NULL, lang varchar(8), embedding vector(384), sentiment_label text, sentiment_score real, sentiment_scores json, loaded_at timestamptz NOT NULL DEFAULT now())"
     ));
     let n = 12;
     let ids: Vec<String> = (0..n).map(|i| format!("r{i}")).collect();
@@ -243,7 +251,7 @@ fn start_up_problems_stop_the_job_before_any_work_with_a_clear_message() {
     // A table whose vectors have another dimension, and no key for upserts.
     let tbl = table("mismatch");
     db.execute(&format!(
-        "CREATE TABLE \"{tbl}\" (id text, lang text, embedding vector(3), sentiment_label text, sentiment_score real)"
+        "CREATE TABLE \"{tbl}\" (id text, lang text, embedding vector(3), sentiment_label text, sentiment_score real, sentiment_scores jsonb)"
     ));
     let e = run(&format!(
         "  postgres:\n    url: {}\n    table: {tbl}\n",
@@ -298,19 +306,34 @@ sink:
     p
 }
 
+/// What five crashes left in the table.
+struct AfterKills {
+    /// Every id in the table, duplicates included.
+    ids: Vec<String>,
+    /// The ids of the records sent.
+    expected: HashSet<String>,
+    /// At each crash, records in the table past the offsets committed to Kafka: what an
+    /// at-least-once restart may write again.
+    uncommitted_at_crashes: usize,
+    log: String,
+}
+
 /// A stream of `n` records into an `insert` table without a unique key, the worker killed with
-/// SIGKILL five times at different points after a commit, then run to the end. Returns the
-/// table's row count and distinct ids, with the last worker's log.
-fn five_kills_then_drain(sink_yaml: &str, tbl: &str, group: &str, n: usize) -> (i64, i64, String) {
+/// SIGKILL five times at different points after a commit, then run to the end.
+fn five_kills_then_drain(sink_yaml: &str, tbl: &str, group: &str, n: usize) -> AfterKills {
     let servers = bootstrap();
     let db = Db::connect(&url());
     let dir = tempfile::tempdir().unwrap();
     let topic = unique("pg-kill");
     create_topics(&servers, &[(&topic, 3)]);
     produce(&servers, &topic, &text_msgs(0..n));
+    let expected = expected_ids(&topic, &servers, n);
+    assert_eq!(expected.len(), n);
     let p = kafka_pg_pipeline(dir.path(), &topic, group, &url(), tbl, sink_yaml);
     let distinct = || db.try_count(&format!("SELECT count(DISTINCT id) FROM \"{tbl}\""));
+    let committed = || -> i64 { committed_offsets(&servers, group, &topic).values().sum() };
     let mut crashes = 0;
+    let mut uncommitted_at_crashes = 0;
     let delays_ms = [0u64, 170, 340, 510, 680];
     while crashes < 5 && distinct() < n as i64 {
         let before = distinct();
@@ -326,18 +349,28 @@ fn five_kills_then_drain(sink_yaml: &str, tbl: &str, group: &str, n: usize) -> (
         std::thread::sleep(Duration::from_millis(delays_ms[crashes]));
         w.crash();
         crashes += 1;
-        println!("crash {crashes}: {} records in the table", distinct());
+        let (rows, c) = (distinct(), committed());
+        uncommitted_at_crashes += (rows - c).max(0) as usize;
+        println!("crash {crashes}: {rows} records in the table, {c} committed to Kafka");
     }
     assert_eq!(crashes, 5, "the stream ended before five crashes");
     let w = Worker::start(&p, "w", &[]);
     let done = wait_until(Duration::from_secs(240), || distinct() >= n as i64);
     let log = w.log_text();
     assert!(done, "only {} of {n} records:\n{log}", distinct());
-    // Nothing more arrives (no duplicate tail), then a clean stop.
-    std::thread::sleep(Duration::from_secs(2));
+    // A clean stop: what is in flight is written and committed, nothing more is read.
     assert!(w.stop());
-    let count = db.count(&format!("SELECT count(*) FROM \"{tbl}\""));
-    (count, distinct(), log)
+    let ids = db
+        .query(&format!("SELECT id FROM \"{tbl}\""))
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    AfterKills {
+        ids,
+        expected,
+        uncommitted_at_crashes,
+        log,
+    }
 }
 
 #[test]
@@ -345,17 +378,22 @@ fn exactly_once_into_postgres_under_kill_9() {
     let db = Db::connect(&url());
     let (n, tbl, group) = (2400, table("eos"), unique("g"));
     // Append-only, no unique key: only the stored offsets keep records from being written twice.
-    let (count, distinct, log) = five_kills_then_drain(
+    let r = five_kills_then_drain(
         "    mode: insert\n    exactly_once: true\n",
         &tbl,
         &group,
         n,
     );
     assert!(
-        log.contains("resume from the offsets stored with the output"),
-        "{log}"
+        r.log
+            .contains("resume from the offsets stored with the output"),
+        "{}",
+        r.log
     );
-    assert_eq!((count, distinct), (n as i64, n as i64));
+    // Every record sent, each exactly once.
+    assert_eq!(r.ids.len(), n, "rows in the table");
+    let got: HashSet<String> = r.ids.into_iter().collect();
+    assert_eq!(got, r.expected);
     // The stored offsets are the end of every partition.
     let stored = db.count(&format!(
         "SELECT sum(next_offset)::int8 FROM bertflow_offsets WHERE target_table = '{tbl}' AND group_id = '{group}'"
@@ -367,13 +405,19 @@ fn exactly_once_into_postgres_under_kill_9() {
 #[test]
 fn at_least_once_into_postgres_loses_nothing_under_kill_9() {
     let (n, tbl) = (1800, table("alo_kill"));
-    let (count, distinct, _) = five_kills_then_drain("    mode: insert\n", &tbl, &unique("g"), n);
-    // Every record is there; the uncommitted tails read again may be there twice.
-    assert_eq!(distinct, n as i64);
-    assert!(count >= n as i64);
+    let r = five_kills_then_drain("    mode: insert\n", &tbl, &unique("g"), n);
+    // Every record is there; only the tails uncommitted at the crashes may be there twice.
+    let got: HashSet<String> = r.ids.iter().cloned().collect();
+    assert_eq!(got, r.expected);
+    let dups = r.ids.len() - got.len();
+    assert!(
+        dups <= r.uncommitted_at_crashes,
+        "{dups} duplicates, more than the {} records uncommitted at the crashes",
+        r.uncommitted_at_crashes
+    );
     println!(
-        "at least once, kill -9 x5: {n} records, {} duplicates",
-        count - n as i64
+        "at least once, kill -9 x5: {n} records, {dups} duplicates (bound {})",
+        r.uncommitted_at_crashes
     );
     Db::connect(&url()).execute(&format!("DROP TABLE \"{tbl}\""));
 }
@@ -431,12 +475,15 @@ fn at_least_once_waits_out_a_postgres_restart_and_loses_nothing() {
     let (_, body) = http_get(&addr, "/metrics");
     assert!(body.contains("bertflow_sink_retries_total"), "{body}");
     assert!(w.stop());
-    let ids: HashSet<String> = db
+    // Upsert by id: every record sent, each once.
+    let ids: Vec<String> = db
         .query(&format!("SELECT id FROM \"{tbl}\""))
         .iter()
         .map(|r| r.get(0))
         .collect();
     assert_eq!(ids.len(), n);
+    let got: HashSet<String> = ids.into_iter().collect();
+    assert_eq!(got, expected_ids(&topic, &servers, n));
 }
 
 #[test]
@@ -448,14 +495,7 @@ fn halfvec_columns_and_an_ivfflat_index_when_asked() {
     let t: Vec<Option<String>> = texts(n).into_iter().map(Some).collect();
     let input = dir.path().join("in.parquet");
     write_input(&input, &ids, &t, &vec![None; n]);
-    let out = dir.path().join("out.parquet");
-    let p = parquet_pipeline(
-        dir.path(),
-        &input,
-        &format!("  parquet:\n    path: {}\n", out.display()),
-    );
-    assert_ok(&run_pipeline(&p, &[]));
-    let expected = read_parquet(&out);
+    let expected = parquet_reference(dir.path(), &input);
     let tbl = table("half");
     let p = parquet_pipeline(
         dir.path(),

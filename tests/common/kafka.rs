@@ -449,3 +449,12 @@ pub fn kafka_source_yaml(servers: &str, topic: &str, group: &str) -> String {
 "
     )
 }
+
+/// The ids bertflow gives the `n` records of `topic` (`topic/partition/offset`): the input read
+/// back to know where each record landed.
+pub fn expected_ids(topic: &str, servers: &str, n: usize) -> std::collections::HashSet<String> {
+    read_topic(servers, topic, false, n, Duration::from_secs(5))
+        .into_iter()
+        .map(|g| format!("{topic}/{}/{}", g.partition, g.offset))
+        .collect()
+}

@@ -27,7 +27,7 @@ use tokio_postgres::{Client, Transaction};
 use super::client::{self, classify, reason, Failure, Target};
 use super::config::{IndexMethod, PostgresSinkConfig, WriteMode};
 use super::offsets::{OffsetsTable, Partition, StoredPositions};
-use super::table::{ident, Encoded, Kind, Plan};
+use super::table::{ident, Cell, Encoded, Kind, Plan};
 use crate::connector::{
     log_failures, ChunkOutput, ErrorOutput, PositionStore, Sink, SinkReport, Written,
 };
@@ -231,16 +231,21 @@ impl PostgresSink {
         self.connection()?;
         let eos = self.offsets.is_some();
         let enc = Encoded::new(&self.plan, &out.results)?;
+        // Every row is encoded once; rows that cannot be stored are refused before the load.
         let mut refused: Vec<(u32, String)> = Vec::new();
         let mut rows: Vec<usize> = Vec::with_capacity(out.results.num_rows());
-        for i in 0..out.results.num_rows() {
-            match enc.row(&self.plan, i) {
-                Ok(_) => rows.push(i),
-                Err(e) => {
-                    refused.push((out.result_rows[i], format!("cannot store the result: {e}")))
+        let cells: Vec<Option<Vec<Cell<'_>>>> = (0..out.results.num_rows())
+            .map(|i| match enc.row(&self.plan, i) {
+                Ok(c) => {
+                    rows.push(i);
+                    Some(c)
                 }
-            }
-        }
+                Err(e) => {
+                    refused.push((out.result_rows[i], format!("cannot store the result: {e}")));
+                    None
+                }
+            })
+            .collect();
         let (parts, next) = if eos {
             let s = out.origin.stream().ok_or_else(|| {
                 Attempt::Fatal(Error::config(
@@ -298,7 +303,7 @@ impl PostgresSink {
             .filter(|&i| fresh(&stored, out.result_rows[i]))
             .collect();
         let mut row_refused = 0usize;
-        match rt.block_on(write_rows(&tx, plan, sql, &types, &enc, &keep)) {
+        match rt.block_on(write_rows(&tx, plan, sql, &types, &cells, &keep)) {
             Ok(()) => {}
             Err(e) if classify(&e) == Failure::Row => {
                 tracing::info!(
@@ -315,7 +320,7 @@ impl PostgresSink {
                 }
                 for &i in &keep {
                     let sp = rt.block_on(tx.savepoint("bertflow_row")).map_err(fail)?;
-                    match rt.block_on(write_rows(&sp, plan, sql, &types, &enc, &[i])) {
+                    match rt.block_on(write_rows(&sp, plan, sql, &types, &cells, &[i])) {
                         Ok(()) => rt.block_on(sp.commit()).map_err(fail)?,
                         Err(e) if classify(&e) == Failure::Row => {
                             rt.block_on(sp.rollback()).map_err(fail)?;
@@ -333,9 +338,9 @@ impl PostgresSink {
         }
         let written = keep.len() - row_refused;
         let failed = if refused.is_empty() {
-            out.clone()
+            std::borrow::Cow::Borrowed(out)
         } else {
-            out.refuse(&refused)?
+            std::borrow::Cow::Owned(out.refuse(&refused)?)
         };
         if let Some(o) = offsets.as_ref() {
             // Failed records are kept before the transaction commits (at least once); those
@@ -405,7 +410,7 @@ async fn write_rows(
     plan: &Plan,
     sql: &Statements,
     types: &[Type],
-    enc: &Encoded<'_>,
+    cells: &[Option<Vec<Cell<'_>>>],
     rows: &[usize],
 ) -> std::result::Result<(), tokio_postgres::Error> {
     if rows.is_empty() {
@@ -416,10 +421,10 @@ async fn write_rows(
     let mut writer = std::pin::pin!(writer);
     let upsert = plan.mode == WriteMode::Upsert;
     for &i in rows {
-        let cells = enc.row(plan, i).expect("rows were encoded before");
+        let row = cells[i].as_ref().expect("only encoded rows are loaded");
         let ord = i as i32;
         let mut refs: Vec<&(dyn ToSql + Sync)> =
-            cells.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
+            row.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
         if upsert {
             refs.push(&ord);
         }

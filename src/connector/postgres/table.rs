@@ -352,7 +352,8 @@ pub enum Cell<'a> {
     F64(f64),
     Bool(bool),
     Bytes(&'a [u8]),
-    Json(serde_json::Value),
+    /// JSON text of a `json` / `jsonb` column.
+    Json(&'a [u8]),
     Vector(pgvector::Vector),
     HalfVec(pgvector::HalfVector),
 }
@@ -373,7 +374,14 @@ impl ToSql for Cell<'_> {
             Cell::F64(v) => v.to_sql(ty, out),
             Cell::Bool(v) => v.to_sql(ty, out),
             Cell::Bytes(v) => v.to_sql(ty, out),
-            Cell::Json(v) => v.to_sql(ty, out),
+            Cell::Json(v) => {
+                // jsonb's binary form is a version byte, then the JSON text; json's is the text.
+                if *ty == Type::JSONB {
+                    out.extend_from_slice(&[1]);
+                }
+                out.extend_from_slice(v);
+                Ok(IsNull::No)
+            }
             Cell::Vector(v) => v.to_sql(ty, out),
             Cell::HalfVec(v) => v.to_sql(ty, out),
         }
@@ -397,8 +405,8 @@ enum ColumnValues<'a> {
         kind: Kind,
         typname: &'a str,
     },
-    /// JSON values, one per row.
-    Json(Vec<Option<serde_json::Value>>),
+    /// JSON text, one per row (`None`: null).
+    Json(Vec<Option<Vec<u8>>>),
 }
 
 impl<'a> Encoded<'a> {
@@ -424,7 +432,7 @@ impl<'a> Encoded<'a> {
         for (c, values) in plan.columns.iter().zip(&self.columns) {
             cells.push(match values {
                 ColumnValues::Json(v) => match &v[row] {
-                    Some(j) => Cell::Json(j.clone()),
+                    Some(j) => Cell::Json(j),
                     None => Cell::Null,
                 },
                 ColumnValues::Arrow {
@@ -545,8 +553,9 @@ fn int_value(array: &ArrayRef, row: usize) -> std::result::Result<i128, String> 
     })
 }
 
-/// The JSON form of each value of a column (as the Kafka JSON output writes it).
-fn json_values(name: &str, array: &ArrayRef) -> Result<Vec<Option<serde_json::Value>>> {
+/// The JSON text of each value of a column (as the Kafka JSON output writes it), from one
+/// encoding of the column as rows `{"v":<value>}` (`{}` for a null).
+fn json_values(name: &str, array: &ArrayRef) -> Result<Vec<Option<Vec<u8>>>> {
     let schema = std::sync::Arc::new(Schema::new(vec![Field::new(
         "v",
         array.data_type().clone(),
@@ -557,9 +566,18 @@ fn json_values(name: &str, array: &ArrayRef) -> Result<Vec<Option<serde_json::Va
     let rows = crate::connector::json_rows(&batch)?;
     rows.into_iter()
         .map(|r| {
-            let mut obj: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&r)
-                .map_err(|e| Error::sink("postgres output", format!("column {name}: {e}")))?;
-            Ok(obj.remove("v"))
+            if r == b"{}" {
+                return Ok(None);
+            }
+            r.strip_prefix(br#"{"v":"#)
+                .and_then(|v| v.strip_suffix(b"}"))
+                .map(|v| Some(v.to_vec()))
+                .ok_or_else(|| {
+                    Error::sink(
+                        "postgres output",
+                        format!("column {name}: unexpected JSON encoding"),
+                    )
+                })
         })
         .collect()
 }
@@ -664,6 +682,27 @@ mod tests {
         p.check(&t2, true).unwrap();
         assert_eq!(p.columns[2].typname, "halfvec");
         assert_eq!(p.columns[0].typname, "int4");
+    }
+
+    #[test]
+    fn json_columns_are_their_json_text_and_nulls_stay_null() {
+        let item = Arc::new(Field::new("item", DataType::Int64, true));
+        let mut b =
+            arrow::array::ListBuilder::new(arrow::array::Int64Builder::new()).with_field(item);
+        b.append_value([Some(1), Some(2)]);
+        b.append_null();
+        b.append_value([None::<i64>]);
+        let a: ArrayRef = Arc::new(b.finish());
+        let v = json_values("entities", &a).unwrap();
+        assert_eq!(v[0].as_deref(), Some(&b"[1,2]"[..]));
+        assert_eq!(v[1], None);
+        assert_eq!(v[2].as_deref(), Some(&b"[null]"[..]));
+        let mut out = BytesMut::new();
+        Cell::Json(b"[1,2]").to_sql(&Type::JSONB, &mut out).unwrap();
+        assert_eq!(&out[..], b"\x01[1,2]");
+        out.clear();
+        Cell::Json(b"[1,2]").to_sql(&Type::JSON, &mut out).unwrap();
+        assert_eq!(&out[..], b"[1,2]");
     }
 
     #[test]
