@@ -329,7 +329,14 @@ fn five_kills_then_drain(sink_yaml: &str, tbl: &str, group: &str, n: usize) -> A
     produce(&servers, &topic, &text_msgs(0..n));
     let expected = expected_ids(&topic, &servers, n);
     assert_eq!(expected.len(), n);
-    let p = kafka_pg_pipeline(dir.path(), &topic, group, &url(), tbl, sink_yaml);
+    // The workers' connections carry the table's name, to see when a killed one is gone.
+    let pg_url = format!("{}?application_name={tbl}", url());
+    let p = kafka_pg_pipeline(dir.path(), &topic, group, &pg_url, tbl, sink_yaml);
+    let connected = || {
+        db.count(&format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{tbl}'"
+        ))
+    };
     let distinct = || db.try_count(&format!("SELECT count(DISTINCT id) FROM \"{tbl}\""));
     let committed = || -> i64 { committed_offsets(&servers, group, &topic).values().sum() };
     let mut crashes = 0;
@@ -349,6 +356,9 @@ fn five_kills_then_drain(sink_yaml: &str, tbl: &str, group: &str, n: usize) -> A
         std::thread::sleep(Duration::from_millis(delays_ms[crashes]));
         w.crash();
         crashes += 1;
+        // A transaction whose COMMIT was on its way still lands: count the rows once the
+        // server has ended the killed worker's sessions.
+        assert!(wait_until(Duration::from_secs(30), || connected() == 0));
         let (rows, c) = (distinct(), committed());
         uncommitted_at_crashes += (rows - c).max(0) as usize;
         println!("crash {crashes}: {rows} records in the table, {c} committed to Kafka");
