@@ -5,7 +5,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/bertflow/target
 CARGO ?= cargo
 
-.PHONY: setup build demo stream-demo vector-demo gpu-check kafka postgres test fmt lint clean reference refenv bench config-docs
+.PHONY: setup build demo stream-demo vector-demo gpu-check kafka postgres s3 test fmt lint clean reference refenv bench config-docs
 
 setup:
 	@bash scripts/setup.sh
@@ -28,6 +28,11 @@ vector-demo: build
 # A local PostgreSQL + pgvector server on 127.0.0.1:55432 (scripts/postgres.sh stop to end it).
 postgres:
 	bash scripts/postgres.sh start
+
+# A local S3 server (SeaweedFS) on 127.0.0.1:39000 with a bucket `bertflow`
+# (scripts/s3.sh stop to end it; `eval "$$(bash scripts/s3.sh env)"` for its credentials).
+s3:
+	bash scripts/s3.sh start
 
 # A local single-node Kafka broker on 127.0.0.1:9092 (scripts/kafka.sh stop to end it).
 kafka:

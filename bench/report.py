@@ -100,6 +100,9 @@ def main(d):
     pg = pathlib.Path(d) / "sink_postgres.json"
     if pg.exists():
         print(postgres_section(json.loads(pg.read_text())))
+    st = pathlib.Path(d) / "store_s3.json"
+    if st.exists():
+        print(store_section(json.loads(st.read_text())))
     print(open(pathlib.Path(__file__).parent / "notes.md").read())
 
 
@@ -122,6 +125,37 @@ def postgres_section(r):
                    f"{med(v) / base:.2f}x |")
     out.append("\nEach micro-batch is one transaction written by the writer thread while the "
                "model works on the next one, so the sink's cost hides behind inference.\n")
+    return "\n".join(out)
+
+
+def store_section(r):
+    """Object storage against local files (bench/store_s3.sh)."""
+    med = lambda v: sorted(v)[len(v) // 2]
+    base = med(r["local"])
+    gb = r["big_object_bytes"] / 2**30
+    out = ["## Object storage\n",
+           f"`bench/store_s3.sh`: MiniLM embeddings of {r['records']:,} review snippets (the "
+           f"bundled sample, three times over), `bertflow run` from local files to a local file, "
+           f"and from `s3://` objects to an `s3://` object on a local S3 server (SeaweedFS 4.48, "
+           f"signed requests), {r['rounds']} rounds interleaved; CPU: {r['cpu']}, 2 threads. "
+           "records/s from each run's summary (whole job, model included).\n",
+           "| input and output | records/s per round | median | vs local |", "|---|---|---|---|"]
+    for key, name in [("local", "local files"), ("s3", "S3 objects")]:
+        v = r[key]
+        out.append(f"| {name} | {' / '.join(f'{x:.1f}' for x in v)} | {med(v):.1f} | "
+                   f"{med(v) / base:.2f}x |")
+    out.append(f"\nMemory: `bertflow validate --scan` reads a {gb:.2f} GiB Parquet object "
+               f"({r['big_object_records']:,} records of random text, uncompressed, row groups of "
+               f"about 64 MB) to the end, every record through the source, no models:\n")
+    out.append("| input | peak RSS MiB | seconds | MB/s |")
+    out.append("|---|---|---|---|")
+    mb = r["big_object_bytes"] / 1e6
+    for key, name in [("s3", "S3 object (ranged reads by row group)"), ("local", "local file")]:
+        secs = r[f"scan_{key}_seconds"]
+        out.append(f"| {name} | {r[f'scan_{key}_peak_rss_mib']:.0f} | {secs:.1f} | "
+                   f"{mb / max(secs, 1e-9):.0f} |")
+    out.append("\nThe object is never downloaded whole: memory is bounded by one row group being "
+               "decoded plus the next one being fetched.\n")
     return "\n".join(out)
 
 

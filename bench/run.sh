@@ -37,6 +37,9 @@ bash bench/stream_backlog.sh 240000 60 > "$OUT/stream_backlog_240000.json"
 echo "== Postgres sink against the Parquet sink" >&2
 bash bench/sink_postgres.sh 3 3 > "$OUT/sink_postgres.json"
 
+echo "== object storage (local S3 server) against local files" >&2
+bash bench/store_s3.sh 3 3 2048 > "$OUT/store_s3.json"
+
 echo "== Python baselines" >&2
 if [ ! -f "$OUT/python.json" ]; then
   "$PY" bench/baseline.py "$OUT/corpus.parquet" \

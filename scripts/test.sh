@@ -14,6 +14,12 @@ if ! bash scripts/postgres.sh status >/dev/null 2>&1; then
   bash scripts/postgres.sh start
   started_pg=1
 fi
+# The object-storage tests need a real S3 server (SeaweedFS) on 127.0.0.1:39000.
+started_s3=0
+if ! bash scripts/s3.sh status >/dev/null 2>&1; then
+  bash scripts/s3.sh start
+  started_s3=1
+fi
 log=$(mktemp)
 cargo test --locked --all-targets --no-fail-fast -- --test-threads=2 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
@@ -22,5 +28,6 @@ failed=$(grep -Eo '^test result: .*; ([0-9]+) failed' "$log" | grep -Eo '[0-9]+ 
 rm -f "$log"
 if [ "$started_kafka" = 1 ]; then bash scripts/kafka.sh stop; fi
 if [ "$started_pg" = 1 ]; then bash scripts/postgres.sh stop; fi
+if [ "$started_s3" = 1 ]; then bash scripts/s3.sh stop; fi
 echo "tests: ${passed} passed, ${failed} failed"
 exit "$status"

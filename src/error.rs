@@ -27,6 +27,10 @@ pub enum Error {
     #[error("sink {location}: {message}")]
     Sink { location: String, message: String },
 
+    /// An object store (S3, GCS, Azure) refused or failed a request, after its retries.
+    #[error("object store {location}: {message}")]
+    Store { location: String, message: String },
+
     #[error("inference failed: {0}")]
     Inference(String),
 
@@ -68,6 +72,13 @@ impl Error {
 
     pub fn sink(location: impl Into<String>, msg: impl Into<String>) -> Self {
         Error::Sink {
+            location: location.into(),
+            message: msg.into(),
+        }
+    }
+
+    pub fn store(location: impl Into<String>, msg: impl Into<String>) -> Self {
+        Error::Store {
             location: location.into(),
             message: msg.into(),
         }

@@ -149,6 +149,14 @@ enum Command {
         pipeline: PathBuf,
         #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_set_arg)]
         sets: Vec<(String, String)>,
+        /// Also read every record of the (Parquet) source, without models: reports records,
+        /// unusable records, read throughput and peak memory. Exits non-zero when a record is
+        /// unusable.
+        #[arg(long)]
+        scan: bool,
+        /// Shard `i/N` of the input to scan (as `run --shard`).
+        #[arg(long, env = "BERTFLOW_SHARD")]
+        shard: Option<String>,
     },
 }
 
@@ -261,9 +269,34 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             }
         },
-        Command::Validate { pipeline, sets } => {
-            PipelineConfig::load(&pipeline, &sets)?;
+        Command::Validate {
+            pipeline,
+            sets,
+            scan,
+            shard,
+        } => {
+            let mut cfg = PipelineConfig::load(&pipeline, &sets)?;
             println!("{}: ok", pipeline.display());
+            if !scan {
+                return Ok(());
+            }
+            if let (Some(s), Some(p)) = (shard, cfg.source.parquet_mut()) {
+                p.shard = Some(s);
+            }
+            let r = bertflow::pipeline::scan(&cfg)?;
+            println!(
+                "scanned {}: {} records, {} unusable, {:.1} s ({:.0} records/s), peak memory {:.0} MiB",
+                r.inputs, r.records, r.bad_records, r.seconds, r.records_per_second, r.peak_rss_mib
+            );
+            for e in &r.examples {
+                println!("  {e}");
+            }
+            if r.bad_records > 0 {
+                anyhow::bail!(
+                    "{} records cannot be used (a run sends them to the error output)",
+                    r.bad_records
+                );
+            }
             Ok(())
         }
     }

@@ -17,7 +17,7 @@ pub use crate::connector::kafka::config::{
     JsonFields, KafkaOutputFormat, KafkaSinkConfig, KafkaSourceConfig, StartFrom, ValueFormat,
 };
 pub use crate::connector::parquet::config::{
-    Compression, ParquetSinkConfig, ParquetSourceConfig, Shard,
+    Compression, FileFormat, ParquetSinkConfig, ParquetSourceConfig, Shard,
 };
 pub use crate::connector::postgres::config::{
     Distance, IndexConfig, IndexMethod, PostgresSinkConfig, RetryConfig, VectorType, WriteMode,
@@ -247,12 +247,19 @@ impl SinkConfig {
 pub struct ErrorSinkConfig {
     /// Parquet file with one row per record that could not be processed (see docs/schema.md).
     /// Always written, empty when nothing failed. With a Kafka source, a directory of per-partition
-    /// error files named like the results.
+    /// error files named like the results. A local path or a URL (`s3://...`); a name ending in
+    /// `.arrow`, `.feather` or `.ipc` is written as an Arrow IPC file.
     ///
-    /// Type: path
-    /// Default: `<output stem>.errors.parquet` beside the output file, or `errors.parquet` inside the output directory; with a Kafka source `<output dir>/errors/`
+    /// Type: path or URL
+    /// Default: `<output stem>.errors.parquet` beside the output file, or `errors.parquet` inside the output directory (`.arrow` with `format: arrow_ipc`); with a Kafka source `<output dir>/errors/`
     #[serde(default)]
     pub path: Option<PathBuf>,
+    /// Options of the object store client for a URL `path` (see
+    /// `source.parquet.storage_options`). Default: those of `sink.parquet`.
+    ///
+    /// Type: map of string to string
+    #[serde(default)]
+    pub storage_options: Option<crate::connector::parquet::store::StorageOptions>,
     /// Kafka source only, instead of `path`: dead-letter topic receiving each failed record's
     /// original key, value and headers plus the reason (see [schema.md](schema.md#dead-letters)).
     /// Required with `sink.kafka.exactly_once`.

@@ -439,6 +439,24 @@ pub fn open_source(cfg: &PipelineConfig, opts: SourceOptions<'_>) -> Result<Box<
     }
 }
 
+/// Before any work (models are loaded only after this): object store outputs must answer with
+/// the configured credentials and their buckets exist, so a wrong secret or bucket fails at once.
+pub fn check_destinations(cfg: &PipelineConfig) -> Result<()> {
+    let errors = cfg.sink.errors.as_ref();
+    let sink_options = cfg.sink.parquet().map(|p| p.storage_options.clone());
+    if let Some(p) = cfg.sink.parquet() {
+        parquet::sink::check_output(&p.path, &p.storage_options)?;
+    }
+    if let Some(path) = errors.and_then(|e| e.path.as_ref()) {
+        let options = errors
+            .and_then(|e| e.storage_options.clone())
+            .or(sink_options)
+            .unwrap_or_default();
+        parquet::sink::check_output(path, &options)?;
+    }
+    Ok(())
+}
+
 /// Open the sink a pipeline names, with its error output. `link` is the source's feedback
 /// channel (exactly-once sinks ask it for rewinds); `shutdown` stops a sink's retries.
 pub fn open_sink(
@@ -451,6 +469,7 @@ pub fn open_sink(
     let errors = cfg.sink.errors.as_ref();
     let dlq_topic = errors.and_then(|e| e.topic.clone());
     let error_path = errors.and_then(|e| e.path.clone());
+    let error_options = errors.and_then(|e| e.storage_options.clone());
     let source_kafka = cfg.source.kafka();
     match &cfg.sink.kind {
         SinkKind::Kafka(k) => {
@@ -468,7 +487,11 @@ pub fn open_sink(
                 })
             });
             let error_file: Option<Box<dyn ErrorOutput>> = match &error_path {
-                Some(p) => Some(Box::new(parquet::ErrorFile::new(p.clone(), err_schema)?)),
+                Some(p) => Some(Box::new(parquet::ErrorFile::new(
+                    p.clone(),
+                    err_schema,
+                    error_options.unwrap_or_default(),
+                )?)),
                 None => None,
             };
             if dlq_topic.is_none() && error_file.is_none() {
@@ -488,9 +511,11 @@ pub fn open_sink(
                     &k.bootstrap_servers,
                     &k.properties,
                 )?)),
-                (_, Some(path), _) => {
-                    Some(Box::new(parquet::ErrorFile::new(path.clone(), err_schema)?))
-                }
+                (_, Some(path), _) => Some(Box::new(parquet::ErrorFile::new(
+                    path.clone(),
+                    err_schema,
+                    error_options.unwrap_or_default(),
+                )?)),
                 _ => None,
             };
             if errors.is_none() {
@@ -520,11 +545,20 @@ pub fn open_sink(
                     None => None,
                 };
                 return Ok(Box::new(RollingParquetSink::new(
-                    p, schema, err_schema, error_path, dlq,
+                    p,
+                    schema,
+                    err_schema,
+                    error_path,
+                    error_options,
+                    dlq,
                 )?));
             }
             Ok(Box::new(ParquetSink::new(
-                p, schema, err_schema, error_path,
+                p,
+                schema,
+                err_schema,
+                error_path,
+                error_options,
             )?))
         }
     }

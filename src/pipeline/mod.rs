@@ -4,13 +4,15 @@
 //! - [`stages`]: one thread per stage and the bounded queues between them;
 //! - [`infer`]: batches through the model, with one-by-one retry of a failed batch;
 //! - [`assemble`]: result rows and typed error rows of a chunk;
-//! - [`summary`]: the run report.
+//! - [`summary`]: the run report;
+//! - [`scan`]: reading a source without models (`validate --scan`).
 //!
 //! The pipeline knows connectors only through the traits of [`crate::connector`].
 
 pub mod assemble;
 pub mod build;
 pub mod infer;
+pub mod scan;
 pub mod stages;
 pub mod summary;
 
@@ -27,6 +29,7 @@ use crate::telemetry::{self, Event, ExecutionProviderInUse, Health, MetricsServe
 
 pub use build::{load_tasks, output_schema};
 pub use infer::{infer_features, InferStats};
+pub use scan::{scan, ScanReport};
 pub use summary::Summary;
 
 /// Options of a run that are not part of the pipeline file.
@@ -43,6 +46,29 @@ pub struct RunOptions {
     /// in flight, flush, commit, leave the group), or to interrupt a batch job (stop reading,
     /// discard the unfinished output; the summary says so).
     pub shutdown: Option<Arc<AtomicBool>>,
+}
+
+/// Open the source of a pipeline, reading what its tasks and sink need.
+pub(crate) fn open_source(
+    cfg: &PipelineConfig,
+    sink_commits: bool,
+    shutdown: Arc<AtomicBool>,
+) -> Result<Box<dyn connector::Source>> {
+    let question_column = cfg
+        .tasks
+        .qa
+        .first()
+        .and_then(|q| q.question_column.as_deref());
+    connector::open_source(
+        cfg,
+        SourceOptions {
+            passthrough: &cfg.sink.passthrough,
+            question_column,
+            window: cfg.batching.window_records,
+            sink_commits,
+            shutdown,
+        },
+    )
 }
 
 /// Run a pipeline: a batch job to completion, or a streaming job until `RunOptions::shutdown`
@@ -69,11 +95,6 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<Summary> {
         None
     };
     let rt = OrtRuntime::init(opts.ort_lib.as_deref(), &cfg.runtime)?;
-    let question_column = cfg
-        .tasks
-        .qa
-        .first()
-        .and_then(|q| q.question_column.as_deref());
     let shutdown = opts
         .shutdown
         .clone()
@@ -91,17 +112,9 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<Summary> {
         build::shard_outputs(&mut cfg_owned, shard);
     }
     let cfg = &cfg_owned;
-    let mut source = connector::open_source(
-        cfg,
-        SourceOptions {
-            passthrough: &cfg.sink.passthrough,
-            question_column,
-            window: cfg.batching.window_records,
-            sink_commits,
-            shutdown: shutdown.clone(),
-        },
-    )?;
+    let mut source = open_source(cfg, sink_commits, shutdown.clone())?;
     let link = source.link();
+    connector::check_destinations(cfg)?;
     let (tasks, skipped) = load_tasks(cfg, &rt)?;
     for t in &tasks {
         ExecutionProviderInUse {
@@ -134,12 +147,15 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<Summary> {
     let progress = build::make_progress(opts.progress, source.size_hint());
     // A batch job stops reading on a signal (a streaming source stops itself, gracefully).
     let interrupt = (!streaming).then(|| shutdown_flag.clone());
+    // A streaming source stops when the writer fails (it would wait for records forever).
+    let stop_source = streaming.then(|| shutdown_flag.clone());
     let result = stages::run_stages(
         source,
         tasks,
         sink,
         link,
         interrupt,
+        stop_source,
         schema,
         cfg,
         opts.record_batches,

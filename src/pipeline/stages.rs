@@ -55,6 +55,7 @@ pub(crate) fn run_stages(
     mut sink: Box<dyn Sink>,
     link: Option<SourceLink>,
     interrupt: Option<Arc<AtomicBool>>,
+    stop_source: Option<Arc<AtomicBool>>,
     schema: SchemaRef,
     cfg: &PipelineConfig,
     record: bool,
@@ -108,6 +109,10 @@ pub(crate) fn run_stages(
         );
         if write_result.is_err() {
             stop.store(true, Ordering::Relaxed);
+            // A streaming source waits for records inside `next_chunk`: tell it to return.
+            if let Some(f) = &stop_source {
+                f.store(true, Ordering::SeqCst);
+            }
         }
         let infer_result = match infer.join() {
             Ok(Ok(recorded)) => {

@@ -4,6 +4,7 @@
 
 pub mod kafka;
 pub mod postgres;
+pub mod s3;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};

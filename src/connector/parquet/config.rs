@@ -4,10 +4,12 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::store::StorageOptions;
 use crate::config::default_text_column;
 use crate::error::{Error, Result};
 
-/// Parquet files: one file, a glob or a directory, read in name order.
+/// Parquet files: one file, a glob or a directory, read in name order, on local disk or in an
+/// object store (`s3://`, `gs://`, `az://`; see [object-storage.md](object-storage.md)).
 ///
 /// Every file is checked before work starts: readable, holds the text, id and passthrough columns,
 /// and the id and passthrough columns have the same type in every file. A file that fails the
@@ -18,7 +20,10 @@ use crate::error::{Error, Result};
 #[serde(deny_unknown_fields)]
 pub struct ParquetSourceConfig {
     /// A Parquet file, a glob (`data/*.parquet`) or a directory (every `*.parquet` in it). Files
-    /// are read in name order.
+    /// are read in name order. Also a URL: `s3://bucket/key`, `gs://...`, `az://...` or
+    /// `file://...`, where a prefix (`s3://bucket/docs/`) means every `*.parquet` object directly
+    /// under it and a glob may hold `*`, `?` and `[...]` (`s3://bucket/docs/2026-*/*.parquet`).
+    /// Objects are read by row group with ranged requests, never downloaded whole.
     pub path: String,
     /// Column with the text. Strings (`Utf8`, `LargeUtf8`, `Utf8View`, dictionary) or binary
     /// holding UTF-8.
@@ -37,6 +42,15 @@ pub struct ParquetSourceConfig {
     /// Type: `i/N`
     #[serde(default)]
     pub shard: Option<String>,
+    /// Options of the object store client for a URL `path`: `endpoint`, `region`, `allow_http`,
+    /// `virtual_hosted_style_request`, credentials, ... (the keys of the `object_store` crate for
+    /// the URL's scheme; unknown keys are refused), and `max_retries` / `retry_timeout`
+    /// (seconds). Credentials otherwise come from the environment, `~/.aws` profiles or instance
+    /// metadata. See [object-storage.md](object-storage.md).
+    ///
+    /// Type: map of string to string
+    #[serde(default)]
+    pub storage_options: StorageOptions,
 }
 
 /// One of `count` workers of a sharded batch job.
@@ -85,6 +99,40 @@ impl Shard {
     }
 }
 
+/// The file format of an output.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum FileFormat {
+    /// Apache Parquet (`.parquet`).
+    #[default]
+    Parquet,
+    /// Arrow IPC file, also called Feather v2 (`.arrow`): the same schema, read by pyarrow
+    /// (`pyarrow.ipc.open_file`, `pyarrow.feather.read_table`), Polars (`read_ipc`) and DuckDB.
+    ArrowIpc,
+}
+
+impl FileFormat {
+    /// The file name extension, without the dot.
+    pub fn extension(self) -> &'static str {
+        match self {
+            FileFormat::Parquet => "parquet",
+            FileFormat::ArrowIpc => "arrow",
+        }
+    }
+
+    /// The format an explicitly named file asks for by its extension (`.arrow`, `.feather`,
+    /// `.ipc` are Arrow IPC), if any.
+    pub fn from_path(path: &Path) -> Option<FileFormat> {
+        match path.extension()?.to_str()?.to_ascii_lowercase().as_str() {
+            "parquet" | "pq" => Some(FileFormat::Parquet),
+            "arrow" | "feather" | "ipc" => Some(FileFormat::ArrowIpc),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Compression {
@@ -93,9 +141,13 @@ pub enum Compression {
     Zstd,
 }
 
-/// A Parquet file, a directory of part files, or (Kafka source) rolling per-partition files.
+/// A Parquet (or Arrow IPC) file, a directory of part files, or (Kafka source) rolling
+/// per-partition files, on local disk or in an object store (`s3://`, `gs://`, `az://`).
 ///
-/// Files are written as `.<name>.inprogress` and renamed into place once complete and synced.
+/// Local files are written as `.<name>.inprogress` and renamed into place once complete and
+/// synced. Objects are written by multipart upload and appear only once complete; a failed or
+/// stopped job aborts its uploads (rolling files of a Kafka source are uploaded under a hidden
+/// `.<name>.inprogress` key and moved to their final key when they roll).
 ///
 /// With a Kafka source the directory receives one file per partition and roll, named
 /// `<topic>-<partition>-<first offset>-<last offset>.parquet` (offsets zero-padded to 20 digits); a
@@ -109,18 +161,24 @@ pub enum Compression {
 pub struct ParquetSinkConfig {
     /// Output file. With `rows_per_file`, a directory that receives `part-00000.parquet`,
     /// `part-00001.parquet`, ... (part files of an earlier run beyond the new last one are
-    /// removed). With a Kafka source, always a directory (see below).
+    /// removed). With a Kafka source, always a directory (see below). Also a URL:
+    /// `s3://bucket/key`, `gs://...`, `az://...`, `file://...` (a "directory" is then a prefix).
     ///
-    /// Type: path
+    /// Type: path or URL
     pub path: PathBuf,
-    /// Parquet compression.
+    /// `parquet`, or `arrow_ipc` for Arrow IPC files (Feather v2, `.arrow`) with the same
+    /// schema. Part files, rolling files and the default error file take the format's extension.
+    #[serde(default)]
+    pub format: FileFormat,
+    /// Compression: of Parquet pages, or of Arrow IPC buffers (`zstd` or `none`; Arrow IPC has
+    /// no `snappy`).
     #[serde(default = "default_compression")]
     pub compression: Compression,
     /// Start a new part file after this many rows. With a Kafka source: roll once the open files
     /// hold this many rows.
     #[serde(default)]
     pub rows_per_file: Option<usize>,
-    /// Rows per Parquet row group.
+    /// Rows per Parquet row group (per record batch of an Arrow IPC file).
     #[serde(default = "default_row_group_rows")]
     pub row_group_rows: usize,
     /// Kafka source only: roll at least this often, so offsets are committed at low traffic.
@@ -129,6 +187,11 @@ pub struct ParquetSinkConfig {
     /// Kafka source only: roll once the open files hold about this many bytes.
     #[serde(default)]
     pub max_file_bytes: Option<u64>,
+    /// Options of the object store client for a URL `path`, as for `source.parquet.storage_options`.
+    ///
+    /// Type: map of string to string
+    #[serde(default)]
+    pub storage_options: StorageOptions,
 }
 
 fn default_roll_interval_ms() -> u64 {

@@ -4,34 +4,37 @@
 use std::path::PathBuf;
 
 use arrow::datatypes::SchemaRef;
-use parquet::file::properties::WriterProperties;
 
-use super::config::{Compression, ParquetSinkConfig};
-use super::file::{writer_properties, OpenFile};
+use super::config::{Compression, FileFormat};
+use super::file::{OpenFile, OutputFormat};
+use super::sink::check_output;
+use super::store::StorageOptions;
 use crate::connector::{ChunkOutput, ErrorOutput};
 use crate::error::Result;
 
 pub struct ErrorFile {
     path: PathBuf,
     schema: SchemaRef,
-    props: WriterProperties,
+    format: OutputFormat,
     open: Option<OpenFile>,
 }
 
 impl ErrorFile {
-    pub fn new(path: PathBuf, schema: SchemaRef) -> Result<Self> {
-        let props = writer_properties(&ParquetSinkConfig {
-            path: path.clone(),
-            compression: Compression::Zstd,
-            rows_per_file: None,
-            row_group_rows: 8192,
-            roll_interval_ms: 0,
-            max_file_bytes: None,
-        });
+    /// A Parquet error file (Arrow IPC when the name ends in `.arrow`, `.feather` or `.ipc`), a
+    /// local path or a store URL (checked now, before any work).
+    pub fn new(path: PathBuf, schema: SchemaRef, storage_options: StorageOptions) -> Result<Self> {
+        let format = OutputFormat::with(
+            FileFormat::Parquet,
+            Compression::Zstd,
+            8192,
+            storage_options,
+        )?
+        .for_path(&path);
+        check_output(&path, &format.storage_options)?;
         Ok(ErrorFile {
             path,
             schema,
-            props,
+            format,
             open: None,
         })
     }
@@ -39,9 +42,10 @@ impl ErrorFile {
     fn file(&mut self) -> Result<&mut OpenFile> {
         if self.open.is_none() {
             self.open = Some(OpenFile::create(
-                self.path.clone(),
+                &self.path,
                 &self.schema,
-                &self.props,
+                &self.format,
+                false,
             )?);
         }
         Ok(self.open.as_mut().expect("opened above"))

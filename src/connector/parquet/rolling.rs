@@ -10,16 +10,17 @@
 //! (a dead-letter topic).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use parquet::file::properties::WriterProperties;
 
 use super::config::ParquetSinkConfig;
-use super::file::{writer_properties, OpenFile};
+use super::file::{OpenFile, OutputFormat};
+use super::sink::check_output;
+use super::store::{Location, StorageOptions};
 use crate::connector::{take_rows, ChunkOutput, ErrorOutput, Sink, SinkReport, Written};
 use crate::error::{Error, Result};
 use crate::record::Origin;
@@ -33,6 +34,7 @@ struct PartFile {
 /// Open files of one kind (results or errors), one per partition.
 struct FileSet {
     dir: PathBuf,
+    format: OutputFormat,
     schema: SchemaRef,
     open: BTreeMap<(Arc<str>, i32), PartFile>,
 }
@@ -40,7 +42,6 @@ struct FileSet {
 impl FileSet {
     fn write(
         &mut self,
-        props: &WriterProperties,
         topic: &Arc<str>,
         partition: i32,
         offsets: (i64, i64),
@@ -49,11 +50,12 @@ impl FileSet {
         let key = (topic.clone(), partition);
         if !self.open.contains_key(&key) {
             let tmp_dest = self.dir.join(format!(
-                "{}-{partition}-{:020}.parquet",
+                "{}-{partition}-{:020}.{}",
                 safe(topic),
-                offsets.0
+                offsets.0,
+                self.format.extension()
             ));
-            let file = OpenFile::create(tmp_dest, &self.schema, props)?;
+            let file = OpenFile::create(&tmp_dest, &self.schema, &self.format, true)?;
             self.open.insert(
                 key.clone(),
                 PartFile {
@@ -80,6 +82,8 @@ impl FileSet {
     /// Close every open file and rename it to its final, never-overwriting name.
     fn commit_all(&mut self) -> Result<Vec<PathBuf>> {
         let mut done = Vec::new();
+        let dir = Location::parse(&self.dir.to_string_lossy(), &self.format.storage_options)?;
+        let ext = self.format.extension();
         for ((topic, partition), mut f) in std::mem::take(&mut self.open) {
             let base = format!(
                 "{}-{partition}-{:020}-{:020}",
@@ -87,7 +91,7 @@ impl FileSet {
                 f.first,
                 f.last
             );
-            f.file.dest = unused_name(&self.dir, &base);
+            f.file.dest = unused_name(&dir, &base, ext)?;
             done.push(f.file.commit()?);
         }
         Ok(done)
@@ -114,20 +118,22 @@ fn safe(topic: &str) -> String {
         .collect()
 }
 
-fn unused_name(dir: &Path, base: &str) -> PathBuf {
-    let first = dir.join(format!("{base}.parquet"));
-    if !first.exists() {
-        return first;
+fn unused_name(dir: &Location, base: &str, ext: &str) -> Result<Location> {
+    let first = dir.join(&format!("{base}.{ext}"));
+    if !first.exists()? {
+        return Ok(first);
     }
-    (1..)
-        .map(|n| dir.join(format!("{base}.{n}.parquet")))
-        .find(|p| !p.exists())
-        .expect("some suffix is free")
+    for n in 1.. {
+        let p = dir.join(&format!("{base}.{n}.{ext}"));
+        if !p.exists()? {
+            return Ok(p);
+        }
+    }
+    unreachable!("some suffix is free")
 }
 
 pub struct RollingParquetSink {
     cfg: ParquetSinkConfig,
-    props: WriterProperties,
     results: FileSet,
     errors: Option<FileSet>,
     dlq: Option<Box<dyn ErrorOutput>>,
@@ -142,41 +148,50 @@ impl RollingParquetSink {
         schema: SchemaRef,
         error_schema: SchemaRef,
         error_dir: Option<PathBuf>,
+        error_options: Option<StorageOptions>,
         dlq: Option<Box<dyn ErrorOutput>>,
     ) -> Result<Self> {
+        let format = OutputFormat::new(cfg)?;
         if cfg.path.is_file() {
             return Err(Error::sink(
                 cfg.path.display().to_string(),
                 "is a file; with a streaming source sink.parquet.path is a directory that receives one file per partition and roll",
             ));
         }
-        std::fs::create_dir_all(&cfg.path).map_err(|e| {
-            Error::sink(
-                cfg.path.display().to_string(),
-                format!("cannot create directory: {e}"),
-            )
-        })?;
+        let local_dir = |dir: &PathBuf, options: &StorageOptions| -> Result<()> {
+            check_output(&dir.join("x"), options)?;
+            if let Location::Local(p) = Location::parse(&dir.to_string_lossy(), options)? {
+                std::fs::create_dir_all(&p).map_err(|e| {
+                    Error::sink(
+                        p.display().to_string(),
+                        format!("cannot create directory: {e}"),
+                    )
+                })?;
+            }
+            Ok(())
+        };
+        local_dir(&cfg.path, &format.storage_options)?;
         let errors = if dlq.is_some() {
             None
         } else {
             let dir = error_dir.unwrap_or_else(|| cfg.path.join("errors"));
-            std::fs::create_dir_all(&dir).map_err(|e| {
-                Error::sink(
-                    dir.display().to_string(),
-                    format!("cannot create directory: {e}"),
-                )
-            })?;
+            let mut error_format = format.clone();
+            if let Some(o) = error_options {
+                error_format.storage_options = o;
+            }
+            local_dir(&dir, &error_format.storage_options)?;
             Some(FileSet {
                 dir,
+                format: error_format,
                 schema: error_schema,
                 open: BTreeMap::new(),
             })
         };
         Ok(RollingParquetSink {
-            props: writer_properties(cfg),
             cfg: cfg.clone(),
             results: FileSet {
                 dir: cfg.path.clone(),
+                format,
                 schema,
                 open: BTreeMap::new(),
             },
@@ -217,7 +232,6 @@ impl RollingParquetSink {
 
     /// Write `batch` (rows of the chunk given by `rows`) to per-partition files.
     fn write_split(
-        props: &WriterProperties,
         set: &mut FileSet,
         origin: &Origin,
         rows: &[u32],
@@ -249,7 +263,7 @@ impl RollingParquetSink {
             } else {
                 take_rows(batch, &idx)?
             };
-            set.write(props, &topic, partition, (lo, hi), &part)?;
+            set.write(&topic, partition, (lo, hi), &part)?;
         }
         Ok(())
     }
@@ -262,7 +276,6 @@ impl Sink for RollingParquetSink {
         }
         if out.results.num_rows() > 0 {
             Self::write_split(
-                &self.props,
                 &mut self.results,
                 &out.origin,
                 &out.result_rows,
@@ -277,7 +290,7 @@ impl Sink for RollingParquetSink {
             } else if let Some(e) = &mut self.errors {
                 let batch = out.error_batch(&e.schema)?;
                 let rows: Vec<u32> = out.errors.iter().map(|r| r.row).collect();
-                Self::write_split(&self.props, e, &out.origin, &rows, &batch)?;
+                Self::write_split(e, &out.origin, &rows, &batch)?;
             }
             self.report.error_rows += out.errors.len() as u64;
         }
@@ -322,6 +335,7 @@ mod tests {
     use crate::record::{Position, Stage, StreamOrigin};
     use arrow::array::{ArrayRef, StringArray};
     use arrow::datatypes::{DataType, Field, Schema};
+    use std::path::Path;
 
     /// Records of partition `p` of topic `t` from offset `first`.
     #[derive(Debug)]
@@ -401,7 +415,7 @@ mod tests {
             ..cfg
         };
         let id_field = Arc::new(Field::new("id", DataType::Utf8, false));
-        RollingParquetSink::new(&cfg, schema(), error_schema(&id_field), None, None).unwrap()
+        RollingParquetSink::new(&cfg, schema(), error_schema(&id_field), None, None, None).unwrap()
     }
 
     fn names(dir: &Path) -> Vec<String> {

@@ -1,20 +1,22 @@
 //! Parquet sink: results to one file, or to rolling `part-NNNNN.parquet` files in a directory;
-//! error rows to their own file. Files are written under a temporary name and renamed into place
-//! when complete, so a reader never sees a partial file.
+//! error rows to their own file. Local paths or object store URLs; Parquet or Arrow IPC. A reader
+//! never sees a partial file: local files are renamed into place when complete, objects appear
+//! when their upload completes.
 
 use std::path::PathBuf;
 
 use arrow::datatypes::SchemaRef;
-use parquet::file::properties::WriterProperties;
 
 use super::config::ParquetSinkConfig;
-use super::file::{writer_properties, OpenFile};
+use super::file::{OpenFile, OutputFormat};
+use super::store::{self, Location, StorageOptions};
 use crate::connector::{ChunkOutput, Sink, SinkReport, Written};
 use crate::error::{Error, Result};
 
 pub struct ParquetSink {
     cfg: ParquetSinkConfig,
-    props: WriterProperties,
+    format: OutputFormat,
+    error_format: OutputFormat,
     schema: SchemaRef,
     error_schema: SchemaRef,
     error_path: PathBuf,
@@ -27,28 +29,40 @@ pub struct ParquetSink {
 }
 
 /// Default error file: beside the output file (`out.errors.parquet`), or `errors.parquet` inside
-/// the output directory.
+/// the output directory (`.arrow` for Arrow IPC output).
 pub fn default_error_path(cfg: &ParquetSinkConfig) -> PathBuf {
+    let ext = cfg.format.extension();
     if cfg.rows_per_file.is_some() {
-        cfg.path.join("errors.parquet")
+        cfg.path.join(format!("errors.{ext}"))
     } else {
         let stem = cfg
             .path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "output".into());
-        cfg.path.with_file_name(format!("{stem}.errors.parquet"))
+        cfg.path.with_file_name(format!("{stem}.errors.{ext}"))
     }
 }
 
+/// Before any work: a store URL must answer with these credentials, and its bucket exist.
+pub(crate) fn check_output(path: &std::path::Path, options: &StorageOptions) -> Result<()> {
+    let spec = path.to_string_lossy();
+    if store::is_remote(&spec) {
+        Location::parse(&spec, options)?.check_reachable()?;
+    }
+    Ok(())
+}
+
 impl ParquetSink {
+    /// `error_path` and `error_options`: `sink.errors.path` and its storage options, if given.
     pub fn new(
         cfg: &ParquetSinkConfig,
         schema: SchemaRef,
         error_schema: SchemaRef,
         error_path: Option<PathBuf>,
+        error_options: Option<StorageOptions>,
     ) -> Result<Self> {
-        let props = writer_properties(cfg);
+        let format = OutputFormat::new(cfg)?;
         if cfg.rows_per_file.is_some() && cfg.path.is_file() {
             return Err(Error::sink(
                 cfg.path.display().to_string(),
@@ -61,10 +75,20 @@ impl ParquetSink {
                 "is a directory; give a file name (e.g. out.parquet), or set sink.parquet.rows_per_file to write part files into it",
             ));
         }
+        let mut error_format = match &error_path {
+            Some(p) => format.for_path(p),
+            None => format.clone(),
+        };
+        if let Some(o) = error_options {
+            error_format.storage_options = o;
+        }
         let error_path = error_path.unwrap_or_else(|| default_error_path(cfg));
+        check_output(&cfg.path, &format.storage_options)?;
+        check_output(&error_path, &error_format.storage_options)?;
         Ok(ParquetSink {
             cfg: cfg.clone(),
-            props,
+            format,
+            error_format,
             schema,
             error_schema,
             error_path,
@@ -80,10 +104,11 @@ impl ParquetSink {
         match self.cfg.rows_per_file {
             None => self.cfg.path.clone(),
             Some(_) => {
-                let p = self
-                    .cfg
-                    .path
-                    .join(format!("part-{:05}.parquet", self.next_part));
+                let p = self.cfg.path.join(format!(
+                    "part-{:05}.{}",
+                    self.next_part,
+                    self.format.extension()
+                ));
                 self.next_part += 1;
                 p
             }
@@ -93,7 +118,7 @@ impl ParquetSink {
     fn open_current(&mut self) -> Result<&mut OpenFile> {
         if self.current.is_none() {
             let dest = self.next_dest();
-            self.current = Some(OpenFile::create(dest, &self.schema, &self.props)?);
+            self.current = Some(OpenFile::create(&dest, &self.schema, &self.format, false)?);
         }
         Ok(self.current.as_mut().expect("opened above"))
     }
@@ -107,23 +132,25 @@ impl ParquetSink {
     }
 
     /// Remove part files of an earlier run that this run did not overwrite.
-    fn remove_stale_parts(&self) {
+    fn remove_stale_parts(&self) -> Result<()> {
         if self.cfg.rows_per_file.is_none() {
-            return;
+            return Ok(());
         }
-        let Ok(entries) = std::fs::read_dir(&self.cfg.path) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
+        let dir = Location::parse(
+            &self.cfg.path.to_string_lossy(),
+            &self.format.storage_options,
+        )?;
+        let ext = format!(".{}", self.format.extension());
+        for name in dir.list_names()? {
             let idx = name
                 .strip_prefix("part-")
-                .and_then(|r| r.strip_suffix(".parquet"))
+                .and_then(|r| r.strip_suffix(ext.as_str()))
                 .and_then(|n| n.parse::<usize>().ok());
             if idx.is_some_and(|i| i >= self.next_part) {
-                let _ = std::fs::remove_file(entry.path());
+                dir.join(&name).remove()?;
             }
         }
+        Ok(())
     }
 }
 
@@ -133,9 +160,10 @@ impl Sink for ParquetSink {
         if !out.errors.is_empty() {
             if self.errors.is_none() {
                 self.errors = Some(OpenFile::create(
-                    self.error_path.clone(),
+                    &self.error_path,
                     &self.error_schema,
-                    &self.props,
+                    &self.error_format,
+                    false,
                 )?);
             }
             let batch = out.error_batch(&self.error_schema)?;
@@ -171,12 +199,13 @@ impl Sink for ParquetSink {
             self.open_current()?;
         }
         self.commit_current()?;
-        self.remove_stale_parts();
+        self.remove_stale_parts()?;
         if self.errors.is_none() {
             self.errors = Some(OpenFile::create(
-                self.error_path.clone(),
+                &self.error_path,
                 &self.error_schema,
-                &self.props,
+                &self.error_format,
+                false,
             )?);
         }
         if let Some(e) = self.errors.take() {

@@ -1,4 +1,6 @@
-//! Parquet source: a file, a glob or a directory of files, read in name order.
+//! Parquet source: a file, a glob or a directory of files, read in name order, local or in an
+//! object store (objects are read by row group with ranged requests, a row group ahead of the
+//! pipeline, never downloaded whole).
 //!
 //! Every file is checked before any work starts (readable, has the text, id and passthrough
 //! columns, consistent id types), so a bad file fails the job at once with a message naming it.
@@ -8,18 +10,25 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, UInt64Array};
-use arrow::datatypes::{DataType, Field, FieldRef, Schema};
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt64Array};
+use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
+use futures::StreamExt;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuilder};
 use parquet::arrow::ProjectionMask;
+use parquet::errors::ParquetError;
+use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 
+use super::store::{self, Location, Object, StorageOptions};
 use crate::config::{ParquetSourceConfig, Shard};
 use crate::connector::Source;
 use crate::error::{Error, Result};
 use crate::record::{Chunk, Origin, RecordError, Stage};
 
 struct InputFile {
-    path: PathBuf,
+    location: Location,
+    /// Object size (known from the listing), saves a request per object.
+    size: Option<u64>,
     rows: u64,
     /// In this worker's shard (every file is, without sharding).
     selected: bool,
@@ -37,14 +46,62 @@ pub struct ParquetSource {
     shard: Option<Shard>,
     // reading state
     current: usize,
-    reader: Option<(ParquetRecordBatchReader, Arc<str>)>,
+    reader: Option<(Reader, Arc<str>)>,
     rows_read_in_file: u64,
     rows_read_total: u64,
     next_seq: u64,
 }
 
-/// Expand a path, glob or directory into a sorted list of Parquet files.
-pub fn resolve_inputs(spec: &str) -> Result<Vec<PathBuf>> {
+/// Batches of one input: read here from a local file, or fetched by a task on the store runtime
+/// a row group ahead.
+enum Reader {
+    Local(ParquetRecordBatchReader),
+    Remote(tokio::sync::mpsc::Receiver<std::result::Result<RecordBatch, String>>),
+}
+
+impl Reader {
+    fn next(&mut self) -> Option<std::result::Result<RecordBatch, String>> {
+        match self {
+            Reader::Local(r) => r.next().map(|b| b.map_err(|e| e.to_string())),
+            Reader::Remote(rx) => rx.blocking_recv(),
+        }
+    }
+}
+
+/// One input of a source: where it is and, for objects, its size.
+#[derive(Debug)]
+pub struct Input {
+    pub location: Location,
+    pub size: Option<u64>,
+}
+
+/// Expand a path, glob, directory, object URL, prefix or object glob into a sorted list of
+/// Parquet files or objects.
+pub fn resolve_inputs(spec: &str, options: &StorageOptions) -> Result<Vec<Input>> {
+    if store::is_remote(spec) {
+        return Ok(store::list_objects(spec, options)?
+            .into_iter()
+            .map(|l| Input {
+                location: l.location,
+                size: l.size,
+            })
+            .collect());
+    }
+    let local = match Location::parse(spec, options)? {
+        Location::Local(p) => p,
+        Location::Object(_) => unreachable!("not remote"),
+    };
+    Ok(resolve_local(&local.to_string_lossy())?
+        .into_iter()
+        .map(|p| Input {
+            location: Location::Local(p),
+            size: None,
+        })
+        .collect())
+}
+
+/// Expand a local path, glob or directory into a sorted list of Parquet files.
+fn resolve_local(spec: &str) -> Result<Vec<PathBuf>> {
     let path = Path::new(spec);
     let mut files: Vec<PathBuf> = if path.is_dir() {
         let mut v = Vec::new();
@@ -87,6 +144,105 @@ pub fn resolve_inputs(spec: &str) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// Ranged reads of one object for parquet's async reader: the footer first, then the projected
+/// column chunks of one row group at a time (nearby ranges fetched together).
+struct ObjectReader {
+    object: Object,
+    size: u64,
+}
+
+fn external(e: object_store::Error) -> ParquetError {
+    ParquetError::External(Box::new(e))
+}
+
+impl AsyncFileReader for ObjectReader {
+    fn get_bytes(
+        &mut self,
+        range: std::ops::Range<u64>,
+    ) -> futures::future::BoxFuture<'_, parquet::errors::Result<bytes::Bytes>> {
+        use object_store::ObjectStoreExt;
+        Box::pin(async move {
+            self.object
+                .store
+                .get_range(&self.object.key, range)
+                .await
+                .map_err(external)
+        })
+    }
+
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<std::ops::Range<u64>>,
+    ) -> futures::future::BoxFuture<'_, parquet::errors::Result<Vec<bytes::Bytes>>> {
+        Box::pin(async move {
+            self.object
+                .store
+                .get_ranges(&self.object.key, &ranges)
+                .await
+                .map_err(external)
+        })
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        _options: Option<&'a parquet::arrow::arrow_reader::ArrowReaderOptions>,
+    ) -> futures::future::BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
+        Box::pin(async move {
+            let size = self.size;
+            let m = ParquetMetaDataReader::new()
+                .with_prefetch_hint(Some(64 * 1024))
+                .load_and_finish(self, size)
+                .await?;
+            Ok(Arc::new(m))
+        })
+    }
+}
+
+/// The async reader of an object, its footer read.
+fn object_builder(
+    o: &Object,
+    size: Option<u64>,
+) -> Result<ParquetRecordBatchStreamBuilder<ObjectReader>> {
+    let url = o.url();
+    let size = match size {
+        Some(n) => n,
+        None => {
+            use object_store::ObjectStoreExt;
+            store::block_on(o.store.head(&o.key))
+                .map_err(|e| store::store_error(&url, "cannot read", &e))?
+                .size
+        }
+    };
+    let reader = ObjectReader {
+        object: o.clone(),
+        size,
+    };
+    store::block_on(ParquetRecordBatchStreamBuilder::new(reader)).map_err(|e| {
+        Error::source(
+            &url,
+            format!(
+                "not a readable Parquet object ({e}); check that it is complete and is Parquet, and the credentials"
+            ),
+        )
+    })
+}
+
+/// Schema and row count of an input, from its footer.
+fn inspect(location: &Location, size: Option<u64>) -> Result<(SchemaRef, u64)> {
+    match location {
+        Location::Local(p) => {
+            let b = open_builder(p)?;
+            let rows = b.metadata().file_metadata().num_rows().max(0) as u64;
+            Ok((b.schema().clone(), rows))
+        }
+        Location::Object(o) => {
+            let b = object_builder(o, size)?;
+            let rows = b.metadata().file_metadata().num_rows().max(0) as u64;
+            Ok((b.schema().clone(), rows))
+        }
+    }
+}
+
 fn open_builder(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>> {
     let loc = path.display().to_string();
     let file = File::open(path).map_err(|e| Error::source(&loc, format!("cannot open: {e}")))?;
@@ -117,7 +273,7 @@ impl ParquetSource {
         question_column: Option<&str>,
         batch_rows: usize,
     ) -> Result<Self> {
-        let paths = resolve_inputs(&cfg.path)?;
+        let inputs = resolve_inputs(&cfg.path, &cfg.storage_options)?;
         for name in passthrough {
             if name == "id" {
                 return Err(Error::config(
@@ -125,14 +281,12 @@ impl ParquetSource {
                 ));
             }
         }
-        let mut files = Vec::with_capacity(paths.len());
-        let mut id_field: Option<(FieldRef, PathBuf)> = None;
-        let mut pass_fields: Vec<Option<(FieldRef, PathBuf)>> = vec![None; passthrough.len()];
-        for path in paths {
-            let loc = path.display().to_string();
-            let builder = open_builder(&path)?;
-            let schema = builder.schema().clone();
-            let rows = builder.metadata().file_metadata().num_rows().max(0) as u64;
+        let mut files = Vec::with_capacity(inputs.len());
+        let mut id_field: Option<(FieldRef, String)> = None;
+        let mut pass_fields: Vec<Option<(FieldRef, String)>> = vec![None; passthrough.len()];
+        for input in inputs {
+            let loc = input.location.to_string();
+            let (schema, rows) = inspect(&input.location, input.size)?;
             if schema.field_with_name(&cfg.text_column).is_err() {
                 return Err(Error::source(
                     &loc,
@@ -171,13 +325,13 @@ impl ParquetSource {
                             format!(
                                 "id column '{id}' has type {} but {} has {}; all input files must agree",
                                 f.data_type(),
-                                prev_path.display(),
+                                prev_path,
                                 prev.data_type()
                             ),
                         ));
                     }
                     Some(_) => {}
-                    None => id_field = Some((Arc::new(f.clone()), path.clone())),
+                    None => id_field = Some((Arc::new(f.clone()), loc.clone())),
                 }
             }
             for (slot, name) in pass_fields.iter_mut().zip(passthrough) {
@@ -197,17 +351,18 @@ impl ParquetSource {
                             format!(
                                 "passthrough column '{name}' has type {} but {} has {}; all input files must agree",
                                 f.data_type(),
-                                prev_path.display(),
+                                prev_path,
                                 prev.data_type()
                             ),
                         ));
                     }
                     Some(_) => {}
-                    None => *slot = Some((Arc::new(f.clone()), path.clone())),
+                    None => *slot = Some((Arc::new(f.clone()), loc.clone())),
                 }
             }
             files.push(InputFile {
-                path,
+                location: input.location,
+                size: input.size,
                 rows,
                 selected: true,
             });
@@ -247,10 +402,8 @@ impl ParquetSource {
         self
     }
 
-    fn open_reader(&mut self) -> Result<()> {
-        let file = &self.files[self.current];
-        let builder = open_builder(&file.path)?;
-        let schema = builder.schema().clone();
+    /// The root columns to read of a file with this schema.
+    fn projection(&self, schema: &Schema) -> Vec<usize> {
         let mut wanted = vec![self.text_column.clone()];
         wanted.extend(self.id_column.iter().cloned());
         wanted.extend(self.passthrough.iter().cloned());
@@ -261,13 +414,48 @@ impl ParquetSource {
             .collect();
         roots.sort_unstable();
         roots.dedup();
-        let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
-        let loc = file.path.display().to_string();
-        let reader = builder
-            .with_projection(mask)
-            .with_batch_size(self.batch_rows)
-            .build()
-            .map_err(|e| Error::source(&loc, format!("cannot read: {e}")))?;
+        roots
+    }
+
+    fn open_reader(&mut self) -> Result<()> {
+        let file = &self.files[self.current];
+        let loc = file.location.to_string();
+        let reader = match &file.location {
+            Location::Local(path) => {
+                let builder = open_builder(path)?;
+                let roots = self.projection(builder.schema());
+                let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+                Reader::Local(
+                    builder
+                        .with_projection(mask)
+                        .with_batch_size(self.batch_rows)
+                        .build()
+                        .map_err(|e| Error::source(&loc, format!("cannot read: {e}")))?,
+                )
+            }
+            Location::Object(o) => {
+                let builder = object_builder(o, file.size)?;
+                let roots = self.projection(builder.schema());
+                let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+                let mut stream = builder
+                    .with_projection(mask)
+                    .with_batch_size(self.batch_rows)
+                    .build()
+                    .map_err(|e| Error::source(&loc, format!("cannot read: {e}")))?;
+                // Two batches ahead: the next row group is fetched while this one is worked on,
+                // and memory stays bounded by a row group.
+                let (tx, rx) = tokio::sync::mpsc::channel(2);
+                store::runtime().spawn(async move {
+                    while let Some(b) = stream.next().await {
+                        let failed = b.is_err();
+                        if tx.send(b.map_err(|e| e.to_string())).await.is_err() || failed {
+                            break;
+                        }
+                    }
+                });
+                Reader::Remote(rx)
+            }
+        };
         self.reader = Some((reader, Arc::from(loc.as_str())));
         self.rows_read_in_file = 0;
         Ok(())
@@ -363,8 +551,8 @@ impl Source for ParquetSource {
 
     fn describe(&self) -> String {
         let all = match self.files.len() {
-            1 => self.files[0].path.display().to_string(),
-            n => format!("{n} Parquet files ({} ...)", self.files[0].path.display()),
+            1 => self.files[0].location.to_string(),
+            n => format!("{n} Parquet files ({} ...)", self.files[0].location),
         };
         match self.shard {
             Some(s) => format!(
@@ -502,7 +690,7 @@ mod tests {
 
     #[test]
     fn missing_path_is_explained() {
-        let err = resolve_inputs("/nonexistent/x.parquet").unwrap_err();
+        let err = resolve_inputs("/nonexistent/x.parquet", &StorageOptions::new()).unwrap_err();
         assert!(err.to_string().contains("no such file"), "{err}");
     }
 
