@@ -92,7 +92,7 @@ s3 = fs.S3FileSystem(access_key=os.environ["AWS_ACCESS_KEY_ID"], secret_key=os.e
 fs.copy_files(sys.argv[1], f"bertflow/{sys.argv[2]}/big/big.parquet", destination_filesystem=s3)
 PYEOF
 scan() { # input -> "records peak_mib seconds"
-  "$BIN" validate "$OUT/pipeline.yaml" --scan --set "source.parquet.path=\"$1\"" |
+  "$BIN" validate "$OUT/pipeline.yaml" --scan --set "source.parquet.path=\"$1\"" --set "sink.passthrough=[]" |
     awk '/^scanned/ {for (i=1;i<=NF;i++) {if ($i=="records,") r=$(i-1); if ($i=="memory") m=$(i+1); if ($i=="s") s=$(i-1)}} END {print r, m, s}'
 }
 read -r big_records s3_peak s3_secs < <(scan "$PREFIX/big/big.parquet")
