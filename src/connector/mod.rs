@@ -11,6 +11,7 @@
 //!
 //! [`open_source`] and [`open_sink`] build the connectors a pipeline file names.
 
+pub mod chunk_rows;
 pub mod kafka;
 pub mod parquet;
 pub mod postgres;
@@ -533,6 +534,29 @@ pub fn open_sink(
                     shutdown,
                 },
             )?))
+        }
+        SinkKind::Parquet(p) if p.one_row_per_chunk => {
+            let column = cfg
+                .tasks
+                .embed
+                .iter()
+                .find_map(|e| e.chunking.as_ref().map(|c| c.column.clone()))
+                .ok_or_else(|| {
+                    Error::config(
+                        "sink.parquet.one_row_per_chunk needs tasks.embed.chunking (passages to write one per row)",
+                    )
+                })?;
+            let flat = chunk_rows::flat_schema(&schema, &column)?;
+            let mut plain = cfg.clone();
+            if let SinkKind::Parquet(q) = &mut plain.sink.kind {
+                q.one_row_per_chunk = false;
+            }
+            let inner = open_sink(&plain, flat.clone(), err_schema, link, shutdown)?;
+            Ok(Box::new(chunk_rows::OneRowPerChunk {
+                inner,
+                column,
+                schema: flat,
+            }))
         }
         SinkKind::Parquet(p) => {
             if let Some(kafka_src) = source_kafka {

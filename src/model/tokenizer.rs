@@ -160,6 +160,21 @@ impl TextTokenizer {
         self.truncation.max_length
     }
 
+    /// Whether the tokens of a word-aligned piece of a text are the same as those of the whole
+    /// text over that piece (WordPiece with its word-splitting pre-tokenizer): then a passage's
+    /// tokens are a slice of the text's. Byte-level BPE and SentencePiece mark word starts
+    /// with a leading space, which a passage's first word lacks when tokenized alone.
+    pub fn slices_exactly(&self) -> bool {
+        serde_json::to_value(self.inner.get_model())
+            .ok()
+            .and_then(|v| {
+                v.get("type")
+                    .and_then(Value::as_str)
+                    .map(|t| t == "WordPiece")
+            })
+            .unwrap_or(false)
+    }
+
     /// Special tokens the tokenizer adds to one text (`pair: false`) or a pair of texts.
     pub fn added_tokens(&self, pair: bool) -> usize {
         self.inner

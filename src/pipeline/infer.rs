@@ -151,11 +151,19 @@ pub(crate) fn infer_stage(
             for (f, r) in feats.features.iter().zip(results) {
                 parts[f.row].push(r.unwrap_or_else(|| Err("internal: feature not run".into())));
             }
+            let mut failed = vec![false; n];
+            for e in &feats.errors {
+                failed[e.row] = true;
+            }
             let rows: Vec<Option<FeatureResult>> = parts
                 .into_iter()
-                .map(|p| {
+                .enumerate()
+                .map(|(row, p)| {
                     if p.is_empty() {
-                        return None;
+                        // A record with a text and no features (nothing to embed).
+                        return (tok.chunk.texts[row].is_some() && !failed[row])
+                            .then(|| task.empty_result().map(Ok))
+                            .flatten();
                     }
                     let mut ok = Vec::with_capacity(p.len());
                     for r in p {

@@ -411,9 +411,51 @@ pub struct EmbedConfig {
     /// Default: from model
     #[serde(default)]
     pub max_length: Option<usize>,
-    /// Name of the output column.
+    /// Name of the output column (with `chunking`: the document embedding, when
+    /// `chunking.document_embedding` is on).
     #[serde(default = "default_embedding_column")]
     pub column: String,
+    /// Cut each text into passages and embed every passage (off by default: the text is cut at
+    /// `max_length` as sentence-transformers does). See [tasks.md](tasks.md#chunked-embeddings).
+    #[serde(default)]
+    pub chunking: Option<ChunkingConfig>,
+}
+
+/// Passages of long texts, one embedding each: `chunks` column of `{index, start, end,
+/// embedding}` (character offsets into the text, as entities use).
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChunkingConfig {
+    /// Tokens per passage, special tokens included; at most the model's limit (`max_length`).
+    ///
+    /// Default: the model's `max_length`
+    #[serde(default)]
+    pub max_tokens: Option<usize>,
+    /// Tokens consecutive passages may share (at most; passages start on word, sentence or
+    /// paragraph boundaries). Below `max_tokens`.
+    #[serde(default)]
+    pub overlap: usize,
+    /// `token`: windows of up to `max_tokens` that never cut a word; `sentence`: Unicode
+    /// sentences packed up to `max_tokens`; `paragraph`: paragraphs (blank-line separated) packed
+    /// up to `max_tokens`, a longer one by sentences. A sentence longer than `max_tokens` falls
+    /// back to word-bounded token windows.
+    #[serde(default = "default_boundary")]
+    pub boundary: crate::task::chunking::Boundary,
+    /// Also write the document embedding in `column`: the mean of the passage embeddings,
+    /// L2-normalised (null for a text with no passages).
+    #[serde(default)]
+    pub document_embedding: bool,
+    /// Name of the passages column.
+    #[serde(default = "default_chunks_column")]
+    pub column: String,
+}
+
+fn default_boundary() -> crate::task::chunking::Boundary {
+    crate::task::chunking::Boundary::Sentence
+}
+
+fn default_chunks_column() -> String {
+    "chunks".into()
 }
 
 fn default_pooling() -> PoolingMode {

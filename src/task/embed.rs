@@ -8,13 +8,37 @@ use arrow::array::{ArrayRef, FixedSizeListArray, Float32Array};
 use arrow::datatypes::{DataType, Field, FieldRef};
 use serde_json::Value;
 
+use super::chunking::{self, Boundary};
 use super::{single_text_featurized, Featurized, Task, TaskOutput};
 use crate::batch::{Feature, PaddedBatch};
 use crate::config::{EmbedConfig, PoolingMode};
 use crate::error::{Error, Result};
 use crate::model::tokenizer::{TokenCache, Truncation};
 use crate::model::{ModelDir, ModelOutputs, OnnxModel, TextTokenizer};
-use crate::record::Chunk;
+use crate::record::{Chunk, RecordError, Stage};
+
+/// The embedding of one passage of a text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChunkEmbedding {
+    /// Position of the passage in the text (0-based).
+    pub index: u32,
+    /// Character offsets into the text: the passage is `text[start:end]`.
+    pub start: usize,
+    pub end: usize,
+    pub embedding: Vec<f32>,
+}
+
+/// `tasks.embed.chunking`, resolved against the model.
+struct Chunking {
+    /// Tokens per passage without the special tokens.
+    budget: usize,
+    overlap: usize,
+    boundary: Boundary,
+    document: bool,
+    column: String,
+    /// Passages are slices of the text's tokens (else each passage is tokenized alone).
+    slices: bool,
+}
 
 /// One pooling operation; several are concatenated in this order (sentence-transformers' order).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +59,7 @@ pub struct EmbedTask {
     pre_pooled: bool,
     dim: usize,
     column: String,
+    chunking: Option<Chunking>,
 }
 
 /// Pooling modes from a sentence-transformers `1_Pooling/config.json`.
@@ -152,6 +177,47 @@ impl EmbedTask {
         } else {
             hidden * pools.len()
         };
+        let chunking = match &cfg.chunking {
+            None => None,
+            Some(c) => {
+                let max_tokens = c.max_tokens.unwrap_or(max_length);
+                let added = tokenizer.added_tokens(false);
+                if max_tokens > max_length {
+                    return Err(Error::config(format!(
+                        "tasks.embed.chunking.max_tokens is {max_tokens}, above the model's limit of {max_length} tokens ({}); lower it (or leave it out to use the limit)",
+                        dir.dir.display()
+                    )));
+                }
+                if max_tokens <= added {
+                    return Err(Error::config(format!(
+                        "tasks.embed.chunking.max_tokens is {max_tokens}: it must exceed the {added} special tokens the model adds"
+                    )));
+                }
+                if c.overlap >= max_tokens {
+                    return Err(Error::config(format!(
+                        "tasks.embed.chunking.overlap is {} but must be below max_tokens ({max_tokens})",
+                        c.overlap
+                    )));
+                }
+                let budget = max_tokens - added;
+                Some(Chunking {
+                    budget,
+                    overlap: c.overlap.min(budget - 1),
+                    boundary: c.boundary,
+                    document: c.document_embedding,
+                    column: c.column.clone(),
+                    slices: tokenizer.slices_exactly(),
+                })
+            }
+        };
+        if let Some(c) = &chunking {
+            if c.document && c.column == cfg.column {
+                return Err(Error::config(format!(
+                    "tasks.embed.chunking.column and tasks.embed.column are both '{}'; give them different names",
+                    c.column
+                )));
+            }
+        }
         Ok(EmbedTask {
             tokenizer,
             pools,
@@ -160,7 +226,89 @@ impl EmbedTask {
             pre_pooled,
             dim,
             column: cfg.column.clone(),
+            chunking,
         })
+    }
+
+    /// Passages of every record of a chunk as features (`part` = passage index).
+    fn chunk_featurized(&self, chunk: &Chunk, cache: &TokenCache, c: &Chunking) -> Featurized {
+        let raw = cache.raw(&self.tokenizer, &chunk.texts);
+        let mut out = Featurized::default();
+        for (row, (text, enc)) in chunk.texts.iter().zip(raw.iter()).enumerate() {
+            let Some(text) = text else { continue };
+            let enc = match enc {
+                Ok(e) => e,
+                Err(reason) => {
+                    out.errors
+                        .push(RecordError::new(row, Stage::Tokenize, reason.clone()));
+                    continue;
+                }
+            };
+            let offsets = enc.get_offsets();
+            let ranges = chunking::chunk(
+                text,
+                offsets,
+                Some(enc.get_word_ids()),
+                c.boundary,
+                c.budget,
+                c.overlap,
+            );
+            let first_feature = out.features.len();
+            // Byte index of every char, for passages tokenized alone.
+            let bytes: Vec<usize> = if c.slices {
+                Vec::new()
+            } else {
+                text.char_indices()
+                    .map(|(b, _)| b)
+                    .chain(std::iter::once(text.len()))
+                    .collect()
+            };
+            for (i, r) in ranges.iter().enumerate() {
+                let (start, end) = (offsets[r.first].0, offsets[r.last - 1].1);
+                let piece = if c.slices {
+                    Ok(slice_encoding(enc, r.first, r.last))
+                } else {
+                    let piece = &text[bytes[start]..bytes[end]];
+                    self.tokenizer.encode_raw(&[piece]).remove(0).map(|mut e| {
+                        for o in e.get_offsets_mut() {
+                            o.0 += start;
+                            o.1 += start;
+                        }
+                        e
+                    })
+                };
+                match piece.and_then(|p| self.tokenizer.finish(p)) {
+                    Ok(t) => out.features.push(Feature {
+                        row,
+                        part: i,
+                        encoding: t.windows.into_iter().next().expect("one window"),
+                        text: text.clone(),
+                        question: None,
+                    }),
+                    Err(reason) => {
+                        out.features.truncate(first_feature);
+                        out.errors
+                            .push(RecordError::new(row, Stage::Tokenize, reason));
+                        break;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The passage a feature holds: its character span (without special tokens).
+    fn span(feature: &Feature) -> (usize, usize) {
+        let e = &feature.encoding;
+        let mut it = e
+            .get_offsets()
+            .iter()
+            .zip(e.get_special_tokens_mask())
+            .filter(|(_, &m)| m == 0)
+            .map(|(o, _)| *o);
+        let first = it.next().unwrap_or((0, 0));
+        let last = it.next_back().unwrap_or(first);
+        (first.0, last.1)
     }
 
     pub fn dim(&self) -> usize {
@@ -225,6 +373,39 @@ pub fn pool(tokens: &[f32], mask: &[i64], hidden: usize, mode: Pool, out: &mut V
     }
 }
 
+/// Tokens `[first, last)` of an encoding (no special tokens) as an encoding of their own.
+fn slice_encoding(e: &tokenizers::Encoding, first: usize, last: usize) -> tokenizers::Encoding {
+    let r = first..last;
+    tokenizers::Encoding::new(
+        e.get_ids()[r.clone()].to_vec(),
+        e.get_type_ids()[r.clone()].to_vec(),
+        e.get_tokens()[r.clone()].to_vec(),
+        e.get_word_ids()[r.clone()].to_vec(),
+        e.get_offsets()[r.clone()].to_vec(),
+        e.get_special_tokens_mask()[r.clone()].to_vec(),
+        e.get_attention_mask()[r].to_vec(),
+        Vec::new(),
+        Default::default(),
+    )
+}
+
+/// The document embedding: mean of the passage embeddings, L2-normalised.
+pub fn document_embedding(chunks: &[ChunkEmbedding]) -> Option<Vec<f32>> {
+    let first = chunks.first()?;
+    let mut acc = vec![0f32; first.embedding.len()];
+    for c in chunks {
+        for (a, v) in acc.iter_mut().zip(&c.embedding) {
+            *a += v;
+        }
+    }
+    let n = chunks.len() as f32;
+    for a in &mut acc {
+        *a /= n;
+    }
+    l2_normalize(&mut acc);
+    Some(acc)
+}
+
 /// L2-normalise in place (eps 1e-12, as `torch.nn.functional.normalize`).
 pub fn l2_normalize(v: &mut [f32]) {
     let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
@@ -239,12 +420,18 @@ impl Task for EmbedTask {
     }
 
     fn fields(&self) -> Vec<FieldRef> {
-        let item = Arc::new(Field::new("item", DataType::Float32, false));
-        vec![Arc::new(Field::new(
-            &self.column,
-            DataType::FixedSizeList(item, self.dim as i32),
-            false,
-        ))]
+        let vector = DataType::FixedSizeList(
+            Arc::new(Field::new("item", DataType::Float32, false)),
+            self.dim as i32,
+        );
+        let Some(c) = &self.chunking else {
+            return vec![Arc::new(Field::new(&self.column, vector, false))];
+        };
+        let mut fields = vec![super::list_of_structs(&c.column, chunk_fields(self.dim))];
+        if c.document {
+            fields.push(Arc::new(Field::new(&self.column, vector, true)));
+        }
+        fields
     }
 
     fn pad_id(&self) -> u32 {
@@ -252,10 +439,163 @@ impl Task for EmbedTask {
     }
 
     fn featurize(&self, chunk: &Chunk, cache: &TokenCache) -> Featurized {
-        single_text_featurized(chunk, cache, &self.tokenizer)
+        match &self.chunking {
+            Some(c) => self.chunk_featurized(chunk, cache, c),
+            None => single_text_featurized(chunk, cache, &self.tokenizer),
+        }
+    }
+
+    fn combine(&self, parts: Vec<TaskOutput>) -> std::result::Result<TaskOutput, String> {
+        if self.chunking.is_none() {
+            let mut parts = parts;
+            return match parts.len() {
+                1 => Ok(parts.remove(0)),
+                n => Err(format!("internal: {n} results for one record")),
+            };
+        }
+        let mut all = Vec::with_capacity(parts.len());
+        for p in parts {
+            match p {
+                TaskOutput::Chunks(c) => all.extend(c),
+                other => return Err(format!("internal: embed passage got {other:?}")),
+            }
+        }
+        Ok(TaskOutput::Chunks(all))
+    }
+
+    fn empty_result(&self) -> Option<TaskOutput> {
+        self.chunking
+            .as_ref()
+            .map(|_| TaskOutput::Chunks(Vec::new()))
     }
 
     fn postprocess(
+        &self,
+        features: &[&Feature],
+        batch: &PaddedBatch,
+        outputs: &ModelOutputs<'_, '_>,
+    ) -> Result<Vec<std::result::Result<TaskOutput, String>>> {
+        let results = self.embeddings(features, batch, outputs)?;
+        if self.chunking.is_none() {
+            return Ok(results);
+        }
+        Ok(results
+            .into_iter()
+            .zip(features)
+            .map(|(r, f)| {
+                r.and_then(|o| match o {
+                    TaskOutput::Embedding(embedding) => {
+                        let (start, end) = Self::span(f);
+                        Ok(TaskOutput::Chunks(vec![ChunkEmbedding {
+                            index: f.part as u32,
+                            start,
+                            end,
+                            embedding,
+                        }]))
+                    }
+                    other => Err(format!("internal: embed got {other:?}")),
+                })
+            })
+            .collect())
+    }
+
+    fn columns(&self, outputs: Vec<TaskOutput>) -> Result<Vec<ArrayRef>> {
+        let Some(c) = &self.chunking else {
+            return self.vector_column(outputs);
+        };
+        let mut lengths = Vec::with_capacity(outputs.len());
+        let (mut index, mut start, mut end, mut flat) = (vec![], vec![], vec![], vec![]);
+        let mut docs: Vec<Option<Vec<f32>>> = Vec::with_capacity(outputs.len());
+        for o in outputs {
+            let TaskOutput::Chunks(chunks) = o else {
+                return Err(Error::Inference(format!("internal: embed got {o:?}")));
+            };
+            lengths.push(chunks.len());
+            for ch in &chunks {
+                if ch.embedding.len() != self.dim {
+                    return Err(Error::Inference(format!(
+                        "embedding of size {} where {} was expected",
+                        ch.embedding.len(),
+                        self.dim
+                    )));
+                }
+                index.push(ch.index as i32);
+                start.push(ch.start as i64);
+                end.push(ch.end as i64);
+                flat.extend_from_slice(&ch.embedding);
+            }
+            if c.document {
+                docs.push(document_embedding(&chunks));
+            }
+        }
+        let fields = chunk_fields(self.dim);
+        let vectors = vector_array(self.dim, flat, None)?;
+        let structs = arrow::array::StructArray::try_new(
+            fields.clone(),
+            vec![
+                Arc::new(arrow::array::Int32Array::from(index)),
+                Arc::new(arrow::array::Int64Array::from(start)),
+                Arc::new(arrow::array::Int64Array::from(end)),
+                Arc::new(vectors),
+            ],
+            None,
+        )
+        .map_err(|e| Error::Inference(e.to_string()))?;
+        let item = Arc::new(Field::new("item", DataType::Struct(fields), false));
+        let list = arrow::array::ListArray::try_new(
+            item,
+            arrow::buffer::OffsetBuffer::from_lengths(lengths),
+            Arc::new(structs),
+            None,
+        )
+        .map_err(|e| Error::Inference(e.to_string()))?;
+        let mut cols: Vec<ArrayRef> = vec![Arc::new(list)];
+        if c.document {
+            let valid: Vec<bool> = docs.iter().map(Option::is_some).collect();
+            let mut flat = Vec::with_capacity(docs.len() * self.dim);
+            for d in docs {
+                match d {
+                    Some(v) => flat.extend(v),
+                    None => flat.extend(std::iter::repeat_n(0.0, self.dim)),
+                }
+            }
+            cols.push(Arc::new(vector_array(
+                self.dim,
+                flat,
+                Some(arrow::buffer::NullBuffer::from(valid)),
+            )?));
+        }
+        Ok(cols)
+    }
+}
+
+/// Fields of one passage: `{index, start, end, embedding}`.
+pub fn chunk_fields(dim: usize) -> arrow::datatypes::Fields {
+    let vector = DataType::FixedSizeList(
+        Arc::new(Field::new("item", DataType::Float32, false)),
+        dim as i32,
+    );
+    arrow::datatypes::Fields::from(vec![
+        Field::new("index", DataType::Int32, false),
+        Field::new("start", DataType::Int64, false),
+        Field::new("end", DataType::Int64, false),
+        Field::new("embedding", vector, false),
+    ])
+}
+
+fn vector_array(
+    dim: usize,
+    flat: Vec<f32>,
+    nulls: Option<arrow::buffer::NullBuffer>,
+) -> Result<FixedSizeListArray> {
+    let item = Arc::new(Field::new("item", DataType::Float32, false));
+    FixedSizeListArray::try_new(item, dim as i32, Arc::new(Float32Array::from(flat)), nulls)
+        .map_err(|e| Error::Inference(e.to_string()))
+}
+
+impl EmbedTask {
+    /// One embedding per feature of a batch.
+    fn embeddings(
         &self,
         features: &[&Feature],
         batch: &PaddedBatch,
@@ -306,7 +646,7 @@ impl Task for EmbedTask {
         Ok(results)
     }
 
-    fn columns(&self, outputs: Vec<TaskOutput>) -> Result<Vec<ArrayRef>> {
+    fn vector_column(&self, outputs: Vec<TaskOutput>) -> Result<Vec<ArrayRef>> {
         let mut flat = Vec::with_capacity(outputs.len() * self.dim);
         for o in outputs {
             match o {
@@ -321,11 +661,7 @@ impl Task for EmbedTask {
                 other => return Err(Error::Inference(format!("internal: embed got {other:?}"))),
             }
         }
-        let item = Arc::new(Field::new("item", DataType::Float32, false));
-        let values = Arc::new(Float32Array::from(flat));
-        let list = FixedSizeListArray::try_new(item, self.dim as i32, values, None)
-            .map_err(|e| Error::Inference(e.to_string()))?;
-        Ok(vec![Arc::new(list)])
+        Ok(vec![Arc::new(vector_array(self.dim, flat, None)?)])
     }
 }
 

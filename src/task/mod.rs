@@ -2,6 +2,7 @@
 //! outputs of one batch into per-feature results, combines the results of a record's features,
 //! and builds the Arrow columns of the output.
 
+pub mod chunking;
 pub mod config;
 pub mod embed;
 pub mod ner;
@@ -35,6 +36,8 @@ pub enum TaskOutput {
     AnswerWindow(qa::WindowAnswers),
     /// Final answers of every question of a record.
     Answers(Vec<Answer>),
+    /// Passage embeddings of a record (one per feature, then all of the record in order).
+    Chunks(Vec<embed::ChunkEmbedding>),
 }
 
 /// Model features of a chunk for one task, with the records that could not be featurized.
@@ -75,6 +78,12 @@ pub trait Task: Send + Sync {
             1 => Ok(parts.remove(0)),
             n => Err(format!("internal: {n} results for one record")),
         }
+    }
+
+    /// The result of a record that has no features at all (an empty text cut into passages has
+    /// none); `None`: such a record is an internal error.
+    fn empty_result(&self) -> Option<TaskOutput> {
+        None
     }
 
     /// Build this task's output columns from the results of the records written, in order.

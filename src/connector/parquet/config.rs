@@ -166,6 +166,12 @@ pub struct ParquetSinkConfig {
     ///
     /// Type: path or URL
     pub path: PathBuf,
+    /// With chunked embeddings (`tasks.embed.chunking`): one row per passage instead of a
+    /// nested list per record: the record's other columns repeated, then `chunk_index`,
+    /// `chunk_start`, `chunk_end`, `chunk_embedding` in place of the passages column. A record
+    /// with no passage has no row.
+    #[serde(default)]
+    pub one_row_per_chunk: bool,
     /// `parquet`, or `arrow_ipc` for Arrow IPC files (Feather v2, `.arrow`) with the same
     /// schema. Part files, rolling files and the default error file take the format's extension.
     #[serde(default)]

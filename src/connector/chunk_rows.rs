@@ -1,0 +1,132 @@
+//! One output row per passage: for sinks that want flat rows (`sink.parquet.one_row_per_chunk`),
+//! the passages list of chunked embeddings (`tasks.embed.chunking`) is flattened before the sink
+//! sees the results. Each passage row repeats the record's other columns and holds
+//! `chunk_index`, `chunk_start`, `chunk_end` and `chunk_embedding`; a record with no passage has
+//! no row.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
+use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
+
+use super::{ChunkOutput, PositionStore, Sink, SinkReport, Written};
+use crate::error::{Error, Result};
+
+/// Names of the flat columns, in order, replacing the passages column.
+pub const FLAT_COLUMNS: [&str; 4] = ["chunk_index", "chunk_start", "chunk_end", "chunk_embedding"];
+
+fn passage_fields(schema: &Schema, column: &str) -> Result<(usize, arrow::datatypes::Fields)> {
+    let idx = schema.index_of(column).map_err(|_| {
+        Error::config(format!(
+            "one row per chunk: the output has no passages column '{column}' (set tasks.embed.chunking)"
+        ))
+    })?;
+    match schema.field(idx).data_type() {
+        DataType::List(item) => match item.data_type() {
+            DataType::Struct(f) if f.len() == 4 => Ok((idx, f.clone())),
+            other => Err(Error::config(format!(
+                "column '{column}' holds {other}, not passages"
+            ))),
+        },
+        other => Err(Error::config(format!(
+            "column '{column}' is {other}, not a list of passages"
+        ))),
+    }
+}
+
+/// The schema of the flattened rows.
+pub fn flat_schema(schema: &SchemaRef, column: &str) -> Result<SchemaRef> {
+    let (idx, fields) = passage_fields(schema, column)?;
+    let mut out: Vec<FieldRef> = Vec::with_capacity(schema.fields().len() + 3);
+    for (i, f) in schema.fields().iter().enumerate() {
+        if i == idx {
+            for (name, pf) in FLAT_COLUMNS.iter().zip(fields.iter()) {
+                out.push(Arc::new(Field::new(*name, pf.data_type().clone(), false)));
+            }
+        } else {
+            out.push(f.clone());
+        }
+    }
+    Ok(Arc::new(Schema::new_with_metadata(
+        out,
+        schema.metadata().clone(),
+    )))
+}
+
+/// The results of a chunk with one row per passage.
+pub fn flatten(out: &ChunkOutput, column: &str, flat: &SchemaRef) -> Result<ChunkOutput> {
+    let batch = &out.results;
+    let (idx, _) = passage_fields(&batch.schema(), column)?;
+    let list = batch.column(idx).as_list::<i32>();
+    let offsets = list.value_offsets();
+    let mut take = Vec::new();
+    let mut rows = Vec::new();
+    for r in 0..batch.num_rows() {
+        let n = (offsets[r + 1] - offsets[r]) as usize;
+        if list.is_null(r) {
+            continue;
+        }
+        for _ in 0..n {
+            take.push(r as u32);
+            rows.push(out.result_rows[r]);
+        }
+    }
+    let take = UInt32Array::from(take);
+    let lo = offsets[0] as usize;
+    let hi = offsets[batch.num_rows()] as usize;
+    // Passages of null lists do not count: null lists are empty here (the embed task writes
+    // an empty list for a record with no passage).
+    let values = list.values().slice(lo, hi - lo);
+    let passages = values.as_struct();
+    let mut cols: Vec<ArrayRef> = Vec::with_capacity(flat.fields().len());
+    for (i, c) in batch.columns().iter().enumerate() {
+        if i == idx {
+            cols.extend(passages.columns().iter().cloned());
+        } else {
+            cols.push(
+                arrow::compute::take(c.as_ref(), &take, None)
+                    .map_err(|e| Error::Inference(e.to_string()))?,
+            );
+        }
+    }
+    let results =
+        RecordBatch::try_new(flat.clone(), cols).map_err(|e| Error::Inference(e.to_string()))?;
+    Ok(ChunkOutput {
+        seq: out.seq,
+        results,
+        result_rows: rows,
+        errors: out.errors.clone(),
+        error_ids: out.error_ids.clone(),
+        origin: out.origin.clone(),
+    })
+}
+
+/// A sink that receives one row per passage.
+pub struct OneRowPerChunk {
+    pub inner: Box<dyn Sink>,
+    pub column: String,
+    pub schema: SchemaRef,
+}
+
+impl Sink for OneRowPerChunk {
+    fn write(&mut self, out: &ChunkOutput) -> Result<Written> {
+        let flat = flatten(out, &self.column, &self.schema)?;
+        self.inner.write(&flat)
+    }
+
+    fn finish(&mut self) -> Result<SinkReport> {
+        self.inner.finish()
+    }
+
+    fn tick(&mut self) -> Result<Option<u64>> {
+        self.inner.tick()
+    }
+
+    fn abort(&mut self) {
+        self.inner.abort()
+    }
+
+    fn position_store(&self) -> Option<Arc<dyn PositionStore>> {
+        self.inner.position_store()
+    }
+}
