@@ -25,7 +25,7 @@ def cpu():
 
 def main(d):
     py = load(d, "python")
-    rows = {n: load(d, n) for n in ["embed", "embed_fixed_batches", "embed_int8", "embed_no_graph_opt", "embed_ort_fusions", "embed_1_thread", "sentiment", "ner", "qa", "all"]}
+    rows = {n: load(d, n) for n in ["embed", "embed_fixed_batches", "embed_int8", "embed_no_graph_opt", "embed_ort_fusions", "embed_1_thread", "embed_chunked", "sentiment", "ner", "qa", "all"]}
     n = py["records"] if py else rows["embed"]["records"]
     print("# Benchmarks\n")
     print(f"Measured by `make bench` (bench/run.sh) on {cpu()}, {os.cpu_count()} cores, "

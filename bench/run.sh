@@ -25,6 +25,8 @@ mapfile -t a < <(none sentiment ner qa); bench embed_no_graph_opt "${a[@]}" --se
   PYTHON="$PY" bash scripts/optimize_model.sh models/all-MiniLM-L6-v2 "$OUT/models/all-MiniLM-L6-v2-fused" >/dev/null
 mapfile -t a < <(none sentiment ner qa); bench embed_ort_fusions "${a[@]}" --set tasks.embed.model="$OUT/models/all-MiniLM-L6-v2-fused"
 mapfile -t a < <(none sentiment ner qa); bench embed_1_thread "${a[@]}" --set runtime.intra_op_threads=1
+# Passages of every text (the long documents give several each), same batches through raw ORT.
+mapfile -t a < <(none sentiment ner qa); bench embed_chunked "${a[@]}" --set 'tasks.embed.chunking={boundary: sentence, max_tokens: 256, overlap: 32}'
 mapfile -t a < <(none embed ner qa); bench sentiment "${a[@]}"
 mapfile -t a < <(none embed sentiment qa); bench ner "${a[@]}"
 mapfile -t a < <(none embed sentiment ner); bench qa "${a[@]}"

@@ -90,6 +90,28 @@ fn chars(s: &str, start: usize, end: usize) -> String {
     s.chars().skip(start).take(end - start).collect()
 }
 
+/// A pipeline file: `input` -> MiniLM embeddings with `chunking` (YAML flow map) -> `sink`
+/// (YAML of the `sink:` section's body, indented by two).
+fn chunk_pipeline(
+    dir: &std::path::Path,
+    name: &str,
+    input: &std::path::Path,
+    chunking: &str,
+    sink: &str,
+) -> std::path::PathBuf {
+    let p = dir.join(format!("{name}.yaml"));
+    std::fs::write(
+        &p,
+        format!(
+            "source:\n  parquet:\n    path: {}\n    id_column: id\ntasks:\n  embed:\n    model: {}\n    chunking: {chunking}\nbatching:\n  max_batch_size: 8\n  window_records: 3\nsink:\n{sink}",
+            input.display(),
+            model("all-MiniLM-L6-v2").display(),
+        ),
+    )
+    .unwrap();
+    p
+}
+
 fn run_chunked(
     dir: &std::path::Path,
     input: &std::path::Path,
@@ -97,17 +119,13 @@ fn run_chunked(
     extra: &str,
 ) -> RecordBatch {
     let out = dir.join("chunked.parquet");
-    let p = dir.join("chunked.yaml");
-    std::fs::write(
-        &p,
-        format!(
-            "source:\n  parquet:\n    path: {}\n    id_column: id\ntasks:\n  embed:\n    model: {}\n    chunking: {chunking}\nbatching:\n  max_batch_size: 8\n  window_records: 3\nsink:\n  parquet:\n    path: {}\n{extra}",
-            input.display(),
-            model("all-MiniLM-L6-v2").display(),
-            out.display()
-        ),
-    )
-    .unwrap();
+    let p = chunk_pipeline(
+        dir,
+        "chunked",
+        input,
+        chunking,
+        &format!("  parquet:\n    path: {}\n{extra}", out.display()),
+    );
     let o = run_pipeline(&p, &[]);
     assert_ok(&o);
     read_parquet(&out)
@@ -295,20 +313,134 @@ fn bad_chunking_settings_stop_at_start_up() {
         ("{max_tokens: 64, boundry: token}", "unknown field"),
     ] {
         let out = dir.path().join("x.parquet");
-        let p = dir.path().join("bad.yaml");
-        std::fs::write(
-            &p,
-            format!(
-                "source:\n  parquet:\n    path: {}\ntasks:\n  embed:\n    model: {}\n    chunking: {chunking}\nsink:\n  parquet:\n    path: {}\n",
-                input.display(),
-                model("all-MiniLM-L6-v2").display(),
-                out.display()
-            ),
-        )
-        .unwrap();
+        let p = chunk_pipeline(
+            dir.path(),
+            "bad",
+            &input,
+            chunking,
+            &format!("  parquet:\n    path: {}\n", out.display()),
+        );
         let o = run_pipeline(&p, &[]);
         assert!(!o.status.success(), "{chunking} was accepted");
         assert!(stderr(&o).contains(expect), "{chunking}: {}", stderr(&o));
         assert!(!out.exists(), "{chunking}: output written");
     }
+}
+
+/// Passages into pgvector: one row per passage keyed by (id, chunk_index) with the offsets; a
+/// re-run with longer passages replaces a record's rows (no stale passages are left).
+#[test]
+fn passages_go_to_postgres_one_row_each() {
+    use common::postgres::{table, url, Db};
+    let db = Db::connect(&url());
+    let t = table("passages");
+    let dir = tempfile::tempdir().unwrap();
+    let texts = texts();
+    let input = write_texts(dir.path(), "in.parquet", &texts);
+    let mut counts = Vec::new();
+    for max_tokens in [24, 64] {
+        let nested = run_chunked(
+            dir.path(),
+            &input,
+            &format!("{{max_tokens: {max_tokens}}}"),
+            "",
+        );
+        let expected = passages(&nested);
+        let p = chunk_pipeline(
+            dir.path(),
+            "pg",
+            &input,
+            &format!("{{max_tokens: {max_tokens}}}"),
+            &format!(
+                "  postgres:\n    url: {}\n    table: {t}\n    mode: upsert\n    create_table: true\n    index: {{method: hnsw, distance: cosine}}\n",
+                url()
+            ),
+        );
+        assert_ok(&run_pipeline(&p, &[]));
+        let rows = db.query(&format!(
+            "SELECT id, chunk_index, chunk_start, chunk_end, chunk_embedding::text FROM {t} ORDER BY id, chunk_index"
+        ));
+        assert_eq!(
+            rows.len(),
+            expected.len(),
+            "max_tokens {max_tokens}: one row per passage"
+        );
+        let mut want: Vec<&Passage> = expected.iter().collect();
+        want.sort_by_key(|p| (format!("t{}", p.record), p.index));
+        for (r, w) in rows.iter().zip(&want) {
+            assert_eq!(r.get::<_, String>(0), format!("t{}", w.record));
+            assert_eq!(r.get::<_, i32>(1), w.index);
+            assert_eq!(r.get::<_, i64>(2) as usize, w.start);
+            assert_eq!(r.get::<_, i64>(3) as usize, w.end);
+            let v: Vec<f32> = r
+                .get::<_, String>(4)
+                .trim_matches(['[', ']'])
+                .split(',')
+                .map(|x| x.parse().unwrap())
+                .collect();
+            assert!(cosine(&v, &w.embedding) > 0.99999);
+        }
+        counts.push(rows.len());
+    }
+    assert!(
+        counts[1] < counts[0],
+        "longer passages, fewer rows: {counts:?}"
+    );
+    let pk = db.count(&format!(
+        "SELECT count(*) FROM pg_index i WHERE i.indrelid = '{t}'::regclass AND i.indisprimary AND i.indnkeyatts = 2"
+    ));
+    assert_eq!(pk, 1, "primary key on (id, chunk_index)");
+    db.execute(&format!("DROP TABLE {t}"));
+}
+
+/// Kafka JSON output carries the passages as a JSON array of `{index, start, end, embedding}`.
+#[test]
+fn kafka_json_output_carries_the_passages() {
+    use common::kafka::{bootstrap, create_topics, read_topic, unique};
+    let servers = bootstrap();
+    let out = unique("chunks-out");
+    create_topics(&servers, &[(&out, 1)]);
+    let dir = tempfile::tempdir().unwrap();
+    let texts = texts();
+    let input = write_texts(dir.path(), "in.parquet", &texts);
+    let nested = run_chunked(dir.path(), &input, "{max_tokens: 32}", "");
+    let expected = passages(&nested);
+    let p = chunk_pipeline(
+        dir.path(),
+        "kafka",
+        &input,
+        "{max_tokens: 32}",
+        &format!("  kafka: {{bootstrap_servers: {servers}, topic: {out}}}\n"),
+    );
+    assert_ok(&run_pipeline(&p, &[]));
+    let got = read_topic(
+        &servers,
+        &out,
+        true,
+        texts.len(),
+        std::time::Duration::from_secs(20),
+    );
+    assert_eq!(got.len(), texts.len());
+    let mut seen = 0;
+    for g in &got {
+        let v = g.json();
+        let record: usize = v["id"].as_str().unwrap()[1..].parse().unwrap();
+        let chunks = v["chunks"].as_array().expect("chunks array");
+        let want: Vec<&Passage> = expected.iter().filter(|p| p.record == record).collect();
+        assert_eq!(chunks.len(), want.len(), "record {record}");
+        for (c, w) in chunks.iter().zip(want) {
+            assert_eq!(c["index"].as_i64().unwrap(), w.index as i64);
+            assert_eq!(c["start"].as_u64().unwrap() as usize, w.start);
+            assert_eq!(c["end"].as_u64().unwrap() as usize, w.end);
+            let e: Vec<f32> = c["embedding"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+                .collect();
+            assert!(cosine(&e, &w.embedding) > 0.99999);
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, expected.len());
 }

@@ -440,6 +440,19 @@ pub fn open_source(cfg: &PipelineConfig, opts: SourceOptions<'_>) -> Result<Box<
     }
 }
 
+/// The passages column of chunked embeddings, when the pipeline has one.
+fn chunks_column(cfg: &PipelineConfig) -> Option<String> {
+    cfg.tasks
+        .embed
+        .iter()
+        .find_map(|e| e.chunking.as_ref().map(|c| c.column.clone()))
+}
+
+/// Results already flattened to one row per passage.
+fn schema_is_flat(schema: &SchemaRef) -> bool {
+    schema.index_of(chunk_rows::FLAT_COLUMNS[0]).is_ok()
+}
+
 /// Before any work (models are loaded only after this): object store outputs must answer with
 /// the configured credentials and their buckets exist, so a wrong secret or bucket fails at once.
 pub fn check_destinations(cfg: &PipelineConfig) -> Result<()> {
@@ -504,6 +517,17 @@ pub fn open_sink(
                 k, &servers, dlq_topic, error_file, txn_id, link,
             )?))
         }
+        SinkKind::Postgres(_) if !schema_is_flat(&schema) && chunks_column(cfg).is_some() => {
+            // Passages go to Postgres one row each, keyed by id and passage index.
+            let column = chunks_column(cfg).expect("checked");
+            let flat = chunk_rows::flat_schema(&schema, &column)?;
+            let inner = open_sink(cfg, flat.clone(), err_schema, link, shutdown)?;
+            Ok(Box::new(chunk_rows::OneRowPerChunk {
+                inner,
+                column,
+                schema: flat,
+            }))
+        }
         SinkKind::Postgres(p) => {
             let errors: Option<Box<dyn ErrorOutput>> = match (&dlq_topic, &error_path, source_kafka)
             {
@@ -536,12 +560,7 @@ pub fn open_sink(
             )?))
         }
         SinkKind::Parquet(p) if p.one_row_per_chunk => {
-            let column = cfg
-                .tasks
-                .embed
-                .iter()
-                .find_map(|e| e.chunking.as_ref().map(|c| c.column.clone()))
-                .ok_or_else(|| {
+            let column = chunks_column(cfg).ok_or_else(|| {
                     Error::config(
                         "sink.parquet.one_row_per_chunk needs tasks.embed.chunking (passages to write one per row)",
                     )

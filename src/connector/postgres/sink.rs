@@ -51,6 +51,9 @@ pub struct PostgresSinkOptions {
 
 struct Statements {
     create_stage: Option<String>,
+    /// Before the merge: remove the rows of the records being written (passage rows: a record
+    /// written again may have fewer passages than before).
+    prune: Option<String>,
     copy: String,
     /// Columns of the `COPY`, to learn their types.
     probe: String,
@@ -431,6 +434,9 @@ async fn write_rows(
         writer.as_mut().write(&refs).await?;
     }
     writer.finish().await?;
+    if let Some(p) = &sql.prune {
+        tx.execute(p.as_str(), &[]).await?;
+    }
     if let Some(m) = &sql.merge {
         tx.execute(m.as_str(), &[]).await?;
     }
@@ -446,6 +452,7 @@ fn statements(plan: &Plan) -> Statements {
     match plan.mode {
         WriteMode::Insert => Statements {
             create_stage: None,
+            prune: None,
             copy: format!("COPY {table} ({cols}) FROM STDIN (FORMAT binary)"),
             probe: format!("SELECT {cols} FROM {table} LIMIT 0"),
             merge: None,
@@ -458,10 +465,17 @@ fn statements(plan: &Plan) -> Statements {
                 .map(|c| format!("{} {}", ident(&c.name), c.sql_type))
                 .collect();
             let id = ident(&plan.id().name);
-            let updates: Vec<String> = plan.columns[1..]
+            let key = plan.key_list();
+            let updates: Vec<String> = plan
+                .columns
                 .iter()
-                .map(|c| format!("{0} = EXCLUDED.{0}", ident(&c.name)))
+                .enumerate()
+                .filter(|(i, _)| !plan.key.contains(i))
+                .map(|(_, c)| format!("{0} = EXCLUDED.{0}", ident(&c.name)))
                 .collect();
+            let prune = (plan.key.len() > 1).then(|| {
+                format!("DELETE FROM {table} t USING (SELECT DISTINCT {id} FROM {STAGE}) s WHERE t.{id} = s.{id}")
+            });
             let on_conflict = if updates.is_empty() {
                 "DO NOTHING".to_string()
             } else {
@@ -472,10 +486,11 @@ fn statements(plan: &Plan) -> Statements {
                     "DROP TABLE IF EXISTS {STAGE}; CREATE TEMP TABLE bertflow_stage ({}, {ORD} integer NOT NULL) ON COMMIT DELETE ROWS",
                     defs.join(", ")
                 )),
+                prune,
                 copy: format!("COPY {STAGE} ({cols}, {ORD}) FROM STDIN (FORMAT binary)"),
                 probe: format!("SELECT {cols}, {ORD} FROM {STAGE} LIMIT 0"),
                 merge: Some(format!(
-                    "INSERT INTO {table} ({cols}) SELECT {cols} FROM (SELECT DISTINCT ON ({id}) * FROM {STAGE} ORDER BY {id}, {ORD} DESC) s ON CONFLICT ({id}) {on_conflict}"
+                    "INSERT INTO {table} ({cols}) SELECT {cols} FROM (SELECT DISTINCT ON ({key}) * FROM {STAGE} ORDER BY {key}, {ORD} DESC) s ON CONFLICT ({key}) {on_conflict}"
                 )),
                 clear_stage: Some(format!("TRUNCATE {STAGE}")),
             }
@@ -545,13 +560,18 @@ async fn prepare_table(
             ),
         );
     }
+    // A unique index (or primary key) on exactly the key columns, in any order.
     let unique: bool = c
         .query_one(
             "SELECT EXISTS (SELECT 1 FROM pg_index i
-               JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
-               WHERE i.indrelid = to_regclass($1) AND i.indisunique AND i.indnkeyatts = 1
-                 AND i.indpred IS NULL AND a.attname = $2)",
-            &[&name, &plan.id().name],
+               WHERE i.indrelid = to_regclass($1) AND i.indisunique AND i.indpred IS NULL
+                 AND i.indnkeyatts = cardinality($2::text[])
+                 AND (SELECT array_agg(a.attname::text ORDER BY a.attname::text)
+                        FROM unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+                        JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+                       WHERE k.ord <= i.indnkeyatts)
+                     = (SELECT array_agg(x ORDER BY x) FROM unnest($2::text[]) AS x))",
+            &[&name, &plan.key_names()],
         )
         .await
         .map_err(|e| err("cannot read the table's indexes", e))?

@@ -164,6 +164,9 @@ pub fn ident(s: &str) -> String {
 pub struct Plan {
     pub table: TableName,
     pub columns: Vec<Column>,
+    /// The columns (indices into `columns`) that identify a row: the id, and the passage index
+    /// when the rows are passages of chunked embeddings.
+    pub key: Vec<usize>,
     pub mode: WriteMode,
     /// Output schema of the results batches.
     pub output: SchemaRef,
@@ -218,12 +221,37 @@ impl Plan {
                 )));
             }
         }
+        let mut key = vec![0];
+        if let Some(k) = columns
+            .iter()
+            .position(|c| c.output_name == crate::connector::chunk_rows::FLAT_COLUMNS[0])
+        {
+            key.push(k);
+        }
         Ok(Plan {
             table,
             columns,
+            key,
             mode: cfg.mode,
             output,
         })
+    }
+
+    /// The key columns' table names.
+    pub fn key_names(&self) -> Vec<String> {
+        self.key
+            .iter()
+            .map(|&k| self.columns[k].name.clone())
+            .collect()
+    }
+
+    /// The key columns, quoted and comma-separated.
+    pub fn key_list(&self) -> String {
+        self.key
+            .iter()
+            .map(|&k| ident(&self.columns[k].name))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     pub fn id(&self) -> &Column {
@@ -245,7 +273,11 @@ impl Plan {
             .map(|c| format!("{} {}", ident(&c.name), c.sql_type))
             .collect();
         if self.mode == WriteMode::Upsert {
-            cols[0].push_str(" PRIMARY KEY");
+            if self.key.len() == 1 {
+                cols[0].push_str(" PRIMARY KEY");
+            } else {
+                cols.push(format!("PRIMARY KEY ({})", self.key_list()));
+            }
         }
         format!(
             "CREATE TABLE IF NOT EXISTS {} ({})",
@@ -315,10 +347,10 @@ impl Plan {
         }
         if self.mode == WriteMode::Upsert && !unique_id {
             problems.push(format!(
-                "mode upsert needs a primary key or unique index on {:?} (ALTER TABLE {} ADD PRIMARY KEY ({})), or use mode: insert",
-                self.id().name,
+                "mode upsert needs a primary key or unique index on {} (ALTER TABLE {} ADD PRIMARY KEY ({})), or use mode: insert",
+                self.key_list(),
                 self.table.sql(),
-                ident(&self.id().name)
+                self.key_list()
             ));
         }
         if problems.is_empty() {
