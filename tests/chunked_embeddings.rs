@@ -1,8 +1,8 @@
 //! Chunked embeddings (`tasks.embed.chunking`) with the real MiniLM model: each passage's
-//! embedding equals the embedding of `text[start:end]` on its own (whose equality with
-//! sentence-transformers tests/embed_parity.rs proves), passages round-trip, cover the text,
+//! embedding equals sentence-transformers' embedding of `text[start:end]` alone (reference
+//! fixture) and bertflow's own embedding of that text; passages round-trip, cover the text,
 //! respect the token budget and never cut a word; empty texts have none; bad settings stop at
-//! start-up; one row per passage on request.
+//! start-up; one row per passage in Parquet and Postgres; Kafka JSON carries them.
 
 mod common;
 
@@ -443,4 +443,51 @@ fn kafka_json_output_carries_the_passages() {
         }
     }
     assert_eq!(seen, expected.len());
+}
+
+/// Against sentence-transformers: the fixture (scripts/make_reference.py) holds the passages of
+/// tests/fixtures/chunks/texts.parquet under `{boundary: sentence, max_tokens: 48, overlap: 12}`
+/// and sentence-transformers' embedding of each passage's text alone (torch fp32).
+#[test]
+fn passages_match_sentence_transformers() {
+    let dir = tempfile::tempdir().unwrap();
+    let fix = root().join("tests/fixtures/chunks");
+    let out = run_chunked(
+        dir.path(),
+        &fix.join("texts.parquet"),
+        "{boundary: sentence, max_tokens: 48, overlap: 12}",
+        "",
+    );
+    let got = passages(&out);
+    let reference = read_parquet(&fix.join("reference.parquet"));
+    let ids = strings(&reference, "id");
+    let int = |name: &str| -> Vec<i64> {
+        let c = reference.column_by_name(name).unwrap();
+        let c = arrow::compute::cast(c, &arrow::datatypes::DataType::Int64).unwrap();
+        c.as_primitive::<arrow::datatypes::Int64Type>()
+            .values()
+            .to_vec()
+    };
+    let (index, start, end) = (int("index"), int("start"), int("end"));
+    let st = reference
+        .column_by_name("st_fp32")
+        .unwrap()
+        .as_list::<i32>();
+    assert_eq!(got.len(), reference.num_rows(), "the same passages");
+    let mut worst = 1.0f64;
+    for (i, p) in got.iter().enumerate() {
+        assert_eq!(ids[i].as_deref(), Some(format!("t{}", p.record).as_str()));
+        assert_eq!(p.index as i64, index[i]);
+        assert_eq!((p.start as i64, p.end as i64), (start[i], end[i]));
+        let v: Vec<f32> = st
+            .value(i)
+            .as_primitive::<arrow::datatypes::Float32Type>()
+            .values()
+            .to_vec();
+        worst = worst.min(cosine(&p.embedding, &v));
+    }
+    assert!(
+        worst >= 0.9999,
+        "worst cosine to sentence-transformers {worst}"
+    );
 }
