@@ -491,3 +491,62 @@ fn passages_match_sentence_transformers() {
         "worst cosine to sentence-transformers {worst}"
     );
 }
+
+/// A document longer than the tokenization segment (64 KB) is tokenized in pieces: its
+/// passages still cover it, round-trip, and equal their text embedded alone.
+#[test]
+fn a_long_document_is_tokenized_in_segments_with_the_same_passages() {
+    let dir = tempfile::tempdir().unwrap();
+    let sample = read_parquet(&root().join("pipelines/sample/reviews.parquet"));
+    let reviews: Vec<String> = strings(&sample, "text").into_iter().flatten().collect();
+    let mut doc = String::new();
+    let mut i = 0;
+    while doc.len() < 90 * 1024 {
+        doc.push_str(&reviews[i % reviews.len()]);
+        doc.push_str(if i % 4 == 3 { "\n\n" } else { " " });
+        i += 1;
+    }
+    let input = write_texts(dir.path(), "long.parquet", &[doc.clone()]);
+    let out = run_chunked(
+        dir.path(),
+        &input,
+        "{boundary: paragraph, max_tokens: 128}",
+        "",
+    );
+    let ps = passages(&out);
+    let cs: Vec<char> = doc.chars().collect();
+    let mut covered = vec![false; cs.len()];
+    for (k, p) in ps.iter().enumerate() {
+        assert_eq!(p.index as usize, k);
+        covered[p.start..p.end].iter_mut().for_each(|c| *c = true);
+    }
+    for (i, c) in cs.iter().enumerate() {
+        assert!(
+            c.is_whitespace() || covered[i],
+            "char {i} {c:?} in no passage"
+        );
+    }
+    // Passages around the first segment boundary (64 KB) and the last one, embedded alone.
+    let boundary = doc[..64 * 1024].chars().count();
+    let picked: Vec<&Passage> = ps
+        .iter()
+        .filter(|p| p.end + 600 >= boundary && p.start <= boundary + 600 || p.index == 0)
+        .chain(ps.last())
+        .collect();
+    let pieces: Vec<String> = picked.iter().map(|p| chars(&doc, p.start, p.end)).collect();
+    let alone_in = write_texts(dir.path(), "pieces.parquet", &pieces);
+    let alone_out = dir.path().join("alone.parquet");
+    let p = embed_pipeline(dir.path(), &alone_in, &alone_out, "");
+    assert_ok(&run_pipeline(&p, &[]));
+    let alone = embeddings(&read_parquet(&alone_out), "embedding");
+    for (p, v) in picked.iter().zip(&alone) {
+        let c = cosine(&p.embedding, v);
+        assert!(
+            c >= 0.9999,
+            "passage {} ({}..{}): cosine {c}",
+            p.index,
+            p.start,
+            p.end
+        );
+    }
+}

@@ -17,6 +17,9 @@ use crate::model::tokenizer::{TokenCache, Truncation};
 use crate::model::{ModelDir, ModelOutputs, OnnxModel, TextTokenizer};
 use crate::record::{Chunk, RecordError, Stage};
 
+/// Texts longer than this (bytes) are tokenized in segments for chunking.
+pub const SEGMENT_BYTES: usize = 64 * 1024;
+
 /// The embedding of one passage of a text.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChunkEmbedding {
@@ -232,7 +235,26 @@ impl EmbedTask {
 
     /// Passages of every record of a chunk as features (`part` = passage index).
     fn chunk_featurized(&self, chunk: &Chunk, cache: &TokenCache, c: &Chunking) -> Featurized {
-        let raw = cache.raw(&self.tokenizer, &chunk.texts);
+        // A window with a long document tokenizes it in segments (below) and skips the shared
+        // cache: tokenizing a whole multi-megabyte text at once holds several times its size.
+        let has_long = chunk
+            .texts
+            .iter()
+            .any(|t| t.as_ref().is_some_and(|t| t.len() > SEGMENT_BYTES));
+        let raw = if has_long {
+            std::sync::Arc::new(
+                chunk
+                    .texts
+                    .iter()
+                    .map(|t| match t {
+                        Some(t) => encode_segmented(&self.tokenizer, t, SEGMENT_BYTES),
+                        None => Err("no text".to_string()),
+                    })
+                    .collect(),
+            )
+        } else {
+            cache.raw(&self.tokenizer, &chunk.texts)
+        };
         let mut out = Featurized::default();
         for (row, (text, enc)) in chunk.texts.iter().zip(raw.iter()).enumerate() {
             let Some(text) = text else { continue };
@@ -371,6 +393,66 @@ pub fn pool(tokens: &[f32], mask: &[i64], hidden: usize, mode: Pool, out: &mut V
             out.extend(acc.into_iter().map(|a| a / denom));
         }
     }
+}
+
+/// Tokenize a text (no special tokens, no truncation) in segments of about
+/// `segment_bytes` cut at whitespace, joined into one encoding with offsets into the whole
+/// text and distinct word ids: the same tokens as one call (the tokenizer splits words at
+/// whitespace anyway), with memory bounded by a segment.
+pub fn encode_segmented(
+    tokenizer: &TextTokenizer,
+    text: &str,
+    segment_bytes: usize,
+) -> std::result::Result<tokenizers::Encoding, String> {
+    let (mut ids, mut types, mut tokens, mut words, mut offsets, mut special, mut attention) =
+        (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+    let mut byte = 0;
+    let mut char_base = 0;
+    let mut word_base = 0u32;
+    while byte < text.len() {
+        let mut end = (byte + segment_bytes.max(1)).min(text.len());
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        if end < text.len() {
+            // Cut after the last whitespace of the segment, if it has one.
+            if let Some(ws) = text[byte..end].rfind(char::is_whitespace) {
+                let w = byte + ws;
+                end = w + text[w..].chars().next().map_or(1, char::len_utf8);
+            }
+        }
+        let piece = &text[byte..end];
+        let e = tokenizer.encode_raw(&[piece]).remove(0)?;
+        let mut max_word = None;
+        for (i, &id) in e.get_ids().iter().enumerate() {
+            ids.push(id);
+            types.push(e.get_type_ids()[i]);
+            tokens.push(e.get_tokens()[i].clone());
+            let w = e.get_word_ids()[i].map(|w| w + word_base);
+            max_word = max_word.max(w);
+            words.push(w);
+            let (a, b) = e.get_offsets()[i];
+            offsets.push((a + char_base, b + char_base));
+            special.push(e.get_special_tokens_mask()[i]);
+            attention.push(e.get_attention_mask()[i]);
+        }
+        if let Some(m) = max_word {
+            word_base = m + 1;
+        }
+        char_base += piece.chars().count();
+        byte = end;
+    }
+    Ok(tokenizers::Encoding::new(
+        ids,
+        types,
+        tokens,
+        words,
+        offsets,
+        special,
+        attention,
+        Vec::new(),
+        Default::default(),
+    ))
 }
 
 /// Tokens `[first, last)` of an encoding (no special tokens) as an encoding of their own.
@@ -668,6 +750,40 @@ impl EmbedTask {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn segmented_tokenization_equals_one_call() {
+        let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/tasks/bert-sentiment/tokenizer.json");
+        let t = TextTokenizer::load(
+            &dir,
+            Truncation {
+                max_length: 512,
+                stride: 0,
+                windows: false,
+                only_second: false,
+            },
+        )
+        .unwrap();
+        let text = "Ünïcödé façade, naïve café.\n\nThe quarterly report covers revenue! 東京は日本の首都です。 🙂🙂 don't stop  now   "
+            .repeat(20);
+        let whole = t.encode_raw(&[text.as_str()]).remove(0).unwrap();
+        // Segments longer than any run without whitespace (33 bytes here).
+        for seg in [40, 64, 333, 100_000] {
+            let s = encode_segmented(&t, &text, seg).unwrap();
+            assert_eq!(s.get_ids(), whole.get_ids(), "segment {seg}");
+            assert_eq!(s.get_offsets(), whole.get_offsets(), "segment {seg}");
+            // Word ids: the same grouping of tokens into words.
+            let same = |w: &[Option<u32>], i: usize| w[i] == w[i - 1];
+            for i in 1..whole.len() {
+                assert_eq!(
+                    same(s.get_word_ids(), i),
+                    same(whole.get_word_ids(), i),
+                    "segment {seg}, token {i}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn mean_pooling_ignores_padding() {
