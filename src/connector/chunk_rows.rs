@@ -74,8 +74,8 @@ pub fn flatten(out: &ChunkOutput, column: &str, flat: &SchemaRef) -> Result<Chun
     let take = UInt32Array::from(take);
     let lo = offsets[0] as usize;
     let hi = offsets[batch.num_rows()] as usize;
-    // Passages of null lists do not count: null lists are empty here (the embed task writes
-    // an empty list for a record with no passage).
+    // The passages of every row, rows with null lists (the task failed for the record) skipped
+    // above; such a list spans no values.
     let values = list.values().slice(lo, hi - lo);
     let passages = values.as_struct();
     let mut cols: Vec<ArrayRef> = Vec::with_capacity(flat.fields().len());

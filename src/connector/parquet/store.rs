@@ -138,7 +138,7 @@ impl Location {
         let root = format!("{}://{bucket}", scheme.to_ascii_lowercase());
         let store = store_for(&root, options)?;
         let raw = url.path().trim_start_matches('/');
-        let decoded = percent_decode(raw);
+        let decoded = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
         let key = ObjectPath::parse(decoded.trim_end_matches('/'))
             .map_err(|e| Error::config(format!("'{spec}': not a valid object key ({e})")))?;
         Ok(Location::Object(Object {
@@ -284,24 +284,6 @@ fn join_key(base: &ObjectPath, name: &str) -> ObjectPath {
         parts.push(object_store::path::PathPart::from(seg.to_string()));
     }
     parts.into_iter().collect()
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Explain a store failure: what was tried on which URL, the store's answer, and what to check.
@@ -862,12 +844,5 @@ mod tests {
         assert_eq!(dev["region"], "eu-west-1");
         assert_eq!(dev["aws_secret_access_key"], "S");
         assert!(ini_section(t, "other").is_empty());
-    }
-
-    #[test]
-    fn percent_decoding() {
-        assert_eq!(percent_decode("a%20b%2Fc"), "a b/c");
-        assert_eq!(percent_decode("100%"), "100%");
-        assert_eq!(percent_decode("%zz"), "%zz");
     }
 }
