@@ -12,6 +12,7 @@ pub mod config;
 pub mod connector;
 pub mod error;
 pub mod model;
+pub mod optimize;
 pub mod pipeline;
 pub mod record;
 pub mod task;

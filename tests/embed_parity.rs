@@ -75,16 +75,3 @@ fn compare_to_reference(args: &[&str]) {
     assert!(stdout(&o).contains("truncated     "), "{}", stdout(&o));
     assert!(!stdout(&o).contains("truncated     0"), "{}", stdout(&o));
 }
-
-fn list_column(batch: &arrow::array::RecordBatch, col: &str) -> Vec<Vec<f32>> {
-    use arrow::array::{Array, AsArray};
-    let l = batch.column_by_name(col).unwrap().as_list::<i32>();
-    (0..l.len())
-        .map(|i| {
-            l.value(i)
-                .as_primitive::<arrow::datatypes::Float32Type>()
-                .values()
-                .to_vec()
-        })
-        .collect()
-}

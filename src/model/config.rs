@@ -50,6 +50,13 @@ pub struct RuntimeConfig {
     /// Default: 0
     #[serde(default)]
     pub intra_op_threads: usize,
+    /// Whether ONNX Runtime's intra-op threads spin while waiting for work. Spinning saves the
+    /// wake-up between operators (measured in docs/benchmarks.md); turn it off where the cores
+    /// are shared with other busy processes.
+    ///
+    /// Default: true
+    #[serde(default = "default_true")]
+    pub intra_op_spinning: bool,
     /// Threads across independent operators; 0 lets ONNX Runtime choose.
     ///
     /// Default: 0
@@ -67,6 +74,9 @@ pub struct RuntimeConfig {
     pub ort_lib: Option<PathBuf>,
 }
 
+fn default_true() -> bool {
+    true
+}
 fn default_ep() -> ExecutionProvider {
     ExecutionProvider::Cpu
 }
@@ -84,6 +94,7 @@ impl Default for RuntimeConfig {
             fallback: default_fallback(),
             device_id: 0,
             intra_op_threads: 0,
+            intra_op_spinning: true,
             inter_op_threads: 0,
             graph_optimization_level: default_graph_opt(),
             ort_lib: None,

@@ -131,6 +131,10 @@ pub struct Inspection {
     pub tokenizer_vocab_size: usize,
     pub pooling: Option<String>,
     pub tasks: Vec<&'static str>,
+    /// Precision variants stored beside the graph, with their measured quality.
+    pub variants: Vec<String>,
+    /// This CPU and its matrix instructions.
+    pub cpu: String,
     pub problems: Vec<String>,
 }
 
@@ -202,8 +206,33 @@ pub fn inspect(rt: &Arc<OrtRuntime>, dir: &std::path::Path) -> Result<Inspection
         tokenizer_vocab_size: tok.get_vocab_size(true),
         pooling,
         tasks,
+        variants: variants(&md, &mut problems),
+        cpu: super::precision::CpuFeatures::detect().to_string(),
         problems,
     })
+}
+
+/// The variants beside the graph (`model.int8.onnx` ...), described; a stale or unreadable one
+/// is a problem.
+fn variants(md: &ModelDir, problems: &mut Vec<String>) -> Vec<String> {
+    use super::precision::{resolve, Precision};
+    let mut out = Vec::new();
+    for p in Precision::ALL {
+        if !p.variant_path(&md.onnx).is_file() && !p.meta_path(&md.onnx).is_file() {
+            continue;
+        }
+        match resolve(&md.onnx, p) {
+            Ok((path, Some(meta))) => out.push(format!(
+                "{} {} on {}",
+                path.file_name().unwrap_or_default().to_string_lossy(),
+                meta.describe(),
+                meta.calibration
+            )),
+            Ok((_, None)) => {}
+            Err(e) => problems.push(e.to_string()),
+        }
+    }
+    out
 }
 
 impl fmt::Display for Inspection {
@@ -260,6 +289,10 @@ impl fmt::Display for Inspection {
                 self.tasks.join(", ")
             }
         )?;
+        for v in &self.variants {
+            writeln!(f, "variant       {v}")?;
+        }
+        writeln!(f, "cpu           {}", self.cpu)?;
         for p in &self.problems {
             writeln!(f, "problem       {p}")?;
         }

@@ -6,11 +6,13 @@ pub mod files;
 pub mod hub;
 pub mod inspect;
 pub mod labels;
+pub mod precision;
 pub mod runtime;
 pub mod session;
 pub mod tokenizer;
 
 pub use files::ModelDir;
+pub use precision::Precision;
 pub use runtime::{OrtRuntime, ProviderInfo};
 pub use session::{ModelOutputs, OnnxModel};
 pub use tokenizer::TextTokenizer;

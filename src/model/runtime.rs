@@ -111,6 +111,9 @@ pub fn locate(cli: Option<&Path>, cfg: &RuntimeConfig) -> Result<PathBuf> {
     )))
 }
 
+/// The ONNX Runtime release bertflow is built and tested against (its PyPI wheel).
+pub const ORT_VERSION: &str = "1.31.1";
+
 const HOW_TO_GET: &str = "(version >= 1.31; e.g. `pip download --no-deps onnxruntime==1.31.1` and take onnxruntime/capi/libonnxruntime.so* from the wheel)";
 
 impl OrtRuntime {

@@ -7,6 +7,7 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{Session, SessionOutputs};
 use ort::value::{Tensor, TensorElementType, ValueType};
 
+use super::precision::Precision;
 use super::runtime::{OrtRuntime, ProviderInfo};
 use crate::batch::PaddedBatch;
 use crate::config::GraphOptimization;
@@ -70,8 +71,14 @@ fn opt_level(g: GraphOptimization) -> GraphOptimizationLevel {
 impl OnnxModel {
     /// Create a session for `onnx`, honouring the runtime's provider and fallback policy.
     pub fn load(rt: &Arc<OrtRuntime>, onnx: &Path) -> Result<Self> {
+        Self::load_as(rt, onnx, Precision::Fp32)
+    }
+
+    /// Create a session for a graph of `precision` (a bf16 variant turns on ONNX Runtime's bf16
+    /// matrix products).
+    pub fn load_as(rt: &Arc<OrtRuntime>, onnx: &Path, precision: Precision) -> Result<Self> {
         let (session, provider) = if rt.wants_cuda() {
-            match Self::build(rt, onnx, true) {
+            match Self::build(rt, onnx, true, precision) {
                 Ok(s) => (
                     s,
                     ProviderInfo {
@@ -86,7 +93,7 @@ impl OnnxModel {
                         "CUDA execution provider unavailable ({reason}); running on CPU because runtime.fallback is 'cpu'"
                     );
                     (
-                        Self::build(rt, onnx, false)?,
+                        Self::build(rt, onnx, false, precision)?,
                         ProviderInfo {
                             name: "cpu",
                             fallback_reason: Some(reason),
@@ -102,7 +109,7 @@ impl OnnxModel {
             }
         } else {
             (
-                Self::build(rt, onnx, false)?,
+                Self::build(rt, onnx, false, precision)?,
                 ProviderInfo {
                     name: "cpu",
                     fallback_reason: None,
@@ -123,7 +130,12 @@ impl OnnxModel {
         })
     }
 
-    fn build(rt: &Arc<OrtRuntime>, onnx: &Path, cuda: bool) -> Result<Session> {
+    fn build(
+        rt: &Arc<OrtRuntime>,
+        onnx: &Path,
+        cuda: bool,
+        precision: Precision,
+    ) -> Result<Session> {
         let cfg = &rt.config;
         let err = |e: ort::Error| Error::model(onnx, format!("cannot create a session: {e}"));
         let mut b = Session::builder(&rt.environment).map_err(err)?;
@@ -145,6 +157,14 @@ impl OnnxModel {
         if cfg.intra_op_threads > 0 {
             b = b
                 .with_intra_threads(cfg.intra_op_threads)
+                .map_err(|e| err(e.into()))?;
+        }
+        if !cfg.intra_op_spinning {
+            b = b.with_intra_op_spinning(false).map_err(|e| err(e.into()))?;
+        }
+        if precision == Precision::Bf16 {
+            b = b
+                .with_config_entry("mlas.enable_gemm_fastmath_arm64_bfloat16", "1")
                 .map_err(|e| err(e.into()))?;
         }
         if cfg.inter_op_threads > 0 {

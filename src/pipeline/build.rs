@@ -43,10 +43,36 @@ pub fn load_tasks(
             continue;
         }
         let dir = ModelDir::open(model_dir)?;
-        let model = OnnxModel::load(rt, &dir.onnx)?;
+        let precision = tc.precision();
+        let (graph, meta) = crate::model::precision::resolve(&dir.onnx, precision)?;
+        if let Some(why) = crate::model::precision::CpuFeatures::detect()
+            .unsuitable(precision)
+            .filter(|_| !rt.wants_cuda())
+        {
+            tracing::warn!(task = kind, "precision {precision}: {why}");
+        }
+        let model = OnnxModel::load_as(rt, &graph, precision)?;
         crate::model::inspect::check_for_task(kind, &dir, &model)?;
         let task = crate::task::load(&tc, &dir, &model)?;
-        tasks.push(LoadedTask { task, model });
+        let precision = match &meta {
+            Some(m) => {
+                if m.forced {
+                    tracing::warn!(
+                        task = kind,
+                        graph = %graph.display(),
+                        "the {precision} variant was kept with --force below its quality threshold: {}",
+                        m.describe()
+                    );
+                }
+                m.describe()
+            }
+            None => precision.to_string(),
+        };
+        tasks.push(LoadedTask {
+            task,
+            model,
+            precision,
+        });
     }
     if tasks.is_empty() {
         return Err(Error::config(format!(

@@ -140,6 +140,7 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<Summary> {
     let mut summary = Summary {
         source: source.describe(),
         tasks: tasks.iter().map(|t| t.task.name().to_string()).collect(),
+        precision: tasks.iter().map(|t| t.precision.clone()).collect(),
         provider,
         skipped,
         ..Summary::default()

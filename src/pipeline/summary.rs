@@ -11,6 +11,8 @@ use crate::connector::SinkReport;
 pub struct Summary {
     pub source: String,
     pub tasks: Vec<String>,
+    /// Each task's model precision (and a variant's measured quality), in task order.
+    pub precision: Vec<String>,
     /// Optional tasks skipped because their model is missing, with why.
     pub skipped: Vec<String>,
     pub provider: String,
@@ -68,6 +70,15 @@ impl std::fmt::Display for Summary {
             self.tasks.join(", "),
             self.provider
         )?;
+        if !self.precision.is_empty() {
+            let each: Vec<String> = self
+                .tasks
+                .iter()
+                .zip(&self.precision)
+                .map(|(t, p)| format!("{t} {p}"))
+                .collect();
+            writeln!(f, "  precision     {}", each.join(", "))?;
+        }
         for s in &self.skipped {
             writeln!(f, "  skipped       {s}")?;
         }

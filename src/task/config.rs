@@ -52,6 +52,15 @@ impl TaskConfig<'_> {
         }
     }
 
+    pub fn precision(&self) -> crate::model::Precision {
+        match self {
+            TaskConfig::Embed(c) => c.precision,
+            TaskConfig::Sentiment(c) => c.precision,
+            TaskConfig::Ner(c) => c.precision,
+            TaskConfig::Qa(c) => c.precision,
+        }
+    }
+
     pub fn optional(&self) -> bool {
         match self {
             TaskConfig::Embed(c) => c.optional,
@@ -200,6 +209,14 @@ pub struct SentimentConfig {
     /// Default: `false`
     #[serde(default)]
     pub optional: bool,
+    /// Numeric precision of the model: `fp32` (the exported graph, or its fused form once
+    /// `bertflow models optimize DIR --precision fp32` made it), `int8`, `fp16` or `bf16` (variants
+    /// made by `bertflow models optimize DIR --precision P`, which measures each against fp32 and
+    /// refuses one below its quality threshold). See [performance.md](performance.md).
+    ///
+    /// Default: fp32
+    #[serde(default)]
+    pub precision: crate::model::Precision,
     /// `auto` as transformers: regression → none, multi-label or one label → sigmoid, else softmax.
     #[serde(default = "default_class_function")]
     pub function: ClassFunction,
@@ -256,6 +273,14 @@ pub struct NerConfig {
     /// Default: `false`
     #[serde(default)]
     pub optional: bool,
+    /// Numeric precision of the model: `fp32` (the exported graph, or its fused form once
+    /// `bertflow models optimize DIR --precision fp32` made it), `int8`, `fp16` or `bf16` (variants
+    /// made by `bertflow models optimize DIR --precision P`, which measures each against fp32 and
+    /// refuses one below its quality threshold). See [performance.md](performance.md).
+    ///
+    /// Default: fp32
+    #[serde(default)]
+    pub precision: crate::model::Precision,
     /// How tokens become entities (see tasks.md).
     #[serde(default = "default_aggregation")]
     pub aggregation: Aggregation,
@@ -305,6 +330,14 @@ pub struct QaConfig {
     /// Default: `false`
     #[serde(default)]
     pub optional: bool,
+    /// Numeric precision of the model: `fp32` (the exported graph, or its fused form once
+    /// `bertflow models optimize DIR --precision fp32` made it), `int8`, `fp16` or `bf16` (variants
+    /// made by `bertflow models optimize DIR --precision P`, which measures each against fp32 and
+    /// refuses one below its quality threshold). See [performance.md](performance.md).
+    ///
+    /// Default: fp32
+    #[serde(default)]
+    pub precision: crate::model::Precision,
     /// Asked of every record's text.
     ///
     /// Default: `[]`
@@ -393,6 +426,14 @@ pub struct EmbedConfig {
     /// Default: `false`
     #[serde(default)]
     pub optional: bool,
+    /// Numeric precision of the model: `fp32` (the exported graph, or its fused form once
+    /// `bertflow models optimize DIR --precision fp32` made it), `int8`, `fp16` or `bf16` (variants
+    /// made by `bertflow models optimize DIR --precision P`, which measures each against fp32 and
+    /// refuses one below its quality threshold). See [performance.md](performance.md).
+    ///
+    /// Default: fp32
+    #[serde(default)]
+    pub precision: crate::model::Precision,
     /// `auto` reads `1_Pooling/config.json` (cls, max, mean, mean_sqrt_len, lasttoken; several
     /// modes are concatenated as sentence-transformers does), else `mean`. Ignored when the graph
     /// itself outputs `sentence_embedding`.

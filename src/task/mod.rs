@@ -109,6 +109,8 @@ pub fn load(
 pub struct LoadedTask {
     pub task: Arc<dyn Task>,
     pub model: OnnxModel,
+    /// The model's precision and, for a variant, its measured quality (`int8 (min cosine 0.99)`).
+    pub precision: String,
 }
 
 /// A non-null `List<Struct{fields}>` column named `name` (entities, answers, ranked labels).

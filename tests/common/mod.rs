@@ -265,3 +265,17 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
         .unwrap_or_default();
     (code, body)
 }
+
+/// A `List<Float32>` column (the reference vectors of tests/fixtures).
+pub fn list_column(batch: &arrow::array::RecordBatch, col: &str) -> Vec<Vec<f32>> {
+    use arrow::array::{Array, AsArray};
+    let l = batch.column_by_name(col).unwrap().as_list::<i32>();
+    (0..l.len())
+        .map(|i| {
+            l.value(i)
+                .as_primitive::<arrow::datatypes::Float32Type>()
+                .values()
+                .to_vec()
+        })
+        .collect()
+}

@@ -1,0 +1,464 @@
+//! `bertflow models optimize DIR --precision P`: make a precision variant of a model with ONNX
+//! Runtime's own tooling (the transformer optimizer fuses attention, skip-layer-norm, bias-GELU
+//! and embedding-layer-norm; the dynamic quantizer makes int8 weights per channel; the float16
+//! converter keeps fp32 inputs and outputs), then judge it with the quality guard ([`guard`])
+//! against the fp32 model on a calibration sample, and store it beside the model with its record
+//! (`model.<precision>.onnx`, `model.<precision>.json`) only when it passes, or when forced.
+//!
+//! The graph rewriting runs in Python (`onnxruntime` and `onnx` packages, the script is built
+//! into the binary); everything measured runs through bertflow's own sessions and task code.
+
+pub mod guard;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::model::precision::{
+    sha256_file, CpuFeatures, Precision, Quality, Thresholds, VariantMeta,
+};
+use crate::model::runtime::OrtRuntime;
+use crate::model::{ModelDir, OnnxModel};
+use crate::task::config::TaskConfig;
+
+const SCRIPT: &str = include_str!("optimize.py");
+
+/// What `models optimize` is asked to do.
+#[derive(Debug, Clone)]
+pub struct OptimizeOptions {
+    pub dir: PathBuf,
+    pub precision: Precision,
+    /// Judge these tasks only (default: every task the model serves).
+    pub tasks: Vec<String>,
+    /// Calibration texts (default: the bundled sample).
+    pub calibration: Option<PathBuf>,
+    pub min_cosine: Option<f64>,
+    pub min_agreement: Option<f64>,
+    /// Keep the variant although a figure is below its threshold.
+    pub force: bool,
+    /// Python interpreter with `onnxruntime` and `onnx` (default: `$BERTFLOW_PYTHON`, `python3`).
+    pub python: Option<PathBuf>,
+    /// int8 only: unsigned 8-bit weights instead of signed.
+    pub u8_weights: bool,
+    /// int8 only: matrix products of every layer left in fp32 (`ffn_output`,
+    /// `attention_output`). `None`: all quantized first; when that fails the guard, the
+    /// feed-forward output products are kept in fp32, then the attention output ones too, and the
+    /// first variant that passes is kept.
+    pub keep_fp32: Option<Vec<String>>,
+}
+
+/// The int8 recipes tried in turn, fastest first.
+const INT8_RECIPES: [&[&str]; 3] = [&[], &["ffn_output"], &["ffn_output", "attention_output"]];
+
+/// What was made and measured.
+#[derive(Debug, Clone)]
+pub struct OptimizeReport {
+    pub variant: PathBuf,
+    pub meta: VariantMeta,
+    /// Figures below their thresholds (non-empty only when forced).
+    pub below: Vec<String>,
+}
+
+impl std::fmt::Display for OptimizeReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "variant       {}", self.variant.display())?;
+        writeln!(f, "precision     {}", self.meta.precision)?;
+        writeln!(f, "method        {}", self.meta.method)?;
+        let fused: Vec<String> = self
+            .meta
+            .fused_operators
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        writeln!(f, "operators     {}", fused.join(", "))?;
+        writeln!(f, "calibration   {}", self.meta.calibration)?;
+        for q in &self.meta.quality {
+            writeln!(f, "quality       {q}")?;
+        }
+        writeln!(
+            f,
+            "thresholds    cosine >= {}, agreement/F1/exact match >= {}",
+            self.meta.thresholds.min_cosine, self.meta.thresholds.min_agreement
+        )?;
+        for b in &self.below {
+            writeln!(f, "FORCED        {b}")?;
+        }
+        write!(f, "measured on   {}", self.meta.measured_on)
+    }
+}
+
+/// Make, judge and store the variant.
+pub fn optimize(rt: &Arc<OrtRuntime>, opts: &OptimizeOptions) -> Result<OptimizeReport> {
+    let dir = ModelDir::open(&opts.dir)?;
+    let precision = opts.precision;
+    let cpu = CpuFeatures::detect();
+    if precision == Precision::Bf16 {
+        if let Some(why) = cpu.unsuitable(precision) {
+            return Err(Error::model(
+                &dir.dir,
+                format!("cannot make and measure a bf16 variant here: {why}; use int8 on this CPU"),
+            ));
+        }
+    }
+    let (model_type, heads, hidden) = architecture(&dir)?;
+    let served = {
+        let m = OnnxModel::load(rt, &dir.onnx)?;
+        crate::model::inspect::tasks_served(&dir, &m.io().1)
+    };
+    let tasks: Vec<&'static str> = if opts.tasks.is_empty() {
+        served.clone()
+    } else {
+        let mut v = Vec::new();
+        for t in &opts.tasks {
+            match served.iter().find(|s| **s == t.as_str()) {
+                Some(s) => v.push(*s),
+                None => {
+                    return Err(Error::model(
+                        &dir.dir,
+                        format!(
+                            "cannot judge a variant on task '{t}': this model serves {} (its outputs decide)",
+                            if served.is_empty() { "no task".to_string() } else { served.join(", ") }
+                        ),
+                    ))
+                }
+            }
+        }
+        v
+    };
+    if tasks.is_empty() {
+        return Err(Error::model(
+            &dir.dir,
+            "the model serves no task bertflow knows (see `bertflow models inspect`), so no variant can be judged",
+        ));
+    }
+    let (samples, calibration) = match &opts.calibration {
+        Some(p) => (guard::read(p)?, p.display().to_string()),
+        None => {
+            let s = guard::bundled();
+            let n = s.len();
+            (s, format!("bundled sample ({n} records)"))
+        }
+    };
+
+    // Make the graph under a hidden name; it gets its final name only once judged.
+    let variant = precision.variant_path(&dir.onnx);
+    let staged = variant.with_file_name(format!(
+        ".{}.inprogress",
+        variant.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    let recipes: Vec<Vec<String>> = match (&opts.keep_fp32, precision) {
+        (Some(k), _) => vec![k.clone()],
+        (None, Precision::Int8) => INT8_RECIPES
+            .iter()
+            .map(|r| r.iter().map(|s| s.to_string()).collect())
+            .collect(),
+        (None, _) => vec![vec![]],
+    };
+    let mut thresholds = Thresholds::default_for(precision);
+    if let Some(c) = opts.min_cosine {
+        thresholds.min_cosine = c;
+    }
+    if let Some(a) = opts.min_agreement {
+        thresholds.min_agreement = a;
+    }
+    let mut rejected = Vec::new();
+    let mut kept = None;
+    for (i, keep) in recipes.iter().enumerate() {
+        let last = i + 1 == recipes.len();
+        let attempt = run_script(opts, keep, &dir.onnx, &staged, &model_type, heads, hidden)
+            .and_then(|made| {
+                let quality = judge(rt, &dir, &staged, precision, &tasks, &samples)?;
+                Ok((made, quality))
+            });
+        let (made, quality) = match attempt {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = std::fs::remove_file(&staged);
+                return Err(e);
+            }
+        };
+        let below: Vec<String> = quality
+            .iter()
+            .flat_map(|q| thresholds.failures(q))
+            .collect();
+        if below.is_empty() || (last && opts.force) {
+            kept = Some((made, quality, below));
+            break;
+        }
+        let _ = std::fs::remove_file(&staged);
+        let recipe = if keep.is_empty() {
+            "every product in int8".to_string()
+        } else {
+            format!("{} kept in fp32", keep.join(" + "))
+        };
+        tracing::info!(recipe = %recipe, "the {precision} variant fails the quality guard: {}", below.join("; "));
+        rejected.push(format!("{recipe}: {}", below.join("; ")));
+    }
+    let Some((made, quality, below)) = kept else {
+        return Err(Error::model(
+            &dir.dir,
+            format!(
+                "the {precision} variant fails the quality guard against fp32 on {calibration}: {}; nothing was written (lower --min-cosine / --min-agreement, use other calibration texts, or pass --force to keep it anyway)",
+                rejected.join(" | ")
+            ),
+        ));
+    };
+    let meta = VariantMeta {
+        precision,
+        source: dir
+            .onnx
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned(),
+        source_sha256: sha256_file(&dir.onnx)?,
+        method: made.1,
+        fused_operators: made.0,
+        calibration,
+        quality,
+        thresholds,
+        forced: !below.is_empty(),
+        measured_on: cpu.to_string(),
+        created_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    };
+    let meta_path = precision.meta_path(&dir.onnx);
+    let write = |p: &Path, bytes: &[u8]| {
+        std::fs::write(p, bytes).map_err(|e| Error::model(p, format!("cannot write: {e}")))
+    };
+    let meta_tmp = meta_path.with_extension("json.inprogress");
+    write(
+        &meta_tmp,
+        serde_json::to_string_pretty(&meta)
+            .expect("variant record")
+            .as_bytes(),
+    )?;
+    let rename = |from: &Path, to: &Path| {
+        std::fs::rename(from, to).map_err(|e| Error::model(to, format!("cannot write: {e}")))
+    };
+    rename(&staged, &variant)?;
+    rename(&meta_tmp, &meta_path)?;
+    Ok(OptimizeReport {
+        variant,
+        meta,
+        below,
+    })
+}
+
+/// `config.json`'s model type, attention heads and hidden size (0: let the optimizer read them
+/// from the graph).
+fn architecture(dir: &ModelDir) -> Result<(String, u64, u64)> {
+    let cfg = dir.config.as_ref().ok_or_else(|| {
+        Error::model(
+            &dir.dir,
+            "no config.json: the architecture (model_type, heads, hidden size) is needed to fuse the graph",
+        )
+    })?;
+    let num = |keys: &[&str]| {
+        keys.iter()
+            .find_map(|k| cfg.get(*k).and_then(Value::as_u64))
+            .unwrap_or(0)
+    };
+    let model_type = cfg
+        .get("model_type")
+        .and_then(Value::as_str)
+        .unwrap_or("bert")
+        .to_string();
+    Ok((
+        model_type,
+        num(&["num_attention_heads", "n_heads"]),
+        num(&["hidden_size", "dim"]),
+    ))
+}
+
+fn python(opts: &OptimizeOptions) -> PathBuf {
+    opts.python
+        .clone()
+        .or_else(|| std::env::var_os("BERTFLOW_PYTHON").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("python3"))
+}
+
+/// Run the rewriting script; returns the fused operator counts and the method description.
+fn run_script(
+    opts: &OptimizeOptions,
+    keep_fp32: &[String],
+    src: &Path,
+    out: &Path,
+    model_type: &str,
+    heads: u64,
+    hidden: u64,
+) -> Result<(std::collections::BTreeMap<String, usize>, String)> {
+    let py = python(opts);
+    let script = tempfile::Builder::new()
+        .prefix("bertflow-optimize-")
+        .suffix(".py")
+        .tempfile()
+        .map_err(|e| Error::Runtime(format!("cannot write a temporary file: {e}")))?;
+    std::fs::write(script.path(), SCRIPT)
+        .map_err(|e| Error::Runtime(format!("cannot write a temporary file: {e}")))?;
+    let mut cmd = Command::new(&py);
+    cmd.arg(script.path())
+        .arg(src)
+        .arg(out)
+        .arg(opts.precision.name())
+        .arg(model_type)
+        .arg(heads.to_string())
+        .arg(hidden.to_string());
+    if opts.u8_weights {
+        cmd.arg("--u8-weights");
+    }
+    if !keep_fp32.is_empty() {
+        cmd.arg(format!("--keep-fp32={}", keep_fp32.join(",")));
+    }
+    let install = format!(
+        "it needs Python with ONNX Runtime's tooling: `pip install onnxruntime=={} onnx sympy` (choose the interpreter with --python or BERTFLOW_PYTHON)",
+        crate::model::runtime::ORT_VERSION
+    );
+    let output = cmd.output().map_err(|e| {
+        Error::Runtime(format!(
+            "cannot run {} to make the variant ({e}); {install}",
+            py.display()
+        ))
+    })?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let reason = stderr
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty() && !l.contains("WARNING") && !l.contains("Warning"))
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    match output.status.code() {
+        Some(0) => {}
+        Some(3) => {
+            return Err(Error::model(
+                src,
+                format!(
+                    "cannot make a {} variant: {}",
+                    opts.precision,
+                    stderr.trim()
+                ),
+            ))
+        }
+        Some(4) => {
+            return Err(Error::Runtime(format!(
+                "{} cannot make the variant ({}); {install}",
+                py.display(),
+                stderr.trim()
+            )))
+        }
+        _ => {
+            return Err(Error::model(
+                src,
+                format!(
+                    "making the {} variant failed ({}): {reason}",
+                    opts.precision, output.status
+                ),
+            ))
+        }
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let v: Value = stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .ok_or_else(|| {
+            Error::Runtime(format!(
+                "the optimizer script printed no result: {}",
+                stdout.trim()
+            ))
+        })?;
+    let fused = v
+        .get("fused_operators")
+        .and_then(Value::as_object)
+        .map(|o| {
+            o.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_u64()? as usize)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let method = v
+        .get("method")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    Ok((fused, method))
+}
+
+/// Run every task with the fp32 model and with the variant; one [`Quality`] per task.
+fn judge(
+    rt: &Arc<OrtRuntime>,
+    dir: &ModelDir,
+    variant: &Path,
+    precision: Precision,
+    tasks: &[&'static str],
+    samples: &[guard::Sample],
+) -> Result<Vec<Quality>> {
+    let mut fp32 = OnnxModel::load(rt, &dir.onnx)?;
+    let mut var = OnnxModel::load_as(rt, variant, precision)?;
+    let mut out = Vec::new();
+    for &task in tasks {
+        let model = dir.dir.display().to_string();
+        let cfg = task_config(task, &model)?;
+        let tc = match &cfg {
+            AnyTask::Embed(c) => TaskConfig::Embed(c),
+            AnyTask::Sentiment(c) => TaskConfig::Sentiment(c),
+            AnyTask::Ner(c) => TaskConfig::Ner(c),
+            AnyTask::Qa(c) => TaskConfig::Qa(c),
+        };
+        let t = crate::task::load(&tc, dir, &fp32)?;
+        let picked: Vec<guard::Sample> = if task == "qa" {
+            samples
+                .iter()
+                .filter(|s| s.question.is_some())
+                .cloned()
+                .collect()
+        } else {
+            samples
+                .iter()
+                .map(|s| guard::Sample {
+                    text: s.text.clone(),
+                    question: None,
+                })
+                .collect()
+        };
+        if picked.is_empty() {
+            return Err(Error::config(
+                "the calibration texts have no question, so question answering cannot be judged: add lines {\"text\": ..., \"question\": ...}",
+            ));
+        }
+        let a = guard::run_task(t.as_ref(), &mut fp32, &picked)?;
+        let b = guard::run_task(t.as_ref(), &mut var, &picked)?;
+        out.push(guard::compare(task, &a, &b));
+    }
+    Ok(out)
+}
+
+enum AnyTask {
+    Embed(crate::task::config::EmbedConfig),
+    Sentiment(crate::task::config::SentimentConfig),
+    Ner(crate::task::config::NerConfig),
+    Qa(crate::task::config::QaConfig),
+}
+
+/// The task's configuration with every default (the question read from the calibration record).
+fn task_config(task: &str, model: &str) -> Result<AnyTask> {
+    let v = serde_json::json!({ "model": model });
+    let de = |e: serde_json::Error| Error::Runtime(format!("internal: task defaults: {e}"));
+    Ok(match task {
+        "embed" => AnyTask::Embed(serde_json::from_value(v).map_err(de)?),
+        "sentiment" => AnyTask::Sentiment(serde_json::from_value(v).map_err(de)?),
+        "ner" => AnyTask::Ner(serde_json::from_value(v).map_err(de)?),
+        _ => AnyTask::Qa(
+            serde_json::from_value(serde_json::json!({
+                "model": model, "question_column": "question"
+            }))
+            .map_err(de)?,
+        ),
+    })
+}

@@ -1,0 +1,336 @@
+//! `bertflow models optimize`: fused fp32 and int8 variants made with ONNX Runtime's tooling,
+//! judged by the quality guard, stored beside the model and loaded by `precision`; the
+//! fused graphs of every supported architecture; the errors a user can cause.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+
+/// The set-up's Python with onnxruntime and onnx (scripts/setup.sh).
+fn tools_python() -> PathBuf {
+    let cache = std::env::var_os("BERTFLOW_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache"))
+                .join("bertflow")
+        });
+    cache.join("setup-venv/bin/python")
+}
+
+/// A copy of a model directory (variants are written beside the graph).
+fn copy_model(src: &Path, dir: &Path) -> PathBuf {
+    let dst = dir.join(src.file_name().unwrap());
+    std::fs::create_dir_all(&dst).unwrap();
+    for e in walk(src) {
+        let rel = e.strip_prefix(src).unwrap();
+        let to = dst.join(rel);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(&e, &to).unwrap();
+    }
+    dst
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else if !p
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("model.")
+            || p.file_name().unwrap() == "model.onnx"
+        {
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn optimize(model: &Path, args: &[&str]) -> std::process::Output {
+    bin()
+        .args(["models", "optimize"])
+        .arg(model)
+        .args(args)
+        .env("BERTFLOW_PYTHON", tools_python())
+        .output()
+        .unwrap()
+}
+
+fn meta(model: &Path, precision: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(model.join(format!("model.{precision}.json"))).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Run the embed pipeline over the embedding fixture texts with `model` at `precision`.
+fn embed_with(model: &Path, precision: &str) -> (std::process::Output, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let input = root().join("tests/fixtures/embed/texts.parquet");
+    let output = dir.path().join("out.parquet");
+    let p = embed_pipeline(dir.path(), &input, &output, "");
+    let o = run_pipeline(
+        &p,
+        &[
+            "--set",
+            &format!("tasks.embed.model={}", model.display()),
+            "--set",
+            &format!("tasks.embed.precision={precision}"),
+        ],
+    );
+    (o, dir)
+}
+
+/// Embed the embedding fixture texts with `precision`; cosine of each to sentence-transformers.
+fn cosines_to_sentence_transformers(model: &Path, precision: &str) -> (Vec<f64>, String) {
+    let (o, dir) = embed_with(model, precision);
+    assert_ok(&o);
+    let out = read_parquet(&dir.path().join("out.parquet"));
+    let reference = read_parquet(&root().join("tests/fixtures/embed/reference.parquet"));
+    assert_eq!(strings(&out, "id"), strings(&reference, "id"));
+    let st = list_column(&reference, "st_fp32");
+    let got = embeddings(&out, "embedding");
+    (
+        got.iter().zip(&st).map(|(a, b)| cosine(a, b)).collect(),
+        stdout(&o),
+    )
+}
+
+/// Run at `precision`, check the summary line, return the cosines and the worst of them.
+fn run_at(model: &Path, precision: &str, summary: &str) -> (Vec<f64>, f64) {
+    let (cos, out) = cosines_to_sentence_transformers(model, precision);
+    assert!(out.contains(summary), "{out}");
+    let worst = cos.iter().copied().fold(1.0, f64::min);
+    (cos, worst)
+}
+
+#[test]
+fn fused_fp32_and_int8_minilm_pass_the_guard_and_run_by_precision() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = copy_model(&model("all-MiniLM-L6-v2"), dir.path());
+
+    // Fused fp32: every transformer operator fused, exact to sentence-transformers.
+    let o = optimize(&m, &["--precision", "fp32"]);
+    assert_ok(&o);
+    let text = stdout(&o);
+    for op in [
+        "Attention 6",
+        "SkipLayerNormalization 12",
+        "EmbedLayerNormalization 1",
+        "BiasGelu 6",
+    ] {
+        assert!(text.contains(op), "{op} missing:\n{text}");
+    }
+    let fp32 = meta(&m, "fp32");
+    assert_eq!(fp32["precision"], "fp32");
+    assert!(fp32["quality"][0]["min_cosine"].as_f64().unwrap() >= 0.9999);
+    let (_, worst) = run_at(&m, "fp32", "precision     embed fp32 (min cosine");
+    assert!(
+        worst >= 0.9999,
+        "fused fp32: worst cosine to sentence-transformers {worst}"
+    );
+
+    // int8: quantized products, judged on the bundled sample, stored with its figures.
+    let o = optimize(&m, &["--precision", "int8"]);
+    assert_ok(&o);
+    let text = stdout(&o);
+    assert!(
+        text.contains("QAttention") && text.contains("MatMulInteger"),
+        "{text}"
+    );
+    let int8 = meta(&m, "int8");
+    assert_eq!(int8["forced"], false);
+    assert_eq!(int8["calibration"], "bundled sample (170 records)");
+    let q = &int8["quality"][0];
+    assert_eq!(q["task"], "embed");
+    assert_eq!(q["records"], 170);
+    let min = q["min_cosine"].as_f64().unwrap();
+    assert!((0.99..1.0).contains(&min), "{q}");
+    assert!(q["mean_cosine"].as_f64().unwrap() >= min);
+    // Smaller than the fp32 graph.
+    let size = |f: &str| std::fs::metadata(m.join(f)).unwrap().len();
+    assert!(size("model.int8.onnx") < size("model.onnx"));
+    let (cos, worst) = run_at(&m, "int8", "precision     embed int8 (min cosine 0.99");
+    assert!(
+        worst >= 0.97,
+        "int8: worst cosine to sentence-transformers {worst}"
+    );
+    // int8 is not fp32: the variant really is what runs.
+    assert!(cos.iter().any(|c| *c < 0.99999), "{cos:?}");
+
+    // `models inspect` lists the variants with their figures and this CPU.
+    let o = bin().args(["models", "inspect"]).arg(&m).output().unwrap();
+    let text = stdout(&o);
+    assert!(
+        text.contains("variant       model.int8.onnx int8 (min cosine 0.99"),
+        "{text}"
+    );
+    assert!(
+        text.contains("variant       model.fp32.onnx fp32"),
+        "{text}"
+    );
+    assert!(text.contains("cpu           "), "{text}");
+
+    // A variant made from another version of the graph is refused at start-up.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(m.join("model.onnx"))
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"\n"))
+        .unwrap();
+    let (o, _out) = embed_with(&m, "int8");
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("another version") && e.contains("bertflow models optimize"),
+        "{e}"
+    );
+}
+
+#[test]
+fn the_guard_refuses_a_variant_below_its_threshold_unless_forced() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = copy_model(&model("all-MiniLM-L6-v2"), dir.path());
+    // No int8 variant reaches cosine 1.0 against fp32.
+    let strict = [
+        "--precision",
+        "int8",
+        "--min-cosine",
+        "0.99999",
+        "--keep-fp32",
+        "none",
+    ];
+    let o = optimize(&m, &strict);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("fails the quality guard")
+            && e.contains("min cosine 0.9")
+            && e.contains("below the threshold 0.99999")
+            && e.contains("--force"),
+        "{e}"
+    );
+    assert!(!m.join("model.int8.onnx").exists());
+    assert!(!m.join("model.int8.json").exists());
+    // Nothing half-made is left beside the model.
+    let left: Vec<String> = std::fs::read_dir(&m)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("inprogress"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    // A pipeline asking for the missing variant says how to make it.
+    let (o, _out) = embed_with(&m, "int8");
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("no int8 variant") && e.contains("--precision int8"),
+        "{e}"
+    );
+
+    // Forced: kept, and recorded (and said at start-up) as forced.
+    let o = optimize(&m, &[&strict[..], &["--force"]].concat());
+    assert_ok(&o);
+    assert!(stdout(&o).contains("FORCED"), "{}", stdout(&o));
+    assert_eq!(meta(&m, "int8")["forced"], true);
+    let (o, _out) = embed_with(&m, "int8");
+    assert_ok(&o);
+    assert!(
+        stdout(&o).contains("forced below its threshold"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+/// BERT, DistilBERT and RoBERTa heads (sentiment, NER, QA) fuse to the same operators, and the
+/// fused graph gives the same labels, entities and answers as the exported one.
+#[test]
+fn every_architecture_fuses_and_keeps_its_results() {
+    let dir = tempfile::tempdir().unwrap();
+    for arch in ["bert", "distilbert", "roberta"] {
+        for task in ["sentiment", "ner", "qa"] {
+            let name = format!("{arch}-{task}");
+            let m = copy_model(Path::new(&fixture_model(&name)), dir.path());
+            let o = optimize(&m, &["--precision", "fp32"]);
+            assert_ok(&o);
+            let text = stdout(&o);
+            assert!(
+                text.contains("Attention 2") && text.contains("SkipLayerNormalization"),
+                "{name}: {text}"
+            );
+            let q = &meta(&m, "fp32")["quality"][0];
+            assert_eq!(q["task"], task, "{name}");
+            let figure = match task {
+                "sentiment" => "label_agreement",
+                "ner" => "entity_f1",
+                _ => "exact_match",
+            };
+            assert_eq!(q[figure].as_f64(), Some(1.0), "{name}: {q}");
+        }
+    }
+}
+
+#[test]
+fn models_that_cannot_be_made_into_a_variant_are_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    // Already quantized.
+    let q = copy_model(&model("all-MiniLM-L6-v2-int8"), dir.path());
+    let o = optimize(&q, &["--precision", "int8"]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("already quantized") && e.contains("model.onnx"),
+        "{e}"
+    );
+    // A task the model does not serve.
+    let m = copy_model(Path::new(&fixture_model("bert-sentiment")), dir.path());
+    let o = optimize(&m, &["--precision", "int8", "--task", "qa"]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("task 'qa'") && e.contains("serves sentiment"),
+        "{e}"
+    );
+    // No Python with ONNX Runtime's tooling.
+    let o = bin()
+        .args(["models", "optimize"])
+        .arg(&m)
+        .args(["--precision", "int8", "--python", "/nonexistent/python3"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("pip install onnxruntime==1.31.1 onnx sympy"),
+        "{e}"
+    );
+    // An unknown precision.
+    let o = optimize(&m, &["--precision", "int4"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("not a precision"), "{}", stderr(&o));
+    // bf16 only where ONNX Runtime has bf16 kernels (aarch64 with BF16).
+    if std::env::consts::ARCH == "x86_64" {
+        let o = optimize(&m, &["--precision", "bf16"]);
+        assert!(!o.status.success());
+        assert!(stderr(&o).contains("aarch64"), "{}", stderr(&o));
+    }
+    // A calibration file without questions cannot judge question answering.
+    let qa = copy_model(Path::new(&fixture_model("bert-qa")), dir.path());
+    let cal = dir.path().join("cal.txt");
+    std::fs::write(&cal, "one text\nanother text\n").unwrap();
+    let o = optimize(
+        &qa,
+        &[
+            "--precision",
+            "fp32",
+            "--calibration",
+            cal.to_str().unwrap(),
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("no question"), "{}", stderr(&o));
+}
