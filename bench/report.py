@@ -25,7 +25,7 @@ def cpu():
 
 def main(d):
     py = load(d, "python")
-    rows = {n: load(d, n) for n in ["embed", "embed_fixed_batches", "embed_int8", "embed_no_graph_opt", "embed_ort_fusions", "embed_1_thread", "embed_chunked", "sentiment", "ner", "qa", "all"]}
+    rows = {n: load(d, n) for n in ["embed", "embed_fixed_batches", "embed_int8", "embed_no_graph_opt", "embed_1_thread", "embed_chunked", "sentiment", "ner", "qa", "all"]}
     n = py["records"] if py else rows["embed"]["records"]
     print("# Benchmarks\n")
     print(f"Measured by `make bench` (bench/run.sh) on {cpu()}, {os.cpu_count()} cores, "
@@ -103,7 +103,24 @@ def main(d):
     st = pathlib.Path(d) / "store_s3.json"
     if st.exists():
         print(store_section(json.loads(st.read_text())))
+    prec = pathlib.Path(d) / "precision" / "table.md"
+    if prec.exists():
+        print(precision_section(prec.read_text()))
     print(open(pathlib.Path(__file__).parent / "notes.md").read())
+
+
+def precision_section(table):
+    """fp32, fused fp32 and int8 against the Python stack (bench/precision.sh)."""
+    return ("## CPU precisions against the Python stack\n\n"
+            "`bench/precision.sh`, one run: the bundled sample (1,000 reviews, mostly short), "
+            "MiniLM-L6 embeddings and all four tasks in one pass, bertflow with the graph the "
+            "set-up exports, the fused fp32 variant and the int8 variant made by `bertflow models "
+            "optimize`, against sentence-transformers `encode` and the text-classification, "
+            "token-classification and question-answering pipelines (torch fp32, batch_size=32, "
+            "same threads, same texts). The sentiment, NER and QA models are fp32 heads seeded on "
+            "the all-MiniLM-L6-v2 base (the stand-ins' architecture; the stand-ins themselves are "
+            "int8 already), shared by both sides. Cosines are to sentence-transformers' own "
+            "embeddings of the same texts.\n\n" + table)
 
 
 def postgres_section(r):

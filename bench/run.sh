@@ -21,9 +21,6 @@ mapfile -t a < <(none sentiment ner qa); bench embed "${a[@]}"
 mapfile -t a < <(none sentiment ner qa); bench embed_fixed_batches "${a[@]}" --set batching.window_records=32 --set batching.max_batch_size=32 --set batching.max_batch_tokens=1000000
 mapfile -t a < <(none sentiment ner qa); bench embed_int8 "${a[@]}" --set tasks.embed.model=models/all-MiniLM-L6-v2-int8
 mapfile -t a < <(none sentiment ner qa); bench embed_no_graph_opt "${a[@]}" --set runtime.graph_optimization_level=disable
-[ -f "$OUT/models/all-MiniLM-L6-v2-fused/model.onnx" ] || \
-  PYTHON="$PY" bash scripts/optimize_model.sh models/all-MiniLM-L6-v2 "$OUT/models/all-MiniLM-L6-v2-fused" >/dev/null
-mapfile -t a < <(none sentiment ner qa); bench embed_ort_fusions "${a[@]}" --set tasks.embed.model="$OUT/models/all-MiniLM-L6-v2-fused"
 mapfile -t a < <(none sentiment ner qa); bench embed_1_thread "${a[@]}" --set runtime.intra_op_threads=1
 # Passages of every text (the long documents give several each), same batches through raw ORT.
 mapfile -t a < <(none sentiment ner qa); bench embed_chunked "${a[@]}" --set 'tasks.embed.chunking={boundary: sentence, max_tokens: 256, overlap: 32}'
@@ -41,6 +38,10 @@ bash bench/sink_postgres.sh 3 3 > "$OUT/sink_postgres.json"
 
 echo "== object storage (local S3 server) against local files" >&2
 bash bench/store_s3.sh 3 3 2048 > "$OUT/store_s3.json"
+
+echo "== CPU precisions: fp32, fused fp32, int8 against the Python stack (same run)" >&2
+mkdir -p "$OUT/precision"
+bash bench/precision.sh > "$OUT/precision/table.md"
 
 echo "== Python baselines" >&2
 if [ ! -f "$OUT/python.json" ]; then
