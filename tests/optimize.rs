@@ -163,6 +163,13 @@ fn fused_fp32_and_int8_minilm_pass_the_guard_and_run_by_precision() {
     // int8 is not fp32: the variant really is what runs.
     assert!(cos.iter().any(|c| *c < 0.99999), "{cos:?}");
 
+    // fp16 (for CUDA): half the weights, fp32 inputs and outputs, judged like the others.
+    let o = optimize(&m, &["--precision", "fp16"]);
+    assert_ok(&o);
+    let fp16 = meta(&m, "fp16");
+    assert!(fp16["quality"][0]["min_cosine"].as_f64().unwrap() >= 0.999);
+    assert!(size("model.fp16.onnx") < size("model.onnx") * 6 / 10);
+
     // `models inspect` lists the variants with their figures and this CPU.
     let o = bin().args(["models", "inspect"]).arg(&m).output().unwrap();
     let text = stdout(&o);
