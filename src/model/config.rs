@@ -50,9 +50,9 @@ pub struct RuntimeConfig {
     /// Default: 0
     #[serde(default)]
     pub intra_op_threads: usize,
-    /// Whether ONNX Runtime's intra-op threads spin while waiting for work. Spinning saves the
-    /// wake-up between operators (measured in docs/benchmarks.md); turn it off where the cores
-    /// are shared with other busy processes.
+    /// Whether ONNX Runtime's intra-op threads spin while waiting for work (ONNX Runtime's
+    /// default). Spinning saves the wake-up between operators but burns the cores while idle:
+    /// turn it off where other busy processes share them (measurements in benchmarks.md).
     ///
     /// Default: true
     #[serde(default = "default_true")]
