@@ -255,6 +255,7 @@ impl KafkaSource {
         }
         self.epoch = epoch;
         self.buffered.clear();
+        self.consumer.context().read.lock().expect("read").clear();
         let assignment = self.consumer.assignment().map_err(|e| self.err(e))?;
         if assignment.count() == 0 {
             return Ok(());
@@ -302,7 +303,24 @@ impl KafkaSource {
         match self.consumer.poll(timeout) {
             Some(Ok(m)) => {
                 let msg = self.take_message(&m);
-                self.buffered.push(msg);
+                let part = (msg.topic.clone(), msg.partition);
+                let new = self
+                    .consumer
+                    .context()
+                    .read
+                    .lock()
+                    .expect("read")
+                    .admit(&part, msg.offset);
+                if new {
+                    self.buffered.push(msg);
+                } else {
+                    tracing::debug!(
+                        topic = %msg.topic,
+                        partition = msg.partition,
+                        offset = msg.offset,
+                        "record fetched again after a pause; already read, skipped"
+                    );
+                }
                 true
             }
             Some(Err(e)) => {
@@ -494,8 +512,11 @@ impl Source for KafkaSource {
     }
 
     fn wait(&mut self) {
-        // The next stage is full: stop fetching, keep serving the group.
-        self.set_paused(true);
+        // The next stage is full: stop fetching, keep serving the group. Pausing partitions
+        // already paused again makes librdkafka restart their fetchers: pause once.
+        if !self.paused {
+            self.set_paused(true);
+        }
         if self.poll_once(Duration::from_millis(50)) {
             // A message fetched before the pause took effect: kept for the next chunk.
         }

@@ -19,7 +19,7 @@ use rdkafka::consumer::{
 use rdkafka::error::KafkaError;
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::offsets::{OffsetTracker, Partition};
+use super::offsets::{OffsetTracker, Partition, ReadPositions};
 use crate::connector::{Feedback, PositionStore};
 use crate::telemetry::{ConsumerLag, Event, OffsetCommitted, PartitionsAssigned};
 
@@ -58,6 +58,8 @@ pub struct GroupContext {
     last_commit: Mutex<Option<std::time::Instant>>,
     /// Offsets stored by the sink with its output: assigned partitions start there.
     pub(crate) positions: Mutex<Option<Arc<dyn PositionStore>>>,
+    /// What the source has read of each partition in the current assignment.
+    pub(crate) read: Mutex<ReadPositions>,
 }
 
 /// Shortest time between two offset commits while consuming.
@@ -79,6 +81,7 @@ impl GroupContext {
             rewind: Mutex::new(None),
             last_commit: Mutex::new(None),
             positions: Mutex::new(None),
+            read: Mutex::new(ReadPositions::default()),
         }
     }
 
@@ -253,6 +256,7 @@ impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
             self.start_at_stored(tpl);
+            self.read.lock().expect("read").forget(&partitions_of(tpl));
         }
         if let Rebalance::Revoke(tpl) = rebalance {
             let parts = partitions_of(tpl);
@@ -260,6 +264,7 @@ impl ConsumerContext for GroupContext {
             // Nothing waits here: the group's rebalance is not held up by work in flight.
             self.drain_feedback();
             let durable = self.tracker.lock().expect("tracker").revoke(&parts);
+            self.read.lock().expect("read").forget(&parts);
             if self.commit
                 && commit(self, consumer, &durable, CommitMode::Sync)
                 && !durable.is_empty()

@@ -127,6 +127,44 @@ impl OffsetTracker {
     }
 }
 
+/// The next offset expected of each partition in the current assignment: a record below it was
+/// already read and is not read again. librdkafka can fetch a partition again from an older
+/// position when it is paused and resumed around its first fetch (the source pauses fetching
+/// whenever the pipeline is full); without this, such records would be processed twice.
+#[derive(Debug, Default)]
+pub struct ReadPositions {
+    next: HashMap<Partition, i64>,
+}
+
+impl ReadPositions {
+    /// Whether the record at `offset` is new (and remember it); `false`: read before.
+    pub fn admit(&mut self, p: &Partition, offset: i64) -> bool {
+        match self.next.get_mut(p) {
+            Some(next) if offset < *next => false,
+            Some(next) => {
+                *next = offset + 1;
+                true
+            }
+            None => {
+                self.next.insert(p.clone(), offset + 1);
+                true
+            }
+        }
+    }
+
+    /// A new assignment (or a revoke) of `partitions`: they start wherever the group says.
+    pub fn forget(&mut self, partitions: &[Partition]) {
+        for p in partitions {
+            self.next.remove(p);
+        }
+    }
+
+    /// A rewind: every partition starts again at its committed offset.
+    pub fn clear(&mut self) {
+        self.next.clear();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,5 +214,24 @@ mod tests {
         assert_eq!(t.revoke(&[p(0)]), vec![(p(0), 4)]);
         t.register(1, &offs(&[(0, 9)]));
         assert!(t.ack(1).is_empty());
+    }
+
+    #[test]
+    fn records_read_again_within_an_assignment_are_skipped() {
+        let mut r = ReadPositions::default();
+        assert!(r.admit(&p(0), 0));
+        assert!(r.admit(&p(0), 1));
+        assert!(r.admit(&p(1), 7));
+        // Fetched again from the start after a pause/resume.
+        assert!(!r.admit(&p(0), 0));
+        assert!(!r.admit(&p(0), 1));
+        assert!(r.admit(&p(0), 2));
+        // Gaps (compacted topics, transaction markers) are fine.
+        assert!(r.admit(&p(1), 10));
+        // Reassigned or rewound: read from wherever the group's offset is.
+        r.forget(&[p(0)]);
+        assert!(r.admit(&p(0), 0));
+        r.clear();
+        assert!(r.admit(&p(1), 3));
     }
 }
