@@ -157,10 +157,22 @@ enum ModelsCommand {
         /// Python interpreter with onnxruntime and onnx (default: $BERTFLOW_PYTHON, python3).
         #[arg(long)]
         python: Option<PathBuf>,
+        /// Where the guard runs the fp32 model and the variant: cpu, or cuda (judge an fp16
+        /// variant on the GPU it is meant for; needs the onnxruntime-gpu library).
+        #[arg(long, default_value = "cpu", value_parser = parse_provider)]
+        execution_provider: bertflow::config::ExecutionProvider,
         /// Path of libonnxruntime.so.
         #[arg(long)]
         ort_lib: Option<PathBuf>,
     },
+}
+
+fn parse_provider(s: &str) -> Result<bertflow::config::ExecutionProvider, String> {
+    match s {
+        "cpu" => Ok(bertflow::config::ExecutionProvider::Cpu),
+        "cuda" => Ok(bertflow::config::ExecutionProvider::Cuda),
+        _ => Err(format!("'{s}' is not an execution provider (cpu, cuda)")),
+    }
 }
 
 fn parse_precision(s: &str) -> Result<bertflow::model::Precision, String> {
@@ -327,11 +339,15 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 u8_weights,
                 keep_fp32,
                 python,
+                execution_provider,
                 ort_lib,
             } => {
                 let rt = bertflow::model::OrtRuntime::init(
                     ort_lib.as_deref(),
-                    &bertflow::config::RuntimeConfig::default(),
+                    &bertflow::config::RuntimeConfig {
+                        execution_provider,
+                        ..Default::default()
+                    },
                 )?;
                 let opts = bertflow::optimize::OptimizeOptions {
                     dir: bertflow::model::hub::resolve_model(&model)?,

@@ -315,6 +315,12 @@ fn models_that_cannot_be_made_into_a_variant_are_refused_clearly() {
         e.contains("pip install onnxruntime==1.31.1 onnx sympy"),
         "{e}"
     );
+    // Judging on CUDA needs the onnxruntime-gpu library (the CPU build is loaded here).
+    let o = optimize(&m, &["--precision", "fp16", "--execution-provider", "cuda"]);
+    if !o.status.success() {
+        assert!(stderr(&o).contains("onnxruntime-gpu"), "{}", stderr(&o));
+        assert!(!m.join("model.fp16.onnx").exists());
+    }
     // An unknown precision.
     let o = optimize(&m, &["--precision", "int4"]);
     assert!(!o.status.success());

@@ -95,7 +95,7 @@ pub fn optimize(rt: &Arc<OrtRuntime>, opts: &OptimizeOptions) -> Result<Optimize
     let dir = ModelDir::open(&opts.dir)?;
     let precision = opts.precision;
     let cpu = CpuFeatures::detect();
-    if precision == Precision::Bf16 {
+    if precision == Precision::Bf16 && !rt.wants_cuda() {
         if let Some(why) = cpu.unsuitable(precision) {
             return Err(Error::model(
                 &dir.dir,
@@ -221,7 +221,11 @@ pub fn optimize(rt: &Arc<OrtRuntime>, opts: &OptimizeOptions) -> Result<Optimize
         quality,
         thresholds,
         forced: !below.is_empty(),
-        measured_on: cpu.to_string(),
+        measured_on: if rt.wants_cuda() {
+            format!("CUDA device {}", rt.config.device_id)
+        } else {
+            cpu.to_string()
+        },
         created_unix: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
