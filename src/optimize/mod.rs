@@ -95,7 +95,7 @@ pub fn optimize(rt: &Arc<OrtRuntime>, opts: &OptimizeOptions) -> Result<Optimize
     let dir = ModelDir::open(&opts.dir)?;
     let precision = opts.precision;
     let cpu = CpuFeatures::detect();
-    if precision == Precision::Bf16 && !rt.wants_cuda() {
+    if precision == Precision::Bf16 {
         if let Some(why) = cpu.unsuitable(precision) {
             return Err(Error::model(
                 &dir.dir,
@@ -104,10 +104,8 @@ pub fn optimize(rt: &Arc<OrtRuntime>, opts: &OptimizeOptions) -> Result<Optimize
         }
     }
     let (model_type, heads, hidden) = architecture(&dir)?;
-    let served = {
-        let m = OnnxModel::load(rt, &dir.onnx)?;
-        crate::model::inspect::tasks_served(&dir, &m.io().1)
-    };
+    let mut fp32 = OnnxModel::load(rt, &dir.onnx)?;
+    let served = crate::model::inspect::tasks_served(&dir, &fp32.io().1);
     let tasks: Vec<&'static str> = if opts.tasks.is_empty() {
         served.clone()
     } else {
@@ -142,6 +140,7 @@ pub fn optimize(rt: &Arc<OrtRuntime>, opts: &OptimizeOptions) -> Result<Optimize
             (s, format!("bundled sample ({n} records)"))
         }
     };
+    let references = references(&dir, &mut fp32, &tasks, &samples)?;
 
     // Make the graph under a hidden name; it gets its final name only once judged.
     let variant = precision.variant_path(&dir.onnx);
@@ -170,7 +169,7 @@ pub fn optimize(rt: &Arc<OrtRuntime>, opts: &OptimizeOptions) -> Result<Optimize
         let last = i + 1 == recipes.len();
         let attempt = run_script(opts, keep, &dir.onnx, &staged, &model_type, heads, hidden)
             .and_then(|made| {
-                let quality = judge(rt, &dir, &staged, precision, &tasks, &samples)?;
+                let quality = judge(rt, &staged, precision, &references)?;
                 Ok((made, quality))
             });
         let (made, quality) = match attempt {
@@ -394,29 +393,34 @@ fn run_script(
     Ok((fused, method))
 }
 
-/// Run every task with the fp32 model and with the variant; one [`Quality`] per task.
-fn judge(
-    rt: &Arc<OrtRuntime>,
+/// One task judged by the guard: its post-processing, the calibration records it takes and the
+/// fp32 model's results on them (computed once, whatever the number of variants tried).
+struct Reference {
+    name: &'static str,
+    task: Arc<dyn crate::task::Task>,
+    samples: Vec<guard::Sample>,
+    fp32: Vec<Option<crate::task::TaskOutput>>,
+}
+
+/// The fp32 results of every task on its calibration records.
+fn references(
     dir: &ModelDir,
-    variant: &Path,
-    precision: Precision,
+    fp32: &mut OnnxModel,
     tasks: &[&'static str],
     samples: &[guard::Sample],
-) -> Result<Vec<Quality>> {
-    let mut fp32 = OnnxModel::load(rt, &dir.onnx)?;
-    let mut var = OnnxModel::load_as(rt, variant, precision)?;
+) -> Result<Vec<Reference>> {
     let mut out = Vec::new();
-    for &task in tasks {
+    for &name in tasks {
         let model = dir.dir.display().to_string();
-        let cfg = task_config(task, &model)?;
+        let cfg = task_config(name, &model)?;
         let tc = match &cfg {
             AnyTask::Embed(c) => TaskConfig::Embed(c),
             AnyTask::Sentiment(c) => TaskConfig::Sentiment(c),
             AnyTask::Ner(c) => TaskConfig::Ner(c),
             AnyTask::Qa(c) => TaskConfig::Qa(c),
         };
-        let t = crate::task::load(&tc, dir, &fp32)?;
-        let picked: Vec<guard::Sample> = if task == "qa" {
+        let task = crate::task::load(&tc, dir, fp32)?;
+        let picked: Vec<guard::Sample> = if name == "qa" {
             samples
                 .iter()
                 .filter(|s| s.question.is_some())
@@ -436,9 +440,29 @@ fn judge(
                 "the calibration texts have no question, so question answering cannot be judged: add lines {\"text\": ..., \"question\": ...}",
             ));
         }
-        let a = guard::run_task(t.as_ref(), &mut fp32, &picked)?;
-        let b = guard::run_task(t.as_ref(), &mut var, &picked)?;
-        out.push(guard::compare(task, &a, &b));
+        let results = guard::run_task(task.as_ref(), fp32, &picked)?;
+        out.push(Reference {
+            name,
+            task,
+            samples: picked,
+            fp32: results,
+        });
+    }
+    Ok(out)
+}
+
+/// Run every task with the variant; one [`Quality`] per task against its fp32 results.
+fn judge(
+    rt: &Arc<OrtRuntime>,
+    variant: &Path,
+    precision: Precision,
+    references: &[Reference],
+) -> Result<Vec<Quality>> {
+    let mut var = OnnxModel::load_as(rt, variant, precision)?;
+    let mut out = Vec::new();
+    for r in references {
+        let got = guard::run_task(r.task.as_ref(), &mut var, &r.samples)?;
+        out.push(guard::compare(r.name, &r.fp32, &got));
     }
     Ok(out)
 }
