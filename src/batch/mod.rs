@@ -14,14 +14,15 @@ use tokenizers::Encoding;
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchingConfig {
-    /// Most sequences in one model call.
-    #[serde(default = "default_max_batch_size")]
-    pub max_batch_size: usize,
+    /// Most sequences in one model call. When unset: 16 on CPU, 128 when the models run on the
+    /// CUDA execution provider (each the fastest measured, docs/benchmarks.md).
+    #[serde(default)]
+    pub max_batch_size: Option<usize>,
     /// Most padded tokens (sequences × longest sequence) in one model call. A single sequence
-    /// longer than this still runs, alone. The defaults are the fastest measured on CPU
-    /// (docs/benchmarks.md) and keep peak memory low; on a GPU raise both (e.g. 128 / 32768).
-    #[serde(default = "default_max_batch_tokens")]
-    pub max_batch_tokens: usize,
+    /// longer than this still runs, alone. When unset: 2048 on CPU (small batches keep activations
+    /// in cache and peak memory low), 32768 on the CUDA execution provider.
+    #[serde(default)]
+    pub max_batch_tokens: Option<usize>,
     /// Records read, tokenized and sorted by length together; also the Parquet read batch size, and
     /// with a Kafka source the most records in one micro-batch (which also closes after
     /// `source.kafka.max_wait_ms`; with `exactly_once`, one transaction). Larger windows give less
@@ -35,14 +36,55 @@ pub struct BatchingConfig {
     pub queue_depth: usize,
 }
 
-// Measured on CPU (docs/benchmarks.md): small batches keep activations in cache and peak
-// memory low; raise both for GPUs.
-fn default_max_batch_size() -> usize {
-    16
+/// The batch limits a run uses: the configured ones, or the defaults of the execution provider
+/// the models run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchLimits {
+    pub max_batch_size: usize,
+    pub max_batch_tokens: usize,
+    /// Which provider's defaults filled in a limit that was not configured (`None` when both
+    /// were configured).
+    pub defaults_of: Option<&'static str>,
 }
-fn default_max_batch_tokens() -> usize {
-    2048
+
+/// Fastest measured on CPU (docs/benchmarks.md, 2-16 threads): small batches keep activations in
+/// cache and peak memory low.
+pub const CPU_BATCH_DEFAULTS: (usize, usize) = (16, 2048);
+/// Fastest measured on an H200 for MiniLM and BERT-base in a sweep of 32..256 sequences
+/// (bench/results/gpu-h200): larger batches keep the GPU busy between kernel launches.
+pub const CUDA_BATCH_DEFAULTS: (usize, usize) = (128, 32768);
+
+impl BatchingConfig {
+    /// The limits for models running on `provider` ("cuda" or "cpu"), configured values first.
+    pub fn limits(&self, provider: &str) -> BatchLimits {
+        let (name, (size, tokens)) = if provider == "cuda" {
+            ("cuda", CUDA_BATCH_DEFAULTS)
+        } else {
+            ("cpu", CPU_BATCH_DEFAULTS)
+        };
+        BatchLimits {
+            max_batch_size: self.max_batch_size.unwrap_or(size),
+            max_batch_tokens: self.max_batch_tokens.unwrap_or(tokens),
+            defaults_of: (self.max_batch_size.is_none() || self.max_batch_tokens.is_none())
+                .then_some(name),
+        }
+    }
 }
+
+impl std::fmt::Display for BatchLimits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "at most {} sequences / {} tokens",
+            self.max_batch_size, self.max_batch_tokens
+        )?;
+        if let Some(p) = self.defaults_of {
+            write!(f, " ({p} defaults)")?;
+        }
+        Ok(())
+    }
+}
+
 fn default_window_records() -> usize {
     2048
 }
@@ -53,8 +95,8 @@ fn default_queue_depth() -> usize {
 impl Default for BatchingConfig {
     fn default() -> Self {
         BatchingConfig {
-            max_batch_size: default_max_batch_size(),
-            max_batch_tokens: default_max_batch_tokens(),
+            max_batch_size: None,
+            max_batch_tokens: None,
             window_records: default_window_records(),
             queue_depth: default_queue_depth(),
         }

@@ -384,7 +384,7 @@ impl PipelineConfig {
             }
         }
         let b = &self.batching;
-        if b.max_batch_size == 0 || b.max_batch_tokens == 0 || b.window_records == 0 {
+        if b.max_batch_size == Some(0) || b.max_batch_tokens == Some(0) || b.window_records == 0 {
             return Err(Error::config(
                 "batching: max_batch_size, max_batch_tokens and window_records must be at least 1",
             ));
@@ -540,7 +540,16 @@ sink:
     #[test]
     fn defaults_apply() {
         let c = PipelineConfig::from_yaml_str(BASE, &[], &[]).unwrap();
-        assert_eq!(c.batching.max_batch_size, 16);
+        assert_eq!(c.batching.max_batch_size, None);
+        let cpu = c.batching.limits("cpu");
+        assert_eq!((cpu.max_batch_size, cpu.max_batch_tokens), (16, 2048));
+        assert_eq!(cpu.defaults_of, Some("cpu"));
+        let gpu = c.batching.limits("cuda");
+        assert_eq!((gpu.max_batch_size, gpu.max_batch_tokens), (128, 32768));
+        assert_eq!(
+            gpu.to_string(),
+            "at most 128 sequences / 32768 tokens (cuda defaults)"
+        );
         assert_eq!(c.source.parquet().unwrap().text_column, "text");
         assert_eq!(c.runtime.execution_provider, ExecutionProvider::Cpu);
         assert_eq!(c.tasks.embed.first().unwrap().pooling, PoolingMode::Auto);
@@ -567,12 +576,22 @@ sink:
             ("runtime.execution_provider".to_string(), "cuda".to_string()),
         ];
         let c = PipelineConfig::from_yaml_str(BASE, &env, &sets).unwrap();
-        assert_eq!(c.batching.max_batch_size, 16);
+        assert_eq!(c.batching.max_batch_size, Some(16));
         assert_eq!(c.sink.passthrough, vec!["title", "url"]);
         assert_eq!(c.runtime.execution_provider, ExecutionProvider::Cuda);
 
         let c = PipelineConfig::from_yaml_str(BASE, &env, &[]).unwrap();
-        assert_eq!(c.batching.max_batch_size, 8);
+        assert_eq!(c.batching.max_batch_size, Some(8));
+        // A configured limit wins over the provider's default; the other keeps its default.
+        let gpu = c.batching.limits("cuda");
+        assert_eq!((gpu.max_batch_size, gpu.max_batch_tokens), (8, 32768));
+        let sets = vec![("batching.max_batch_tokens".to_string(), "4096".to_string())];
+        let c = PipelineConfig::from_yaml_str(BASE, &env, &sets).unwrap();
+        let both = c.batching.limits("cuda");
+        assert_eq!(
+            (both.max_batch_size, both.max_batch_tokens, both.defaults_of),
+            (8, 4096, None)
+        );
     }
 
     #[test]

@@ -137,12 +137,20 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<Summary> {
         source.resume_from(store)?;
     }
     let provider = build::describe_providers(tasks.iter().map(|t| &t.model.provider));
+    // GPU batch defaults only when every model really runs on CUDA (not after a fallback).
+    let on = if !tasks.is_empty() && tasks.iter().all(|t| t.model.provider.name == "cuda") {
+        "cuda"
+    } else {
+        "cpu"
+    };
+    let limits = cfg.batching.limits(on);
     let mut summary = Summary {
         source: source.describe(),
         tasks: tasks.iter().map(|t| t.task.name().to_string()).collect(),
         precision: tasks.iter().map(|t| t.precision.clone()).collect(),
         provider,
         skipped,
+        batch_limits: Some(limits),
         ..Summary::default()
     };
     let progress = build::make_progress(opts.progress, source.size_hint());
@@ -159,6 +167,7 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<Summary> {
         stop_source,
         schema,
         cfg,
+        limits,
         opts.record_batches,
         &mut summary,
         &progress,

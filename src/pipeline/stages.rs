@@ -14,6 +14,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use super::assemble::{assemble, emit_failures};
 use super::infer::infer_stage;
 use super::summary::Summary;
+use crate::batch::BatchLimits;
 use crate::config::PipelineConfig;
 use crate::connector::{Sink, Source, SourceLink};
 use crate::error::{Error, Result};
@@ -58,6 +59,7 @@ pub(crate) fn run_stages(
     stop_source: Option<Arc<AtomicBool>>,
     schema: SchemaRef,
     cfg: &PipelineConfig,
+    limits: BatchLimits,
     record: bool,
     summary: &mut Summary,
     progress: &indicatif::ProgressBar,
@@ -69,7 +71,7 @@ pub(crate) fn run_stages(
     let stop = Arc::new(AtomicBool::new(false));
     let task_defs: Vec<Arc<dyn Task>> = tasks.iter().map(|t| t.task.clone()).collect();
     let models: Vec<OnnxModel> = tasks.into_iter().map(|t| t.model).collect();
-    let (max_bs, max_tok) = (cfg.batching.max_batch_size, cfg.batching.max_batch_tokens);
+    let (max_bs, max_tok) = (limits.max_batch_size, limits.max_batch_tokens);
     let partial = cfg.sink.partial_results;
 
     let outcome = thread::scope(|s| {

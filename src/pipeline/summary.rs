@@ -16,6 +16,8 @@ pub struct Summary {
     /// Optional tasks skipped because their model is missing, with why.
     pub skipped: Vec<String>,
     pub provider: String,
+    /// The model batch limits the run used.
+    pub batch_limits: Option<crate::batch::BatchLimits>,
     pub records: u64,
     pub written: u64,
     pub errors: u64,
@@ -99,6 +101,9 @@ impl std::fmt::Display for Summary {
             )?;
         }
         writeln!(f, "  truncated     {}", self.truncated)?;
+        if let Some(l) = &self.batch_limits {
+            writeln!(f, "  batches       {l}")?;
+        }
         writeln!(
             f,
             "  throughput    {:.1} records/s ({} in {} batches, padding {:.1}%)",
