@@ -154,6 +154,11 @@ enum ModelsCommand {
         /// then both, keeping the first variant that passes the guard.
         #[arg(long, value_delimiter = ',')]
         keep_fp32: Option<Vec<String>>,
+        /// Embedding models: end the graph in the model's pooling (and normalisation), so a
+        /// batch returns [batch, dim] instead of every token's vector (much less to copy back
+        /// from a GPU). Only tasks.embed with the same pooling can use the variant.
+        #[arg(long)]
+        pool: bool,
         /// Python interpreter with onnxruntime and onnx (default: $BERTFLOW_PYTHON, python3).
         #[arg(long)]
         python: Option<PathBuf>,
@@ -338,6 +343,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 force,
                 u8_weights,
                 keep_fp32,
+                pool,
                 python,
                 execution_provider,
                 ort_lib,
@@ -360,6 +366,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                     python,
                     u8_weights,
                     keep_fp32: keep_fp32.map(|k| k.into_iter().filter(|s| s != "none").collect()),
+                    pool,
                 };
                 let report = bertflow::optimize::optimize(&rt, &opts)?;
                 println!("{report}");

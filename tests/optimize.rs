@@ -347,3 +347,148 @@ fn models_that_cannot_be_made_into_a_variant_are_refused_clearly() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("no question"), "{}", stderr(&o));
 }
+
+/// Run the embed pipeline over the fixture texts with `model` at `precision`, with more `--set`
+/// overrides; the embeddings in input order.
+fn embeddings_with(model: &Path, precision: &str, sets: &[&str]) -> Vec<Vec<f32>> {
+    let dir = tempfile::tempdir().unwrap();
+    let input = root().join("tests/fixtures/embed/texts.parquet");
+    let output = dir.path().join("out.parquet");
+    let p = embed_pipeline(dir.path(), &input, &output, "");
+    let mut args = vec![
+        "--set".to_string(),
+        format!("tasks.embed.model={}", model.display()),
+        "--set".to_string(),
+        format!("tasks.embed.precision={precision}"),
+    ];
+    for s in sets {
+        args.extend(["--set".to_string(), s.to_string()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = run_pipeline(&p, &args);
+    assert_ok(&o);
+    embeddings(&read_parquet(&output), "embedding")
+}
+
+/// `--pool` ends the graph in the model's pooling and normalisation: every sentence-transformers
+/// mode computed in the graph equals bertflow's own pooling of the token embeddings, the fp16
+/// variant matches sentence-transformers, and a task that pools differently is refused.
+#[test]
+fn pooled_variants_equal_pooling_outside_the_graph() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = copy_model(&model("all-MiniLM-L6-v2"), dir.path());
+
+    // fp16 with mean pooling + normalisation in the graph (the model's own settings).
+    let o = optimize(&base, &["--precision", "fp16", "--pool"]);
+    assert_ok(&o);
+    assert!(
+        stdout(&o).contains("output        sentence_embedding: mean pooling + normalize"),
+        "{}",
+        stdout(&o)
+    );
+    let m = meta(&base, "fp16");
+    assert_eq!(m["pooling"]["modes"], serde_json::json!(["mean"]));
+    assert_eq!(m["pooling"]["normalize"], true);
+    let (_, worst) = run_at(&base, "fp16", "mean pooling + normalize in the graph)");
+    assert!(
+        worst >= 0.999,
+        "pooled fp16 vs sentence-transformers: {worst}"
+    );
+
+    // Each mode alone, without normalisation, against the unpooled graph pooled by bertflow.
+    for (i, mode) in ["cls", "max", "mean_sqrt_len", "lasttoken"]
+        .iter()
+        .enumerate()
+    {
+        let m = dir.path().join(format!("mode{i}"));
+        std::fs::create_dir_all(&m).unwrap();
+        for e in walk(&base) {
+            let rel = e.strip_prefix(&base).unwrap();
+            std::fs::create_dir_all(m.join(rel).parent().unwrap()).unwrap();
+            std::fs::copy(&e, m.join(rel)).unwrap();
+        }
+        let key = match *mode {
+            "cls" => "pooling_mode_cls_token",
+            "max" => "pooling_mode_max_tokens",
+            "mean_sqrt_len" => "pooling_mode_mean_sqrt_len_tokens",
+            _ => "pooling_mode_lasttoken",
+        };
+        std::fs::write(
+            m.join("1_Pooling/config.json"),
+            format!("{{\"word_embedding_dimension\": 384, \"pooling_mode_mean_tokens\": false, \"{key}\": true}}"),
+        )
+        .unwrap();
+        // No Normalize module: the graph must not normalise either.
+        std::fs::write(
+            m.join("modules.json"),
+            r#"[{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+{"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]"#,
+        )
+        .unwrap();
+        let o = optimize(&m, &["--precision", "fp32", "--pool"]);
+        assert_ok(&o);
+        let rec = meta(&m, "fp32");
+        assert_eq!(rec["pooling"]["modes"], serde_json::json!([mode]), "{rec}");
+        assert_eq!(rec["pooling"]["normalize"], false);
+        let pooled = embeddings_with(&m, "fp32", &[]);
+        // The exported graph (no variant): bertflow pools the token embeddings.
+        std::fs::rename(m.join("model.fp32.onnx"), m.join("pooled.onnx")).unwrap();
+        std::fs::rename(m.join("model.fp32.json"), m.join("pooled.json")).unwrap();
+        let outside = embeddings_with(&m, "fp32", &[]);
+        assert_eq!(pooled.len(), outside.len());
+        for (a, b) in pooled.iter().zip(&outside) {
+            let norm = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+            assert!(norm > 1.5, "{mode}: not normalised, norm {norm}");
+            let diff = a
+                .iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
+            assert!(
+                diff <= 1e-3 * norm,
+                "{mode}: max difference {diff} (norm {norm})"
+            );
+            assert!(cosine(a, b) >= 0.99999, "{mode}: cosine {}", cosine(a, b));
+        }
+    }
+
+    // A pipeline that pools otherwise than the graph is refused at start-up, naming both.
+    let dir2 = tempfile::tempdir().unwrap();
+    let input = root().join("tests/fixtures/embed/texts.parquet");
+    let p = embed_pipeline(dir2.path(), &input, &dir2.path().join("o.parquet"), "");
+    let o = run_pipeline(
+        &p,
+        &[
+            "--set",
+            &format!("tasks.embed.model={}", base.display()),
+            "--set",
+            "tasks.embed.precision=fp16",
+            "--set",
+            "tasks.embed.pooling=cls",
+        ],
+    );
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("mean pooling + normalize") && e.contains("asks for cls pooling + normalize"),
+        "{e}"
+    );
+
+    // Not for models that already pool, nor for other tasks' models.
+    let pre = copy_model(&model("all-MiniLM-L6-v2-pooled"), dir.path());
+    let o = optimize(&pre, &["--precision", "fp32", "--pool"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("already returns pooled"),
+        "{}",
+        stderr(&o)
+    );
+    let s = copy_model(Path::new(&fixture_model("bert-sentiment")), dir.path());
+    let o = optimize(&s, &["--precision", "fp32", "--pool"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("embedding models only") && stderr(&o).contains("serves sentiment"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -311,6 +311,28 @@ pub struct VariantMeta {
     /// The CPU it was measured on.
     pub measured_on: String,
     pub created_unix: u64,
+    /// Set when the graph ends in sentence-embedding pooling: it returns `[batch, dim]` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pooling: Option<GraphPooling>,
+}
+
+/// Pooling built into an embedding variant's graph (`models optimize --pool`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GraphPooling {
+    /// sentence-transformers' pooling modes, concatenated in this order (`mean`, `cls`, ...).
+    pub modes: Vec<String>,
+    /// Whether the graph also divides by the L2 norm.
+    pub normalize: bool,
+}
+
+impl std::fmt::Display for GraphPooling {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} pooling", self.modes.join(" + "))?;
+        if self.normalize {
+            write!(f, " + normalize")?;
+        }
+        Ok(())
+    }
 }
 
 impl VariantMeta {
@@ -337,8 +359,12 @@ impl VariantMeta {
         } else {
             ""
         };
+        let pooled = match &self.pooling {
+            Some(p) => format!(", {p} in the graph"),
+            None => String::new(),
+        };
         format!(
-            "{} ({}{forced})",
+            "{} ({}{forced}{pooled})",
             self.precision,
             if figures.is_empty() {
                 "not measured".to_string()
@@ -529,6 +555,7 @@ mod tests {
             forced: false,
             measured_on: "test".into(),
             created_unix: 0,
+            pooling: None,
         };
         std::fs::write(Precision::Int8.variant_path(&onnx), b"int8 graph").unwrap();
         std::fs::write(

@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::model::precision::{
-    sha256_file, CpuFeatures, Precision, Quality, Thresholds, VariantMeta,
+    sha256_file, CpuFeatures, GraphPooling, Precision, Quality, Thresholds, VariantMeta,
 };
 use crate::model::runtime::OrtRuntime;
 use crate::model::{ModelDir, OnnxModel};
@@ -48,6 +48,9 @@ pub struct OptimizeOptions {
     /// feed-forward output products are kept in fp32, then the attention output ones too, and the
     /// first variant that passes is kept.
     pub keep_fp32: Option<Vec<String>>,
+    /// Embedding models: end the graph in the model's pooling and normalisation
+    /// (`sentence_embedding`, `[batch, dim]`).
+    pub pool: bool,
 }
 
 /// The int8 recipes tried in turn, fastest first.
@@ -74,6 +77,12 @@ impl std::fmt::Display for OptimizeReport {
             .map(|(k, v)| format!("{k} {v}"))
             .collect();
         writeln!(f, "operators     {}", fused.join(", "))?;
+        if let Some(p) = &self.meta.pooling {
+            writeln!(
+                f,
+                "output        sentence_embedding: {p} in the graph (only tasks.embed with this pooling can use it)"
+            )?;
+        }
         writeln!(f, "calibration   {}", self.meta.calibration)?;
         for q in &self.meta.quality {
             writeln!(f, "quality       {q}")?;
@@ -132,6 +141,11 @@ pub fn optimize(rt: &Arc<OrtRuntime>, opts: &OptimizeOptions) -> Result<Optimize
             "the model serves no task bertflow knows (see `bertflow models inspect`), so no variant can be judged",
         ));
     }
+    let pooling = if opts.pool {
+        Some(graph_pooling(&dir, &fp32, &served, &tasks)?)
+    } else {
+        None
+    };
     let (samples, calibration) = match &opts.calibration {
         Some(p) => (guard::read(p)?, p.display().to_string()),
         None => {
@@ -167,11 +181,17 @@ pub fn optimize(rt: &Arc<OrtRuntime>, opts: &OptimizeOptions) -> Result<Optimize
     let mut kept = None;
     for (i, keep) in recipes.iter().enumerate() {
         let last = i + 1 == recipes.len();
-        let attempt = run_script(opts, keep, &dir.onnx, &staged, &model_type, heads, hidden)
-            .and_then(|made| {
-                let quality = judge(rt, &staged, precision, &references)?;
-                Ok((made, quality))
-            });
+        let script = Script {
+            keep_fp32: keep,
+            model_type: &model_type,
+            heads,
+            hidden,
+            pooling: pooling.as_ref(),
+        };
+        let attempt = run_script(opts, &script, &dir.onnx, &staged).and_then(|made| {
+            let quality = judge(rt, &dir, &staged, precision, &references)?;
+            Ok((made, quality))
+        });
         let (made, quality) = match attempt {
             Ok(v) => v,
             Err(e) => {
@@ -229,6 +249,7 @@ pub fn optimize(rt: &Arc<OrtRuntime>, opts: &OptimizeOptions) -> Result<Optimize
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0),
+        pooling: pooling.map(|(p, _)| p),
     };
     let meta_path = precision.meta_path(&dir.onnx);
     let write = |p: &Path, bytes: &[u8]| {
@@ -286,16 +307,70 @@ fn python(opts: &OptimizeOptions) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("python3"))
 }
 
+/// The pooling to build into an embedding model's graph: the one bertflow's embed task applies
+/// to this model by default (sentence-transformers' `1_Pooling` and `Normalize` modules), with
+/// the output it pools.
+fn graph_pooling(
+    dir: &ModelDir,
+    fp32: &OnnxModel,
+    served: &[&'static str],
+    tasks: &[&'static str],
+) -> Result<(GraphPooling, String)> {
+    if served != ["embed"] || tasks != ["embed"] {
+        return Err(Error::model(
+            &dir.dir,
+            format!(
+                "--pool ends the graph in sentence embeddings, so it is for embedding models only; this model serves {}",
+                if served.is_empty() { "no task".to_string() } else { served.join(", ") }
+            ),
+        ));
+    }
+    let AnyTask::Embed(cfg) = task_config("embed", &dir.dir.display().to_string())? else {
+        unreachable!("embed task configuration")
+    };
+    let task = crate::task::embed::EmbedTask::new(&cfg, dir, fp32)?;
+    if task.pre_pooled() {
+        return Err(Error::model(
+            &dir.onnx,
+            format!(
+                "the graph already returns pooled embeddings ('{}'); --pool is not needed",
+                task.output()
+            ),
+        ));
+    }
+    Ok((
+        GraphPooling {
+            modes: task.pools().iter().map(|p| p.name().to_string()).collect(),
+            normalize: task.normalizes(),
+        },
+        task.output().to_string(),
+    ))
+}
+
+/// What the rewriting script is asked to do beyond the precision.
+struct Script<'a> {
+    keep_fp32: &'a [String],
+    model_type: &'a str,
+    heads: u64,
+    hidden: u64,
+    /// Pooling to append, and the token output it pools.
+    pooling: Option<&'a (GraphPooling, String)>,
+}
+
 /// Run the rewriting script; returns the fused operator counts and the method description.
 fn run_script(
     opts: &OptimizeOptions,
-    keep_fp32: &[String],
+    script_args: &Script<'_>,
     src: &Path,
     out: &Path,
-    model_type: &str,
-    heads: u64,
-    hidden: u64,
 ) -> Result<(std::collections::BTreeMap<String, usize>, String)> {
+    let Script {
+        keep_fp32,
+        model_type,
+        heads,
+        hidden,
+        pooling,
+    } = *script_args;
     let py = python(opts);
     let script = tempfile::Builder::new()
         .prefix("bertflow-optimize-")
@@ -317,6 +392,12 @@ fn run_script(
     }
     if !keep_fp32.is_empty() {
         cmd.arg(format!("--keep-fp32={}", keep_fp32.join(",")));
+    }
+    if let Some((p, output)) = pooling {
+        cmd.arg(format!("--pool={output}:{}", p.modes.join(",")));
+        if p.normalize {
+            cmd.arg("--normalize");
+        }
     }
     let install = format!(
         "it needs Python with ONNX Runtime's tooling: `pip install onnxruntime=={} onnx sympy` (choose the interpreter with --python or BERTFLOW_PYTHON)",
@@ -397,7 +478,7 @@ fn run_script(
 /// fp32 model's results on them (computed once, whatever the number of variants tried).
 struct Reference {
     name: &'static str,
-    task: Arc<dyn crate::task::Task>,
+    cfg: AnyTask,
     samples: Vec<guard::Sample>,
     fp32: Vec<Option<crate::task::TaskOutput>>,
 }
@@ -413,13 +494,7 @@ fn references(
     for &name in tasks {
         let model = dir.dir.display().to_string();
         let cfg = task_config(name, &model)?;
-        let tc = match &cfg {
-            AnyTask::Embed(c) => TaskConfig::Embed(c),
-            AnyTask::Sentiment(c) => TaskConfig::Sentiment(c),
-            AnyTask::Ner(c) => TaskConfig::Ner(c),
-            AnyTask::Qa(c) => TaskConfig::Qa(c),
-        };
-        let task = crate::task::load(&tc, dir, fp32)?;
+        let task = crate::task::load(&cfg.as_config(), dir, fp32)?;
         let picked: Vec<guard::Sample> = if name == "qa" {
             samples
                 .iter()
@@ -443,7 +518,7 @@ fn references(
         let results = guard::run_task(task.as_ref(), fp32, &picked)?;
         out.push(Reference {
             name,
-            task,
+            cfg,
             samples: picked,
             fp32: results,
         });
@@ -451,9 +526,11 @@ fn references(
     Ok(out)
 }
 
-/// Run every task with the variant; one [`Quality`] per task against its fp32 results.
+/// Run every task with the variant (the task reading the variant's own outputs, e.g. pooled
+/// embeddings); one [`Quality`] per task against its fp32 results.
 fn judge(
     rt: &Arc<OrtRuntime>,
+    dir: &ModelDir,
     variant: &Path,
     precision: Precision,
     references: &[Reference],
@@ -461,7 +538,8 @@ fn judge(
     let mut var = OnnxModel::load_as(rt, variant, precision)?;
     let mut out = Vec::new();
     for r in references {
-        let got = guard::run_task(r.task.as_ref(), &mut var, &r.samples)?;
+        let task = crate::task::load(&r.cfg.as_config(), dir, &var)?;
+        let got = guard::run_task(task.as_ref(), &mut var, &r.samples)?;
         out.push(guard::compare(r.name, &r.fp32, &got));
     }
     Ok(out)
@@ -472,6 +550,17 @@ enum AnyTask {
     Sentiment(crate::task::config::SentimentConfig),
     Ner(crate::task::config::NerConfig),
     Qa(crate::task::config::QaConfig),
+}
+
+impl AnyTask {
+    fn as_config(&self) -> TaskConfig<'_> {
+        match self {
+            AnyTask::Embed(c) => TaskConfig::Embed(c),
+            AnyTask::Sentiment(c) => TaskConfig::Sentiment(c),
+            AnyTask::Ner(c) => TaskConfig::Ner(c),
+            AnyTask::Qa(c) => TaskConfig::Qa(c),
+        }
+    }
 }
 
 /// The task's configuration with every default (the question read from the calibration record).

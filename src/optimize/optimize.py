@@ -1,7 +1,7 @@
 """Make a precision variant of a BERT-family ONNX encoder with ONNX Runtime's own tooling.
 
     python optimize.py INPUT.onnx OUTPUT.onnx PRECISION MODEL_TYPE NUM_HEADS HIDDEN [--u8-weights]
-        [--keep-fp32=ffn_output,attention_output]
+        [--keep-fp32=ffn_output,attention_output] [--pool=OUTPUT:MODE[,MODE...]] [--normalize]
 
 PRECISION: fp32 (fused graph), int8 (fused, then dynamic int8 quantisation with per-channel
 weights), fp16 (fused for the GPU, then float16 with fp32 inputs and outputs), bf16 (the fused
@@ -9,7 +9,11 @@ fp32 graph; bf16 matrix products are a session setting). MODEL_TYPE is the confi
 (bert, distilbert, roberta, xlm-roberta, camembert). NUM_HEADS / HIDDEN of 0: detected from the
 graph. --keep-fp32 leaves the named matrix products of every layer in fp32 when quantizing
 (ffn_output: the product after the GELU, whose inputs have the widest range; attention_output:
-the projection after attention). Prints one JSON object (fused operators, method); exits 3 with the reason on stderr when
+the projection after attention). --pool ends the graph in sentence-transformers' pooling of the
+token embeddings output OUTPUT over the attention mask (modes cls, max, mean, mean_sqrt_len,
+lasttoken, concatenated in the order given), computed in fp32, and --normalize divides the result
+by its L2 norm (at least 1e-12); the graph's only output is then `sentence_embedding`
+[batch, dim]. Prints one JSON object (fused operators, method); exits 3 with the reason on stderr when
 the model cannot be made into that variant.
 """
 
@@ -45,12 +49,130 @@ FUSED = ["EmbedLayerNormalization", "Attention", "MultiHeadAttention", "SkipLaye
          "BiasGelu", "FastGelu", "Gelu", "LayerNormalization"]
 
 
+POOL_MODES = ("cls", "max", "mean", "mean_sqrt_len", "lasttoken")
+
+
+def add_pooling(path, token_output, modes, normalize):
+    """Append pooling (and L2 normalisation) to the graph at `path`, in place."""
+    from onnx import TensorProto, helper, numpy_helper
+    import numpy as np
+
+    model = onnx.load(path)
+    g = model.graph
+    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    if opset < 13:
+        fail(f"the graph uses ONNX opset {opset}; pooling in the graph needs opset 13 or later "
+             "(export the model again with a newer opset)")
+    outputs = {o.name: o for o in g.output}
+    if token_output not in outputs:
+        fail(f"the graph has no output '{token_output}' to pool")
+    masks = [i for i in g.input if i.name == "attention_mask"]
+    if not masks:
+        fail("the graph has no attention_mask input, so its padding cannot be pooled away")
+    taken = {n for node in g.node for n in node.output} | {i.name for i in g.initializer} \
+        | {i.name for i in g.input}
+    if "sentence_embedding" in taken:
+        fail("the graph already computes 'sentence_embedding': it is pooled already")
+    nodes, inits = [], []
+    counter = [0]
+
+    def name(stem):
+        counter[0] += 1
+        return f"bertflow_pool/{stem}_{counter[0]}"
+
+    def const(stem, value, dtype):
+        n = name(stem)
+        inits.append(numpy_helper.from_array(np.array(value, dtype=dtype), n))
+        return n
+
+    def op(kind, inputs, out=None, **attrs):
+        out = out or name(kind.lower())
+        nodes.append(helper.make_node(kind, inputs, [out], name=name(kind), **attrs))
+        return out
+
+    def reduce(kind, x, axis, keepdims):
+        # Axes became an input in opset 13 for ReduceSum, in opset 18 for the others.
+        if opset >= (13 if kind == "ReduceSum" else 18):
+            return op(kind, [x, const("axes", [axis], np.int64)], keepdims=keepdims)
+        return op(kind, [x], axes=[axis], keepdims=keepdims)
+
+    tokens = token_output
+    mask_f = op("Cast", ["attention_mask"], to=TensorProto.FLOAT)            # [B, S]
+    mask3 = op("Unsqueeze", [mask_f, const("axes", [2], np.int64)])          # [B, S, 1]
+    count = None
+    pooled = []
+    for mode in modes:
+        if mode == "cls":
+            pooled.append(op("Gather", [tokens, const("zero", 0, np.int64)], axis=1))
+        elif mode == "max":
+            keep = op("Cast", [mask3], to=TensorProto.BOOL)
+            masked = op("Where", [keep, tokens, const("neg", -1e9, np.float32)])
+            pooled.append(reduce("ReduceMax", masked, 1, 0))
+        elif mode in ("mean", "mean_sqrt_len"):
+            summed = reduce("ReduceSum", op("Mul", [tokens, mask3]), 1, 0)  # [B, H]
+            if count is None:
+                count = op("Max", [reduce("ReduceSum", mask3, 1, 0),           # [B, 1]
+                                   const("eps", 1e-9, np.float32)])
+            denom = count if mode == "mean" else op("Sqrt", [count])
+            pooled.append(op("Div", [summed, denom]))
+        elif mode == "lasttoken":
+            # The last position whose mask is set (position 0 when none is).
+            seq = op("Gather", [op("Shape", ["attention_mask"]), const("one", 1, np.int64)])
+            positions = op("Range", [const("zero", 0, np.int64), seq, const("one", 1, np.int64)])
+            weighted = op("Mul", [mask_f, op("Cast", [positions], to=TensorProto.FLOAT)])
+            last = op("ArgMax", [weighted], axis=1, keepdims=1)                # [B, 1]
+            onehot = op("Cast", [op("Equal", [positions, last])], to=TensorProto.FLOAT)
+            picked = op("Mul", [tokens, op("Unsqueeze", [onehot, const("axes", [2], np.int64)])])
+            pooled.append(reduce("ReduceSum", picked, 1, 0))
+        else:
+            fail(f"unknown pooling mode '{mode}'; modes: {', '.join(POOL_MODES)}")
+    vec = pooled[0] if len(pooled) == 1 else op("Concat", pooled, axis=1)
+    if normalize:
+        norm = op("Max", [reduce("ReduceL2", vec, 1, 1), const("eps", 1e-12, np.float32)])
+        vec = op("Div", [vec, norm])
+    op("Identity", [vec], out="sentence_embedding")
+    g.node.extend(nodes)
+    g.initializer.extend(inits)
+    del g.output[:]
+    g.output.append(helper.make_tensor_value_info(
+        "sentence_embedding", TensorProto.FLOAT, ["batch", "embedding"]))
+    # Drop what only the removed outputs needed (e.g. a pooler head), so none of it runs.
+    needed = {"sentence_embedding"}
+    kept = []
+    for node in reversed(list(g.node)):
+        if any(o in needed for o in node.output):
+            kept.append(node)
+            needed.update(i for i in node.input if i)
+            for attr in node.attribute:  # subgraphs read outer names too
+                for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                    needed.update(i for n in sub.node for i in n.input)
+    del g.node[:]
+    g.node.extend(reversed(kept))
+    unused = [i for i in g.initializer if i.name not in needed]
+    for i in unused:
+        g.initializer.remove(i)
+    try:
+        onnx.checker.check_model(model)
+    except Exception as e:  # noqa: BLE001
+        fail(f"the pooled graph is not valid ONNX: {e}")
+    onnx.save(model, path)
+
+
 def main():
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     if len(args) != 6:
         fail(__doc__)
     src, out, precision, model_type, heads, hidden = args
     u8 = "--u8-weights" in sys.argv
+    normalize = "--normalize" in sys.argv
+    pool = None
+    for a in sys.argv[1:]:
+        if a.startswith("--pool="):
+            spec = a.split("=", 1)[1]
+            output, _, modes = spec.rpartition(":")
+            pool = (output, [m for m in modes.split(",") if m])
+            if not output or not pool[1]:
+                fail(f"--pool takes OUTPUT:MODE[,MODE...], not {spec}")
     keep = set()
     for a in sys.argv[1:]:
         if a.startswith("--keep-fp32="):
@@ -133,6 +255,11 @@ def main():
             c = sum(1 for node in q.graph.node if node.op_type == op)
             if c:
                 stats[op] = c
+    if pool:
+        add_pooling(out, pool[0], pool[1], normalize)
+        method += (f"; {' + '.join(pool[1])} pooling of {pool[0]} over the attention mask"
+                   f"{' and L2 normalisation' if normalize else ''} in the graph (fp32),"
+                   " output sentence_embedding")
     print(json.dumps({"fused_operators": stats, "method": method}))
 
 

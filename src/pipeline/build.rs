@@ -54,6 +54,10 @@ pub fn load_tasks(
         let model = OnnxModel::load_as(rt, &graph, precision)?;
         crate::model::inspect::check_for_task(kind, &dir, &model)?;
         let task = crate::task::load(&tc, &dir, &model)?;
+        if let Some(p) = meta.as_ref().and_then(|m| m.pooling.as_ref()) {
+            task.accepts_graph_pooling(p)
+                .map_err(|why| Error::model(&graph, format!("{kind}: {why}")))?;
+        }
         let precision = match &meta {
             Some(m) => {
                 if m.forced {

@@ -53,6 +53,19 @@ pub enum Pool {
     LastToken,
 }
 
+impl Pool {
+    /// sentence-transformers' name of the mode.
+    pub fn name(self) -> &'static str {
+        match self {
+            Pool::Cls => "cls",
+            Pool::Max => "max",
+            Pool::Mean => "mean",
+            Pool::MeanSqrtLen => "mean_sqrt_len",
+            Pool::LastToken => "lasttoken",
+        }
+    }
+}
+
 pub struct EmbedTask {
     tokenizer: TextTokenizer,
     pools: Vec<Pool>,
@@ -348,6 +361,16 @@ impl EmbedTask {
     pub fn normalizes(&self) -> bool {
         self.normalize
     }
+
+    /// The model output the task reads.
+    pub fn output(&self) -> &str {
+        &self.output
+    }
+
+    /// Whether the graph returns pooled `[batch, dim]` embeddings.
+    pub fn pre_pooled(&self) -> bool {
+        self.pre_pooled
+    }
 }
 
 /// Pool one sequence's token embeddings (`seq x hidden`, row-major) over its mask.
@@ -545,6 +568,23 @@ impl Task for EmbedTask {
         Ok(TaskOutput::Chunks(all))
     }
 
+    fn accepts_graph_pooling(
+        &self,
+        pooling: &crate::model::precision::GraphPooling,
+    ) -> std::result::Result<(), String> {
+        let modes: Vec<&str> = self.pools.iter().map(|p| p.name()).collect();
+        if pooling.modes != modes || pooling.normalize != self.normalize {
+            let want = crate::model::precision::GraphPooling {
+                modes: modes.iter().map(|m| m.to_string()).collect(),
+                normalize: self.normalize,
+            };
+            return Err(format!(
+                "the graph computes {pooling} but tasks.embed asks for {want}; set tasks.embed.pooling / normalize to match, or make the variant again with `bertflow models optimize` (it pools as the model directory says)"
+            ));
+        }
+        Ok(())
+    }
+
     fn empty_result(&self) -> Option<TaskOutput> {
         self.chunking
             .as_ref()
@@ -699,7 +739,11 @@ impl EmbedTask {
                 if self.normalize {
                     l2_normalize(&mut v);
                 }
-                results.push(Ok(TaskOutput::Embedding(v)));
+                if v.iter().any(|x| !x.is_finite()) {
+                    results.push(Err("the model produced a non-finite embedding".to_string()));
+                } else {
+                    results.push(Ok(TaskOutput::Embedding(v)));
+                }
             }
             return Ok(results);
         }

@@ -80,6 +80,17 @@ pub trait Task: Send + Sync {
         }
     }
 
+    /// Whether this task can read a graph that ends in `pooling` (an embedding variant made with
+    /// `models optimize --pool`); `Err` says why not.
+    fn accepts_graph_pooling(
+        &self,
+        pooling: &crate::model::precision::GraphPooling,
+    ) -> std::result::Result<(), String> {
+        Err(format!(
+            "the graph ends in {pooling} (sentence embeddings only): only tasks.embed can use it"
+        ))
+    }
+
     /// The result of a record that has no features at all (an empty text cut into passages has
     /// none); `None`: such a record is an internal error.
     fn empty_result(&self) -> Option<TaskOutput> {
