@@ -22,7 +22,9 @@ pub use crate::connector::parquet::config::{
 pub use crate::connector::postgres::config::{
     Distance, IndexConfig, IndexMethod, PostgresSinkConfig, RetryConfig, VectorType, WriteMode,
 };
-pub use crate::model::config::{ExecutionProvider, Fallback, GraphOptimization, RuntimeConfig};
+pub use crate::model::config::{
+    ExecutionProvider, Fallback, GraphOptimization, IoBindingMode, RuntimeConfig,
+};
 pub use crate::task::config::*;
 pub use crate::telemetry::{MetricsConfig, DEFAULT_METRICS_LISTEN};
 

@@ -22,6 +22,17 @@ pub enum Fallback {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
+pub enum IoBindingMode {
+    /// On when the session runs on CUDA, off on CPU.
+    Auto,
+    /// Always bind (on CPU it costs a copy of the inputs and gains nothing; for checks).
+    On,
+    /// Plain runs: inputs passed per call, outputs allocated by ONNX Runtime.
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
 pub enum GraphOptimization {
     Disable,
     Basic,
@@ -65,6 +76,13 @@ pub struct RuntimeConfig {
     /// ONNX Runtime graph optimisations.
     #[serde(default = "default_graph_opt")]
     pub graph_optimization_level: GraphOptimization,
+    /// I/O binding: each batch's inputs are written into page-locked (pinned) host memory from
+    /// the CUDA provider's pinned arena, which the GPU reads by DMA, and outputs are bound to
+    /// pinned host memory, so ONNX Runtime copies results straight into memory bertflow reads
+    /// (blocks are reused between batches). `auto` binds on CUDA only; when binding cannot be set
+    /// up the session runs plainly and a warning says why.
+    #[serde(default = "default_io_binding")]
+    pub io_binding: IoBindingMode,
     /// `libonnxruntime.so` to load. Search order when unset: `--ort-lib`, this key,
     /// `$ORT_DYLIB_PATH`, next to the executable and `../lib`, `./runtime/onnxruntime/`, the source
     /// tree's `runtime/onnxruntime/`.
@@ -83,6 +101,9 @@ fn default_ep() -> ExecutionProvider {
 fn default_fallback() -> Fallback {
     Fallback::None
 }
+fn default_io_binding() -> IoBindingMode {
+    IoBindingMode::Auto
+}
 fn default_graph_opt() -> GraphOptimization {
     GraphOptimization::All
 }
@@ -97,6 +118,7 @@ impl Default for RuntimeConfig {
             intra_op_spinning: true,
             inter_op_threads: 0,
             graph_optimization_level: default_graph_opt(),
+            io_binding: default_io_binding(),
             ort_lib: None,
         }
     }

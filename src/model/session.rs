@@ -3,14 +3,15 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::builder::GraphOptimizationLevel;
-use ort::session::{Session, SessionOutputs};
+use ort::session::{IoBinding, Session, SessionOutputs};
 use ort::value::{Tensor, TensorElementType, ValueType};
 
 use super::precision::Precision;
 use super::runtime::{OrtRuntime, ProviderInfo};
 use crate::batch::PaddedBatch;
-use crate::config::GraphOptimization;
+use crate::config::{GraphOptimization, IoBindingMode};
 use crate::error::{Error, Result};
 
 /// Which token-level inputs the graph takes, by their names in the graph.
@@ -36,6 +37,94 @@ pub struct OnnxModel {
     layout: InputLayout,
     pub provider: ProviderInfo,
     pub output_names: Vec<String>,
+    binding: Option<Bound>,
+}
+
+/// I/O binding of a session: inputs written into host buffers from `inputs` (pinned on CUDA),
+/// every output bound to host memory described by `outputs`.
+struct Bound {
+    binding: IoBinding,
+    inputs: Allocator,
+    outputs: MemoryInfo<'static>,
+    output_names: Vec<String>,
+    /// `pinned` or `host`.
+    memory: &'static str,
+}
+
+impl Bound {
+    fn new(session: &Session, cuda: bool, device_id: i32) -> ort::Result<Bound> {
+        let (inputs, output_info, memory) = if cuda {
+            (
+                Allocator::new(
+                    session,
+                    MemoryInfo::new(
+                        AllocationDevice::CUDA_PINNED,
+                        device_id,
+                        AllocatorType::Device,
+                        MemoryType::CPUInput,
+                    )?,
+                )?,
+                MemoryInfo::new(
+                    AllocationDevice::CUDA_PINNED,
+                    device_id,
+                    AllocatorType::Device,
+                    MemoryType::CPUOutput,
+                )?,
+                "pinned",
+            )
+        } else {
+            (
+                Allocator::default(),
+                MemoryInfo::new(
+                    AllocationDevice::CPU,
+                    0,
+                    AllocatorType::Device,
+                    MemoryType::CPUOutput,
+                )?,
+                "host",
+            )
+        };
+        let mut bound = Bound {
+            binding: session.create_binding()?,
+            inputs,
+            outputs: output_info,
+            output_names: session
+                .outputs()
+                .iter()
+                .map(|o| o.name().to_string())
+                .collect(),
+            memory,
+        };
+        bound.bind_outputs()?;
+        Ok(bound)
+    }
+
+    /// Bind every output to host memory, unallocated: ONNX Runtime allocates each run's outputs
+    /// (of that run's shapes) from the memory's arena. Done before every run, because a bound
+    /// output keeps the previous run's shape otherwise.
+    fn bind_outputs(&mut self) -> ort::Result<()> {
+        for name in &self.output_names {
+            self.binding.bind_output_to_device(name, &self.outputs)?;
+        }
+        Ok(())
+    }
+
+    /// Bind one input of `shape` holding `data` (converted to int32 when the graph wants it).
+    fn bind(&mut self, name: &str, shape: [i64; 2], data: &[i64], int32: bool) -> Result<()> {
+        let err = |e: ort::Error| Error::Inference(format!("cannot bind input '{name}': {e}"));
+        if int32 {
+            let mut t = Tensor::<i32>::new(&self.inputs, shape).map_err(err)?;
+            let (_, buf) = t.extract_tensor_mut();
+            for (d, &s) in buf.iter_mut().zip(data) {
+                *d = s as i32;
+            }
+            self.binding.bind_input(name, &t).map_err(err)
+        } else {
+            let mut t = Tensor::<i64>::new(&self.inputs, shape).map_err(err)?;
+            t.extract_tensor_mut().1.copy_from_slice(data);
+            self.binding.bind_input(name, &t).map_err(err)
+        }
+    }
 }
 
 /// The outputs of one model call, read by the task's post-processing.
@@ -122,11 +211,35 @@ impl OnnxModel {
             .iter()
             .map(|o| o.name().to_string())
             .collect();
+        let cuda = provider.name == "cuda";
+        let bind = match rt.config.io_binding {
+            IoBindingMode::Auto => cuda,
+            IoBindingMode::On => true,
+            IoBindingMode::Off => false,
+        };
+        let binding = if bind {
+            match Bound::new(&session, cuda, rt.config.device_id) {
+                Ok(b) => {
+                    tracing::debug!(model = %onnx.display(), memory = b.memory, "I/O binding");
+                    Some(b)
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        model = %onnx.display(),
+                        "I/O binding unavailable ({e}); running without it"
+                    );
+                    None
+                }
+            }
+        } else {
+            None
+        };
         Ok(OnnxModel {
             session,
             layout,
             provider,
             output_names,
+            binding,
         })
     }
 
@@ -289,6 +402,12 @@ impl OnnxModel {
         self.layout.token_type_ids.is_some()
     }
 
+    /// The host memory the session's inputs and outputs are bound to (`pinned`, `host`), or
+    /// `None` when it runs without I/O binding.
+    pub fn io_binding(&self) -> Option<&'static str> {
+        self.binding.as_ref().map(|b| b.memory)
+    }
+
     /// Run one padded batch and hand its outputs to `f`.
     pub fn run<R>(
         &mut self,
@@ -296,6 +415,23 @@ impl OnnxModel {
         f: impl FnOnce(&ModelOutputs<'_, '_>) -> Result<R>,
     ) -> Result<R> {
         let shape = [batch.rows as i64, batch.seq_len as i64];
+        if let Some(b) = self.binding.as_mut() {
+            let l = &self.layout;
+            b.bind(&l.input_ids, shape, &batch.input_ids, l.int32)?;
+            if let Some(n) = &l.attention_mask {
+                b.bind(n, shape, &batch.attention_mask, l.int32)?;
+            }
+            if let Some(n) = &l.token_type_ids {
+                b.bind(n, shape, &batch.token_type_ids, l.int32)?;
+            }
+            b.bind_outputs()
+                .map_err(|e| Error::Inference(format!("cannot bind the outputs: {e}")))?;
+            let outputs = self
+                .session
+                .run_binding(&b.binding)
+                .map_err(|e| Error::Inference(e.to_string()))?;
+            return f(&ModelOutputs { outputs: &outputs });
+        }
         let mut inputs: Vec<(String, ort::value::DynValue)> = Vec::with_capacity(3);
         let mut push = |name: &str, data: &[i64]| -> Result<()> {
             let value = if self.layout.int32 {
