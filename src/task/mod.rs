@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use arrow::array::ArrayRef;
 use arrow::datatypes::FieldRef;
+use tokenizers::utils::parallelism::MaybeParallelIterator;
 
 use crate::batch::{Feature, PaddedBatch};
 use crate::error::Result;
@@ -191,18 +192,31 @@ fn single_text_features(
     stage_errors: &mut Vec<RecordError>,
 ) -> (Vec<Feature>, usize) {
     let raw = cache.raw(tokenizer, &chunk.texts);
-    let mut features = Vec::new();
+    // Truncation and special tokens per text, on the tokenizers library's thread pool (the raw
+    // tokenization above already ran there); `TOKENIZERS_PARALLELISM=false` keeps it serial.
+    let finished: Vec<Option<std::result::Result<crate::model::tokenizer::Tokenized, String>>> = (0
+        ..chunk.texts.len())
+        .into_maybe_par_iter()
+        .map(|row| {
+            chunk.texts[row]
+                .as_ref()
+                .map(|_| raw[row].clone().and_then(|e| tokenizer.finish(e)))
+        })
+        .collect();
+    let mut features = Vec::with_capacity(chunk.texts.len());
     let mut truncated = 0;
-    for (row, (text, enc)) in chunk.texts.iter().zip(raw.iter()).enumerate() {
-        let Some(text) = text else { continue };
-        match enc.clone().and_then(|e| tokenizer.finish(e)) {
+    for (row, (text, done)) in chunk.texts.iter().zip(finished).enumerate() {
+        let (Some(text), Some(done)) = (text, done) else {
+            continue;
+        };
+        match done {
             Ok(t) => {
                 truncated += t.truncated as usize;
-                for (part, w) in t.windows.iter().enumerate() {
+                for (part, w) in t.windows.into_iter().enumerate() {
                     features.push(Feature {
                         row,
                         part,
-                        encoding: w.clone(),
+                        encoding: w,
                         text: text.clone(),
                         question: None,
                     });
