@@ -61,7 +61,30 @@ fn cuda_without_fallback_fails_loudly_and_with_fallback_runs_on_cpu() {
         "{}",
         stderr(&o)
     );
+    // The models really run on CPU, so the CPU batch defaults apply, not CUDA's.
+    assert!(
+        stdout(&o).contains("batches       at most 16 sequences / 2048 tokens (cpu defaults)"),
+        "{}",
+        stdout(&o)
+    );
     assert_eq!(read_parquet(&output).num_rows(), 2);
+
+    // Configured limits are used as they are, whatever the provider.
+    let o = run_pipeline(
+        &p,
+        &[
+            "--set",
+            "batching.max_batch_size=4",
+            "--set",
+            "batching.max_batch_tokens=300",
+        ],
+    );
+    assert_ok(&o);
+    assert!(
+        stdout(&o).contains("batches       at most 4 sequences / 300 tokens\n"),
+        "{}",
+        stdout(&o)
+    );
 }
 
 #[test]
