@@ -154,6 +154,7 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<Summary> {
         ..Summary::default()
     };
     let progress = build::make_progress(opts.progress, source.size_hint());
+    summary.startup = started.elapsed();
     // A batch job stops reading on a signal (a streaming source stops itself, gracefully).
     let interrupt = (!streaming).then(|| shutdown_flag.clone());
     // A streaming source stops when the writer fails (it would wait for records forever).

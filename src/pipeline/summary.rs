@@ -28,6 +28,8 @@ pub struct Summary {
     pub real_tokens: u64,
     pub padded_tokens: u64,
     pub elapsed: Duration,
+    /// Of `elapsed`, the time before the first record was read (library, models, source, sink).
+    pub startup: Duration,
     pub tokenize_time: Duration,
     pub model_time: Duration,
     pub postprocess_time: Duration,
@@ -114,7 +116,8 @@ impl std::fmt::Display for Summary {
         )?;
         writeln!(
             f,
-            "  time          tokenize {}, model {}, post-process {}, write {}",
+            "  time          start-up {}, tokenize {}, model {}, post-process {}, write {}",
+            secs(self.startup),
             secs(self.tokenize_time),
             secs(self.model_time),
             secs(self.postprocess_time),
