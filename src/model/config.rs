@@ -56,6 +56,15 @@ pub struct RuntimeConfig {
     /// Default: 0
     #[serde(default)]
     pub device_id: i32,
+    /// CUDA only: let fp32 matrix products use TensorFloat-32 on the tensor cores (Ampere and
+    /// later): faster fp32 models, with products rounded to a 10-bit mantissa, so embeddings are
+    /// no longer equal to torch's fp32 (which leaves TF32 off) to 1e-6. Off keeps fp32 exact; an
+    /// fp16 variant (`models optimize --precision fp16`) is the measured way to trade precision
+    /// for speed.
+    ///
+    /// Default: false
+    #[serde(default)]
+    pub cuda_tf32: bool,
     /// Threads inside one operator; 0 lets ONNX Runtime choose (one per physical core).
     ///
     /// Default: 0
@@ -114,6 +123,7 @@ impl Default for RuntimeConfig {
             execution_provider: default_ep(),
             fallback: default_fallback(),
             device_id: 0,
+            cuda_tf32: false,
             intra_op_threads: 0,
             intra_op_spinning: true,
             inter_op_threads: 0,

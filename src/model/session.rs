@@ -255,6 +255,7 @@ impl OnnxModel {
         if cuda {
             let ep = ort::ep::CUDA::default()
                 .with_device_id(cfg.device_id)
+                .with_tf32(cfg.cuda_tf32)
                 .build()
                 .error_on_failure();
             b = b.with_execution_providers([ep]).map_err(|e| {
