@@ -416,22 +416,14 @@ impl OnnxModel {
         f: impl FnOnce(&ModelOutputs<'_, '_>) -> Result<R>,
     ) -> Result<R> {
         let shape = [batch.rows as i64, batch.seq_len as i64];
+        // With I/O binding; a binding failure is retried as a plain run below.
+        let mut bound_err = None;
         if let Some(b) = self.binding.as_mut() {
-            let l = &self.layout;
-            b.bind(&l.input_ids, shape, &batch.input_ids, l.int32)?;
-            if let Some(n) = &l.attention_mask {
-                b.bind(n, shape, &batch.attention_mask, l.int32)?;
+            let bound = run_bound(&mut self.session, b, &self.layout, batch, shape);
+            match bound {
+                Ok(outputs) => return f(&ModelOutputs { outputs: &outputs }),
+                Err(e) => bound_err = Some(e),
             }
-            if let Some(n) = &l.token_type_ids {
-                b.bind(n, shape, &batch.token_type_ids, l.int32)?;
-            }
-            b.bind_outputs()
-                .map_err(|e| Error::Inference(format!("cannot bind the outputs: {e}")))?;
-            let outputs = self
-                .session
-                .run_binding(&b.binding)
-                .map_err(|e| Error::Inference(e.to_string()))?;
-            return f(&ModelOutputs { outputs: &outputs });
         }
         let mut inputs: Vec<(String, ort::value::DynValue)> = Vec::with_capacity(3);
         let mut push = |name: &str, data: &[i64]| -> Result<()> {
@@ -456,6 +448,36 @@ impl OnnxModel {
             .session
             .run(inputs)
             .map_err(|e| Error::Inference(e.to_string()))?;
+        if let Some(e) = bound_err {
+            // The batch runs without binding: the binding, not the input, is what failed.
+            tracing::warn!(
+                error = %e,
+                "I/O binding failed where a plain run succeeds; this model runs without it from now on"
+            );
+            self.binding = None;
+        }
         f(&ModelOutputs { outputs: &outputs })
     }
+}
+
+/// One batch through a session with I/O binding: bind the inputs and outputs, run.
+fn run_bound<'a>(
+    session: &'a mut Session,
+    b: &'a mut Bound,
+    l: &InputLayout,
+    batch: &PaddedBatch,
+    shape: [i64; 2],
+) -> Result<SessionOutputs<'a>> {
+    b.bind(&l.input_ids, shape, &batch.input_ids, l.int32)?;
+    if let Some(n) = &l.attention_mask {
+        b.bind(n, shape, &batch.attention_mask, l.int32)?;
+    }
+    if let Some(n) = &l.token_type_ids {
+        b.bind(n, shape, &batch.token_type_ids, l.int32)?;
+    }
+    b.bind_outputs()
+        .map_err(|e| Error::Inference(format!("cannot bind the outputs: {e}")))?;
+    session
+        .run_binding(&b.binding)
+        .map_err(|e| Error::Inference(e.to_string()))
 }
