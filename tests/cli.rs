@@ -148,7 +148,11 @@ fn bench_reports_raw_onnxruntime_on_the_same_batches() {
     );
     assert!(startup > 0.0 && startup < secs, "{startup} of {secs}");
     assert!(v["ratio_to_raw_ort_after_startup"].as_f64().unwrap() > ratio);
-    assert!(stdout(&o).contains("time          start-up "), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("time          start-up "),
+        "{}",
+        stdout(&o)
+    );
     assert!(v["peak_rss_mib"].as_f64().unwrap() > 0.0);
 }
 
