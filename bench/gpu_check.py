@@ -385,10 +385,12 @@ def main():
     #     the fused graph ending in pooling + normalisation (no token
     #     vectors copied back), fp32 and fp16, made and judged on this provider by
     #     `bertflow models optimize`; the provider's batch defaults (no batching keys); I/O
-    #     binding on (the default on CUDA) and off; ONNX Runtime's CPU threads cut to one; fp32
+    #     binding on (the default on CUDA) and off; post-processing overlapped with the next
+    #     model call (the default on CUDA) and not; ONNX Runtime's CPU threads cut to one; fp32
     #     with TF32 products (`runtime.cuda_tf32`).
     R["variants"] = {}
     settings = [("defaults", ""), ("io_binding off", ", io_binding: off"),
+                ("overlap_postprocess off", ", overlap_postprocess: off"),
                 ("1 ORT CPU thread, no spinning", ", intra_op_threads: 1, intra_op_spinning: false")]
     if a.quick:
         settings = settings[:2]

@@ -318,6 +318,13 @@ fn ner_stride_too_large_for_the_window_is_a_config_error() {
 
 #[test]
 fn bad_input_corpus_through_all_four_tasks_reconciles() {
+    // Plain runs, then the GPU path's I/O binding and overlapped post-processing (forced on).
+    for gpu_path in ["off", "on"] {
+        bad_input_corpus_reconciles_with(gpu_path);
+    }
+}
+
+fn bad_input_corpus_reconciles_with(gpu_path: &str) {
     let dir = tempfile::tempdir().unwrap();
     let corpus = bad_input_corpus();
     let texts: Vec<Option<&str>> = corpus.iter().map(|t| t.as_deref()).collect();
@@ -327,7 +334,14 @@ fn bad_input_corpus_through_all_four_tasks_reconciles() {
         &texts,
         None,
         &all_fixture_tasks(),
-        &["--set", "sink.partial_results=false"],
+        &[
+            "--set",
+            "sink.partial_results=false",
+            "--set",
+            &format!("runtime.io_binding={gpu_path}"),
+            "--set",
+            &format!("runtime.overlap_postprocess={gpu_path}"),
+        ],
     );
     assert_ok(&o);
     let out = read_parquet(&dir.path().join("out.parquet"));

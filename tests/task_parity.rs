@@ -253,10 +253,11 @@ fn qa_matches_question_answering_pipeline() {
 }
 
 /// I/O binding (inputs written into allocator memory, outputs bound to host memory and allocated
-/// per run) gives exactly the results of plain runs, for all four tasks, over batches of
-/// changing shapes (the bound outputs must follow each batch's shape).
+/// per run) and post-processing overlapped with the next model call (from a copy of the outputs,
+/// on a second thread) give exactly the results of plain runs, for all four tasks, over batches
+/// of changing shapes (the bound outputs must follow each batch's shape).
 #[test]
-fn io_binding_gives_the_same_results_as_plain_runs() {
+fn io_binding_and_overlapped_postprocessing_give_the_same_results_as_plain_runs() {
     let texts = [
         "Ada Lovelace wrote the first program in London.",
         "Terrible service, never again.",
@@ -279,27 +280,35 @@ fn io_binding_gives_the_same_results_as_plain_runs() {
         fixture_model("roberta-qa"),
     );
     let mut tables = Vec::new();
-    for mode in ["on", "off"] {
+    let modes = [("off", "off"), ("on", "off"), ("off", "on"), ("on", "on")];
+    for (binding, overlap) in modes {
         let dir = tempfile::tempdir().unwrap();
         let o = run_tasks_with(
             dir.path(),
             &texts,
             Some(&questions),
             &tasks,
-            &["--set", &format!("runtime.io_binding={mode}")],
+            &[
+                "--set",
+                &format!("runtime.io_binding={binding}"),
+                "--set",
+                &format!("runtime.overlap_postprocess={overlap}"),
+            ],
         );
         assert_ok(&o);
         let out = read_parquet(&dir.path().join("out.parquet"));
-        assert_eq!(out.num_rows(), texts.len(), "{mode}");
+        assert_eq!(out.num_rows(), texts.len(), "{binding}/{overlap}");
         tables.push(out);
     }
-    assert_eq!(tables[0].schema(), tables[1].schema());
-    for (i, f) in tables[0].schema().fields().iter().enumerate() {
-        assert_eq!(
-            tables[0].column(i).as_ref(),
-            tables[1].column(i).as_ref(),
-            "column {}",
-            f.name()
-        );
+    for (t, (binding, overlap)) in tables.iter().zip(modes).skip(1) {
+        assert_eq!(tables[0].schema(), t.schema());
+        for (i, f) in tables[0].schema().fields().iter().enumerate() {
+            assert_eq!(
+                tables[0].column(i).as_ref(),
+                t.column(i).as_ref(),
+                "column {} with io_binding={binding}, overlap_postprocess={overlap}",
+                f.name()
+            );
+        }
     }
 }

@@ -23,7 +23,7 @@ pub use crate::connector::postgres::config::{
     Distance, IndexConfig, IndexMethod, PostgresSinkConfig, RetryConfig, VectorType, WriteMode,
 };
 pub use crate::model::config::{
-    ExecutionProvider, Fallback, GraphOptimization, IoBindingMode, RuntimeConfig,
+    ExecutionProvider, Fallback, GraphOptimization, RuntimeConfig, Switch,
 };
 pub use crate::task::config::*;
 pub use crate::telemetry::{MetricsConfig, DEFAULT_METRICS_LISTEN};

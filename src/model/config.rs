@@ -20,15 +20,26 @@ pub enum Fallback {
     Cpu,
 }
 
+/// A GPU technique's switch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum IoBindingMode {
+pub enum Switch {
     /// On when the session runs on CUDA, off on CPU.
     Auto,
-    /// Always bind (on CPU it costs a copy of the inputs and gains nothing; for checks).
+    /// Always (on CPU it gains nothing; for checks).
     On,
-    /// Plain runs: inputs passed per call, outputs allocated by ONNX Runtime.
     Off,
+}
+
+impl Switch {
+    /// Whether it applies to a session that runs on CUDA (`cuda`) or on CPU.
+    pub fn enabled(self, cuda: bool) -> bool {
+        match self {
+            Switch::Auto => cuda,
+            Switch::On => true,
+            Switch::Off => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
@@ -90,8 +101,14 @@ pub struct RuntimeConfig {
     /// pinned host memory, so ONNX Runtime copies results straight into memory bertflow reads
     /// (blocks are reused between batches). `auto` binds on CUDA only; when binding cannot be set
     /// up the session runs plainly and a warning says why.
-    #[serde(default = "default_io_binding")]
-    pub io_binding: IoBindingMode,
+    #[serde(default = "default_switch")]
+    pub io_binding: Switch,
+    /// Post-process each batch (pooling, label scores, entity grouping, answer spans) on a
+    /// second thread while the model runs the next batch, from a copy of the batch's outputs.
+    /// `auto` overlaps on CUDA, where the model call mostly waits for the GPU; on CPU the model
+    /// already keeps every core busy.
+    #[serde(default = "default_switch")]
+    pub overlap_postprocess: Switch,
     /// `libonnxruntime.so` to load. Search order when unset: `--ort-lib`, this key,
     /// `$ORT_DYLIB_PATH`, next to the executable and `../lib`, `./runtime/onnxruntime/`, the source
     /// tree's `runtime/onnxruntime/`.
@@ -110,8 +127,8 @@ fn default_ep() -> ExecutionProvider {
 fn default_fallback() -> Fallback {
     Fallback::None
 }
-fn default_io_binding() -> IoBindingMode {
-    IoBindingMode::Auto
+fn default_switch() -> Switch {
+    Switch::Auto
 }
 fn default_graph_opt() -> GraphOptimization {
     GraphOptimization::All
@@ -128,7 +145,8 @@ impl Default for RuntimeConfig {
             intra_op_spinning: true,
             inter_op_threads: 0,
             graph_optimization_level: default_graph_opt(),
-            io_binding: default_io_binding(),
+            io_binding: default_switch(),
+            overlap_postprocess: default_switch(),
             ort_lib: None,
         }
     }

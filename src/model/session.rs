@@ -11,7 +11,7 @@ use ort::value::{Tensor, TensorElementType, ValueType};
 use super::precision::Precision;
 use super::runtime::{OrtRuntime, ProviderInfo};
 use crate::batch::PaddedBatch;
-use crate::config::{GraphOptimization, IoBindingMode};
+use crate::config::GraphOptimization;
 use crate::error::{Error, Result};
 
 /// Which token-level inputs the graph takes, by their names in the graph.
@@ -38,6 +38,7 @@ pub struct OnnxModel {
     pub provider: ProviderInfo,
     pub output_names: Vec<String>,
     binding: Option<Bound>,
+    overlap: bool,
 }
 
 /// I/O binding of a session: inputs written into host buffers from `inputs` (pinned on CUDA),
@@ -127,24 +128,82 @@ impl Bound {
     }
 }
 
-/// The outputs of one model call, read by the task's post-processing.
+/// The outputs of one model call, read by the task's post-processing: ONNX Runtime's own
+/// buffers, or a copy taken to post-process them on another thread.
 pub struct ModelOutputs<'a, 's> {
-    outputs: &'a SessionOutputs<'s>,
+    outputs: Outputs<'a, 's>,
+}
+
+enum Outputs<'a, 's> {
+    Session(&'a SessionOutputs<'s>),
+    Owned(&'a OwnedOutputs),
+}
+
+/// A copy of a model call's float32 outputs (name, shape, data); an output of another type
+/// holds why it cannot be read.
+#[derive(Debug, Clone, Default)]
+pub struct OwnedOutputs {
+    values: Vec<(String, OwnedValue)>,
+}
+
+/// One copied output: shape and data, or why it could not be read as float32.
+type OwnedValue = std::result::Result<(Vec<usize>, Vec<f32>), String>;
+
+impl OwnedOutputs {
+    /// Read these outputs as a model call's.
+    pub fn view(&self) -> ModelOutputs<'_, '_> {
+        ModelOutputs {
+            outputs: Outputs::Owned(self),
+        }
+    }
+}
+
+fn not_f32(name: &str, e: impl std::fmt::Display) -> Error {
+    Error::Inference(format!(
+        "output '{name}' is not a float32 tensor ({e}); export the model with float32 outputs"
+    ))
 }
 
 impl ModelOutputs<'_, '_> {
     /// A float32 output by name: its shape and data (row-major).
     pub fn f32(&self, name: &str) -> Result<(Vec<usize>, &[f32])> {
-        let value = self
-            .outputs
-            .get(name)
-            .ok_or_else(|| Error::Inference(format!("the model has no output '{name}'")))?;
-        let (shape, data) = value.try_extract_tensor::<f32>().map_err(|e| {
-            Error::Inference(format!(
-                "output '{name}' is not a float32 tensor ({e}); export the model with float32 outputs"
-            ))
-        })?;
-        Ok((shape.iter().map(|&d| d.max(0) as usize).collect(), data))
+        let missing = || Error::Inference(format!("the model has no output '{name}'"));
+        match &self.outputs {
+            Outputs::Session(outputs) => {
+                let value = outputs.get(name).ok_or_else(missing)?;
+                let (shape, data) = value
+                    .try_extract_tensor::<f32>()
+                    .map_err(|e| not_f32(name, e))?;
+                Ok((shape.iter().map(|&d| d.max(0) as usize).collect(), data))
+            }
+            Outputs::Owned(owned) => {
+                let (_, value) = owned
+                    .values
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .ok_or_else(missing)?;
+                match value {
+                    Ok((shape, data)) => Ok((shape.clone(), data.as_slice())),
+                    Err(e) => Err(not_f32(name, e)),
+                }
+            }
+        }
+    }
+
+    /// Copy the outputs named `names`.
+    fn to_owned(&self, names: &[String]) -> OwnedOutputs {
+        OwnedOutputs {
+            values: names
+                .iter()
+                .map(|n| {
+                    let v = match self.f32(n) {
+                        Ok((shape, data)) => Ok((shape, data.to_vec())),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    (n.clone(), v)
+                })
+                .collect(),
+        }
     }
 }
 
@@ -212,11 +271,8 @@ impl OnnxModel {
             .map(|o| o.name().to_string())
             .collect();
         let cuda = provider.name == "cuda";
-        let bind = match rt.config.io_binding {
-            IoBindingMode::Auto => cuda,
-            IoBindingMode::On => true,
-            IoBindingMode::Off => false,
-        };
+        let bind = rt.config.io_binding.enabled(cuda);
+        let overlap = rt.config.overlap_postprocess.enabled(cuda);
         let binding = if bind {
             match Bound::new(&session, cuda, rt.config.device_id) {
                 Ok(b) => {
@@ -240,6 +296,7 @@ impl OnnxModel {
             provider,
             output_names,
             binding,
+            overlap,
         })
     }
 
@@ -403,6 +460,18 @@ impl OnnxModel {
         self.layout.token_type_ids.is_some()
     }
 
+    /// Run one padded batch and copy its float32 outputs, to post-process them elsewhere.
+    pub fn run_owned(&mut self, batch: &PaddedBatch) -> Result<OwnedOutputs> {
+        let names = self.output_names.clone();
+        self.run(batch, |o| Ok(o.to_owned(&names)))
+    }
+
+    /// Whether a batch's post-processing runs on another thread while this model runs the next
+    /// batch (`runtime.overlap_postprocess`).
+    pub fn overlaps_postprocess(&self) -> bool {
+        self.overlap
+    }
+
     /// The host memory the session's inputs and outputs are bound to (`pinned`, `host`), or
     /// `None` when it runs without I/O binding.
     pub fn io_binding(&self) -> Option<&'static str> {
@@ -421,7 +490,11 @@ impl OnnxModel {
         if let Some(b) = self.binding.as_mut() {
             let bound = run_bound(&mut self.session, b, &self.layout, batch, shape);
             match bound {
-                Ok(outputs) => return f(&ModelOutputs { outputs: &outputs }),
+                Ok(outputs) => {
+                    return f(&ModelOutputs {
+                        outputs: Outputs::Session(&outputs),
+                    })
+                }
                 Err(e) => bound_err = Some(e),
             }
         }
@@ -456,7 +529,9 @@ impl OnnxModel {
             );
             self.binding = None;
         }
-        f(&ModelOutputs { outputs: &outputs })
+        f(&ModelOutputs {
+            outputs: Outputs::Session(&outputs),
+        })
     }
 }
 

@@ -9,6 +9,7 @@ use crossbeam_channel::{Receiver, Sender};
 use super::stages::{Inferred, Tokenized};
 use crate::batch::{plan, Feature, PaddedBatch};
 use crate::error::{Error, Result};
+use crate::model::session::OwnedOutputs;
 use crate::model::OnnxModel;
 use crate::task::{Task, TaskOutput};
 use crate::telemetry::{BatchRun, Event, QueueDepth, StageTime};
@@ -29,11 +30,80 @@ pub fn infer_features(
 ) -> Vec<Option<FeatureResult>> {
     let lengths: Vec<usize> = features.iter().map(|f| f.encoding.len()).collect();
     let mut results: Vec<Option<FeatureResult>> = vec![None; features.len()];
-    for idx in plan(&lengths, max_batch_size, max_batch_tokens) {
+    let batches = plan(&lengths, max_batch_size, max_batch_tokens);
+    if model.overlaps_postprocess() && batches.len() > 1 {
+        overlapped(
+            task,
+            model,
+            features,
+            batches,
+            &mut results,
+            stats,
+            recorder,
+        );
+        return results;
+    }
+    for idx in batches {
         let rec = recorder.as_deref_mut();
         run_batch(task, model, features, &idx, &mut results, stats, true, rec);
     }
     results
+}
+
+/// [`infer_features`]' batches with each batch's post-processing on a second thread (from a copy
+/// of its outputs) while the model runs the next one. Same results: a batch whose model call
+/// fails is retried one feature at a time at once, a batch whose post-processing fails once all
+/// batches have run.
+fn overlapped(
+    task: &dyn Task,
+    model: &mut OnnxModel,
+    features: &[Feature],
+    batches: Vec<Vec<usize>>,
+    results: &mut [Option<FeatureResult>],
+    stats: &mut InferStats,
+    mut recorder: Option<&mut Vec<PaddedBatch>>,
+) {
+    type Done = (Vec<usize>, Result<Vec<FeatureResult>>);
+    let (done, post) = std::thread::scope(|s| {
+        let (tx, rx) = crossbeam_channel::bounded::<(Vec<usize>, PaddedBatch, OwnedOutputs)>(1);
+        let worker = s.spawn(move || {
+            let mut done: Vec<Done> = Vec::new();
+            let mut post = Duration::ZERO;
+            for (idx, padded, outputs) in rx {
+                let feats: Vec<&Feature> = idx.iter().map(|&i| &features[i]).collect();
+                let t = Instant::now();
+                let r = task.postprocess(&feats, &padded, &outputs.view());
+                post += t.elapsed();
+                done.push((idx, r));
+            }
+            (done, post)
+        });
+        for idx in batches {
+            let (_, padded) = prepare(task, features, &idx, stats, recorder.as_deref_mut());
+            let t = Instant::now();
+            let out = model.run_owned(&padded);
+            let model_time = t.elapsed();
+            stats.model_time += model_time;
+            emit_batch(task, &padded, model_time);
+            match out {
+                Ok(outputs) => {
+                    if tx.send((idx, padded, outputs)).is_err() {
+                        break; // the worker panicked; join reports it
+                    }
+                }
+                Err(e) => settle(task, model, features, &idx, Err(e), results, stats, true),
+            }
+        }
+        drop(tx);
+        worker.join().unwrap_or_else(|_| {
+            tracing::error!("post-processing thread panicked");
+            (Vec::new(), Duration::ZERO)
+        })
+    });
+    stats.postprocess_time += post;
+    for (idx, r) in done {
+        settle(task, model, features, &idx, r, results, stats, true);
+    }
 }
 
 /// Counters of the inference stage.
@@ -57,14 +127,7 @@ fn run_batch(
     retry_singly: bool,
     recorder: Option<&mut Vec<PaddedBatch>>,
 ) {
-    let feats: Vec<&Feature> = idx.iter().map(|&i| &features[i]).collect();
-    let padded = PaddedBatch::new(feats.iter().map(|f| &f.encoding), task.pad_id());
-    if let Some(r) = recorder {
-        r.push(padded.clone());
-    }
-    stats.batches += 1;
-    stats.real_tokens += padded.real_tokens as u64;
-    stats.padded_tokens += padded.padded_tokens() as u64;
+    let (feats, padded) = prepare(task, features, idx, stats, recorder);
     let t = Instant::now();
     let mut post = Duration::ZERO;
     let out = model.run(&padded, |outputs| {
@@ -76,14 +139,32 @@ fn run_batch(
     let model_time = t.elapsed().saturating_sub(post);
     stats.model_time += model_time;
     stats.postprocess_time += post;
-    BatchRun {
-        task: task.name(),
-        sequences: idx.len(),
-        real_tokens: padded.real_tokens,
-        padded_tokens: padded.padded_tokens(),
-        model_time,
-    }
-    .emit();
+    emit_batch(task, &padded, model_time);
+    settle(
+        task,
+        model,
+        features,
+        idx,
+        out,
+        results,
+        stats,
+        retry_singly,
+    );
+}
+
+/// Store a batch's results by feature index; a failed batch is retried one feature at a time
+/// (when `retry_singly`) so that a single bad input fails alone.
+#[allow(clippy::too_many_arguments)]
+fn settle(
+    task: &dyn Task,
+    model: &mut OnnxModel,
+    features: &[Feature],
+    idx: &[usize],
+    out: Result<Vec<FeatureResult>>,
+    results: &mut [Option<FeatureResult>],
+    stats: &mut InferStats,
+    retry_singly: bool,
+) {
     match out {
         Ok(values) if values.len() == idx.len() => {
             for (&i, v) in idx.iter().zip(values) {
@@ -205,4 +286,34 @@ pub(crate) fn infer_stage(
         }
     }
     Ok(recorded)
+}
+
+/// Pad the features `idx` into a batch, count it, and keep a copy in `recorder`.
+fn prepare<'f>(
+    task: &dyn Task,
+    features: &'f [Feature],
+    idx: &[usize],
+    stats: &mut InferStats,
+    recorder: Option<&mut Vec<PaddedBatch>>,
+) -> (Vec<&'f Feature>, PaddedBatch) {
+    let feats: Vec<&Feature> = idx.iter().map(|&i| &features[i]).collect();
+    let padded = PaddedBatch::new(feats.iter().map(|f| &f.encoding), task.pad_id());
+    if let Some(r) = recorder {
+        r.push(padded.clone());
+    }
+    stats.batches += 1;
+    stats.real_tokens += padded.real_tokens as u64;
+    stats.padded_tokens += padded.padded_tokens() as u64;
+    (feats, padded)
+}
+
+fn emit_batch(task: &dyn Task, padded: &PaddedBatch, model_time: Duration) {
+    BatchRun {
+        task: task.name(),
+        sequences: padded.rows,
+        real_tokens: padded.real_tokens,
+        padded_tokens: padded.padded_tokens(),
+        model_time,
+    }
+    .emit();
 }
