@@ -100,7 +100,8 @@ pub struct RuntimeConfig {
     /// the CUDA provider's pinned arena, which the GPU reads by DMA, and outputs are bound to
     /// pinned host memory, so ONNX Runtime copies results straight into memory bertflow reads
     /// (blocks are reused between batches). `auto` binds on CUDA only; when binding cannot be set
-    /// up the session runs plainly and a warning says why.
+    /// up, or a bound run fails where a plain run of the same batch succeeds, the model runs
+    /// plainly from then on and a warning says why.
     #[serde(default = "default_switch")]
     pub io_binding: Switch,
     /// Post-process each batch (pooling, label scores, entity grouping, answer spans) on a
