@@ -4,54 +4,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::*;
-
-/// The set-up's Python with onnxruntime and onnx (scripts/setup.sh).
-fn tools_python() -> PathBuf {
-    let cache = std::env::var_os("BERTFLOW_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            std::env::var_os("XDG_CACHE_HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache"))
-                .join("bertflow")
-        });
-    cache.join("setup-venv/bin/python")
-}
-
-/// A copy of a model directory (variants are written beside the graph).
-fn copy_model(src: &Path, dir: &Path) -> PathBuf {
-    let dst = dir.join(src.file_name().unwrap());
-    std::fs::create_dir_all(&dst).unwrap();
-    for e in walk(src) {
-        let rel = e.strip_prefix(src).unwrap();
-        let to = dst.join(rel);
-        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-        std::fs::copy(&e, &to).unwrap();
-    }
-    dst
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else if !p
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .starts_with("model.")
-            || p.file_name().unwrap() == "model.onnx"
-        {
-            out.push(p);
-        }
-    }
-    out
-}
 
 fn optimize(model: &Path, args: &[&str]) -> std::process::Output {
     bin()

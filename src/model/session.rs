@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::builder::GraphOptimizationLevel;
-use ort::session::{IoBinding, Session, SessionOutputs};
+use ort::session::{
+    HasSelectedOutputs, IoBinding, OutputSelector, RunOptions, Session, SessionOutputs,
+};
 use ort::value::{Tensor, TensorElementType, ValueType};
 
 use super::precision::Precision;
@@ -39,6 +41,8 @@ pub struct OnnxModel {
     pub output_names: Vec<String>,
     binding: Option<Bound>,
     overlap: bool,
+    /// Set when only some outputs are read: their names and the run options selecting them.
+    fetch: Option<(Vec<String>, RunOptions<HasSelectedOutputs>)>,
 }
 
 /// I/O binding of a session: inputs written into host buffers from `inputs` (pinned on CUDA),
@@ -297,6 +301,7 @@ impl OnnxModel {
             output_names,
             binding,
             overlap,
+            fetch: None,
         })
     }
 
@@ -460,9 +465,38 @@ impl OnnxModel {
         self.layout.token_type_ids.is_some()
     }
 
+    /// Fetch only the outputs `names` from now on (a graph may compute more than a task reads,
+    /// e.g. token embeddings beside a pooled embedding): the others are neither copied back from
+    /// the device nor kept.
+    pub fn fetch_only(&mut self, names: &[String]) -> Result<()> {
+        if let Some(n) = names.iter().find(|n| !self.output_names.contains(n)) {
+            return Err(Error::Inference(format!("the model has no output '{n}'")));
+        }
+        if self.output_names.iter().all(|o| names.contains(o)) {
+            return Ok(()); // every output is read
+        }
+        let selector = names
+            .iter()
+            .fold(OutputSelector::no_default(), |s, n| s.with(n.clone()));
+        let options = RunOptions::new()
+            .map_err(|e| Error::Runtime(format!("cannot create run options: {e}")))?
+            .with_outputs(selector);
+        if let Some(b) = self.binding.as_mut() {
+            b.binding.clear_outputs();
+            b.output_names = names.to_vec();
+            b.bind_outputs()
+                .map_err(|e| Error::Inference(format!("cannot bind the outputs: {e}")))?;
+        }
+        self.fetch = Some((names.to_vec(), options));
+        Ok(())
+    }
+
     /// Run one padded batch and copy its float32 outputs, to post-process them elsewhere.
     pub fn run_owned(&mut self, batch: &PaddedBatch) -> Result<OwnedOutputs> {
-        let names = self.output_names.clone();
+        let names = match &self.fetch {
+            Some((names, _)) => names.clone(),
+            None => self.output_names.clone(),
+        };
         self.run(batch, |o| Ok(o.to_owned(&names)))
     }
 
@@ -517,10 +551,11 @@ impl OnnxModel {
         if let Some(n) = self.layout.token_type_ids.clone() {
             push(&n, &batch.token_type_ids)?;
         }
-        let outputs = self
-            .session
-            .run(inputs)
-            .map_err(|e| Error::Inference(e.to_string()))?;
+        let outputs = match &self.fetch {
+            Some((_, options)) => self.session.run_with_options(inputs, options),
+            None => self.session.run(inputs),
+        }
+        .map_err(|e| Error::Inference(e.to_string()))?;
         if let Some(e) = bound_err {
             // The batch runs without binding: the binding, not the input, is what failed.
             tracing::warn!(

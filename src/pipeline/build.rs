@@ -51,9 +51,12 @@ pub fn load_tasks(
         {
             tracing::warn!(task = kind, "precision {precision}: {why}");
         }
-        let model = OnnxModel::load_as(rt, &graph, precision)?;
+        let mut model = OnnxModel::load_as(rt, &graph, precision)?;
         crate::model::inspect::check_for_task(kind, &dir, &model)?;
         let task = crate::task::load(&tc, &dir, &model)?;
+        model
+            .fetch_only(&task.model_outputs())
+            .map_err(|e| Error::model(&graph, format!("{kind}: {e}")))?;
         if let Some(p) = meta.as_ref().and_then(|m| m.pooling.as_ref()) {
             task.accepts_graph_pooling(p)
                 .map_err(|why| Error::model(&graph, format!("{kind}: {why}")))?;

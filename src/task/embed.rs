@@ -543,6 +543,10 @@ impl Task for EmbedTask {
         self.tokenizer.pad_id
     }
 
+    fn model_outputs(&self) -> Vec<String> {
+        vec![self.output.clone()]
+    }
+
     fn featurize(&self, chunk: &Chunk, cache: &TokenCache) -> Featurized {
         match &self.chunking {
             Some(c) => self.chunk_featurized(chunk, cache, c),

@@ -60,6 +60,9 @@ pub trait Task: Send + Sync {
     /// Padding token id for this task's tokenizer.
     fn pad_id(&self) -> u32;
 
+    /// The model outputs post-processing reads; only these are fetched from the model.
+    fn model_outputs(&self) -> Vec<String>;
+
     /// Tokenize the records of a chunk into features. Records whose text is `None` already
     /// failed and are skipped. `cache` shares single-text tokenization between tasks.
     fn featurize(&self, chunk: &Chunk, cache: &TokenCache) -> Featurized;

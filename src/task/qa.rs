@@ -320,6 +320,10 @@ impl Task for QaTask {
         self.tokenizer.pad_id
     }
 
+    fn model_outputs(&self) -> Vec<String> {
+        vec![self.start_output.clone(), self.end_output.clone()]
+    }
+
     fn featurize(&self, chunk: &Chunk, _cache: &TokenCache) -> Featurized {
         let mut out = Featurized::default();
         // Every (record, question) pair of the chunk, checked, then tokenized in one call.

@@ -168,6 +168,10 @@ impl Task for SentimentTask {
         self.tokenizer.pad_id
     }
 
+    fn model_outputs(&self) -> Vec<String> {
+        vec![self.output.clone()]
+    }
+
     fn featurize(&self, chunk: &Chunk, cache: &TokenCache) -> Featurized {
         single_text_featurized(chunk, cache, &self.tokenizer)
     }
