@@ -2,6 +2,9 @@
 # Run the whole test suite (unit and integration tests) and close with one line of totals.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# Style holds on every landing: formatting and lints first (fast to fail).
+cargo fmt --all -- --check || { echo "cargo fmt: the code is not formatted (run: make fmt)"; echo "tests: 0 passed, 1 failed"; exit 1; }
+cargo clippy --all-targets --locked -- -D warnings || { echo "cargo clippy: warnings (fix them)"; echo "tests: 0 passed, 1 failed"; exit 1; }
 # The streaming tests need a real Kafka broker on 127.0.0.1:9092.
 started_kafka=0
 if ! bash scripts/kafka.sh status >/dev/null 2>&1; then

@@ -43,20 +43,6 @@ pub struct BenchReport {
     pub provider: String,
 }
 
-/// Peak resident memory of this process (Linux), in MiB.
-pub fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(0.0)
-}
-
 /// Run `cfg` end to end, then its recorded batches through fresh sessions.
 pub fn bench(cfg: &PipelineConfig, opts: &RunOptions) -> Result<(Summary, BenchReport)> {
     let mut o = opts.clone();
@@ -99,7 +85,7 @@ pub fn bench(cfg: &PipelineConfig, opts: &RunOptions) -> Result<(Summary, BenchR
         startup_seconds: summary.startup.as_secs_f64(),
         ratio_to_raw_ort_after_startup: raw.as_secs_f64()
             / (secs - summary.startup.as_secs_f64()).max(1e-9),
-        peak_rss_mib: peak_rss_mib(),
+        peak_rss_mib: crate::telemetry::peak_rss_mib(),
         provider: summary.provider.clone(),
     };
     Ok((summary, report))

@@ -11,6 +11,7 @@ pub mod bench;
 pub mod config;
 pub mod connector;
 pub mod error;
+pub mod lifecycle;
 pub mod model;
 pub mod optimize;
 pub mod pipeline;
@@ -20,4 +21,5 @@ pub mod telemetry;
 
 pub use config::PipelineConfig;
 pub use error::{Error, Result};
+pub use lifecycle::{Readiness, Shutdown};
 pub use pipeline::{run, RunOptions, Summary};

@@ -2,13 +2,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use bertflow::config::{parse_set_arg, PipelineConfig};
-use bertflow::{run, RunOptions};
+use bertflow::{run, RunOptions, Shutdown};
 
 /// Enrich text at scale with BERT-family models: embeddings, sentiment, entities and answers,
 /// from Parquet files or Kafka topics to Parquet files or Kafka topics.
@@ -165,17 +163,17 @@ enum ModelsCommand {
         /// Where the guard runs the fp32 model and the variant: cpu, or cuda (judge an fp16
         /// variant on the GPU it is meant for; needs the onnxruntime-gpu library).
         #[arg(long, default_value = "cpu", value_parser = parse_provider)]
-        execution_provider: bertflow::config::ExecutionProvider,
+        execution_provider: bertflow::model::config::ExecutionProvider,
         /// Path of libonnxruntime.so.
         #[arg(long)]
         ort_lib: Option<PathBuf>,
     },
 }
 
-fn parse_provider(s: &str) -> Result<bertflow::config::ExecutionProvider, String> {
+fn parse_provider(s: &str) -> Result<bertflow::model::config::ExecutionProvider, String> {
     match s {
-        "cpu" => Ok(bertflow::config::ExecutionProvider::Cpu),
-        "cuda" => Ok(bertflow::config::ExecutionProvider::Cuda),
+        "cpu" => Ok(bertflow::model::config::ExecutionProvider::Cpu),
+        "cuda" => Ok(bertflow::model::config::ExecutionProvider::Cuda),
         _ => Err(format!("'{s}' is not an execution provider (cpu, cuda)")),
     }
 }
@@ -265,7 +263,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 ort_lib,
                 progress: !no_progress,
                 record_batches: false,
-                shutdown: Some(shutdown_flag()?),
+                shutdown: Some(shutdown_on_signals()?),
             };
             let summary = run(&cfg, &opts)
                 .with_context(|| format!("pipeline {} failed", pipeline.display()))?;
@@ -327,7 +325,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 let dir = bertflow::model::hub::resolve_model(&model)?;
                 let rt = bertflow::model::OrtRuntime::init(
                     ort_lib.as_deref(),
-                    &bertflow::config::RuntimeConfig::default(),
+                    &bertflow::model::config::RuntimeConfig::default(),
                 )?;
                 let report = bertflow::model::inspect::inspect(&rt, &dir)?;
                 if json {
@@ -354,7 +352,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             } => {
                 let rt = bertflow::model::OrtRuntime::init(
                     ort_lib.as_deref(),
-                    &bertflow::config::RuntimeConfig {
+                    &bertflow::model::config::RuntimeConfig {
                         execution_provider,
                         ..Default::default()
                     },
@@ -410,18 +408,15 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// A flag set by the first SIGTERM or SIGINT: a streaming job then stops fetching, finishes what
-/// is in flight, commits and leaves its group; a batch job stops reading, discards its
-/// unfinished output (no partial file under a final name), prints its summary and exits
-/// non-zero. A second signal exits at once.
-fn shutdown_flag() -> anyhow::Result<Arc<AtomicBool>> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let flag = Arc::new(AtomicBool::new(false));
-    for sig in [SIGTERM, SIGINT] {
-        signal_hook::flag::register_conditional_shutdown(sig, 130, flag.clone())?;
-        signal_hook::flag::register(sig, flag.clone())?;
-    }
-    Ok(flag)
+/// A token triggered by the first SIGTERM or SIGINT: a streaming job then stops fetching,
+/// abandons the work in flight (read again later: its offsets are not committed), flushes and
+/// commits what is durable and leaves its group; a batch job abandons its work in flight and
+/// discards its unfinished output (no partial file under a final name), prints its summary and
+/// exits non-zero. A second signal exits at once.
+fn shutdown_on_signals() -> anyhow::Result<Shutdown> {
+    let token = Shutdown::new();
+    token.on_signals()?;
+    Ok(token)
 }
 
 /// Quote a path so that `--set` value parsing keeps it a string.

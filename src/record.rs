@@ -119,15 +119,42 @@ pub struct Chunk {
     pub ids: ArrayRef,
     /// Text of each record; `None` where the source already failed the record (see `errors`).
     pub texts: Vec<Option<Arc<str>>>,
-    /// Question of each record, when the source reads a question column (question answering).
-    pub questions: Option<Vec<Option<Arc<str>>>>,
+    /// Further text columns the tasks read beside the text (a question, a hypothesis, a query),
+    /// by name; `None` where the value is null or not text.
+    pub columns: Vec<TextColumn>,
     /// Input columns passed through to the output, in `sink.passthrough` order.
     pub passthrough: Vec<ArrayRef>,
     /// Records that failed at the source.
     pub errors: Vec<RecordError>,
 }
 
+/// A text column a task reads beside the record's text, as a source is asked for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TextColumnRequest {
+    /// The column (or, with a JSON stream, the field) name.
+    pub name: String,
+    /// What the task reads in it, for messages (`question`).
+    pub role: &'static str,
+    /// The configuration key that names it, for messages (`tasks.qa.question_column`).
+    pub key: String,
+}
+
+/// One named text column of a chunk, one value per record.
+#[derive(Debug, Clone)]
+pub struct TextColumn {
+    pub name: Arc<str>,
+    pub values: Vec<Option<Arc<str>>>,
+}
+
 impl Chunk {
+    /// The values of the text column `name`, when the source read it.
+    pub fn column(&self, name: &str) -> Option<&[Option<Arc<str>>]> {
+        self.columns
+            .iter()
+            .find(|c| &*c.name == name)
+            .map(|c| c.values.as_slice())
+    }
+
     pub fn len(&self) -> usize {
         self.texts.len()
     }

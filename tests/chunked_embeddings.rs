@@ -217,6 +217,7 @@ fn passages_equal_their_text_embedded_alone_and_cover_the_text() {
             stdout(&o)
         );
         let alone = embeddings(&read_parquet(&alone_out), "embedding");
+        assert_eq!(alone.len(), ps.len(), "{mode}: one embedding per passage");
         let mut worst = (1.0f64, String::new());
         for ((p, v), piece) in ps.iter().zip(&alone).zip(&pieces) {
             let c = cosine(&p.embedding, v);
@@ -300,6 +301,36 @@ fn one_row_per_passage_on_request() {
         !ids.contains(&Some("t5".into())) && !ids.contains(&Some("t6".into())),
         "empty texts have no row"
     );
+    // Row by row, the passages of the nested output: id, index, offsets and embedding.
+    let want = passages(&nested);
+    let col = |name: &str| flat.column_by_name(name).unwrap().clone();
+    let (index, start, end) = (col("chunk_index"), col("chunk_start"), col("chunk_end"));
+    let vectors = embeddings(&flat, "chunk_embedding");
+    assert_eq!(vectors.len(), want.len());
+    for (row, w) in want.iter().enumerate() {
+        assert_eq!(ids[row].as_deref(), Some(format!("t{}", w.record).as_str()));
+        assert_eq!(
+            index
+                .as_primitive::<arrow::datatypes::Int32Type>()
+                .value(row),
+            w.index
+        );
+        assert_eq!(
+            start
+                .as_primitive::<arrow::datatypes::Int64Type>()
+                .value(row) as usize,
+            w.start
+        );
+        assert_eq!(
+            end.as_primitive::<arrow::datatypes::Int64Type>().value(row) as usize,
+            w.end
+        );
+        assert_eq!(
+            vectors[row], w.embedding,
+            "row {row}: passage {} of t{}",
+            w.index, w.record
+        );
+    }
 }
 
 #[test]
@@ -539,6 +570,7 @@ fn a_long_document_is_tokenized_in_segments_with_the_same_passages() {
     let p = embed_pipeline(dir.path(), &alone_in, &alone_out, "");
     assert_ok(&run_pipeline(&p, &[]));
     let alone = embeddings(&read_parquet(&alone_out), "embedding");
+    assert_eq!(alone.len(), picked.len(), "one embedding per passage");
     for (p, v) in picked.iter().zip(&alone) {
         let c = cosine(&p.embedding, v);
         assert!(

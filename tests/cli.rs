@@ -318,24 +318,27 @@ fn output_flag_moves_the_error_output_unless_it_is_given_too() {
     assert_eq!(read_parquet(&pinned).num_rows(), 1);
 }
 
-#[test]
-fn sigterm_stops_a_batch_job_without_leaving_partial_output() {
+/// A batch job embedding `n` identical records in windows given by `batching_yaml`, sent SIGTERM
+/// once it has started writing; returns its output, how long it took to exit after the signal,
+/// and what is left in its output folder.
+fn sigterm_batch_job(
+    n: usize,
+    text: &str,
+    batching_yaml: &str,
+) -> (
+    std::process::Output,
+    std::time::Duration,
+    Vec<std::ffi::OsString>,
+) {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.parquet");
-    let ids: Vec<String> = (0..4000).map(|i| format!("r{i}")).collect();
+    let ids: Vec<String> = (0..n).map(|i| format!("r{i}")).collect();
     let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-    let texts: Vec<Option<&str>> = (0..4000)
-        .map(|_| Some("a review long enough to take the model a moment, sentence after sentence"))
-        .collect();
+    let texts: Vec<Option<&str>> = (0..n).map(|_| Some(text)).collect();
     texts_parquet(&input, &id_refs, &texts);
     let output = dir.path().join("out/out.parquet");
-    let p = embed_pipeline(
-        dir.path(),
-        &input,
-        &output,
-        "batching: {window_records: 64}\n",
-    );
-    let child = bin()
+    let p = embed_pipeline(dir.path(), &input, &output, batching_yaml);
+    let mut child = bin()
         .args(["run", p.to_str().unwrap(), "--no-progress"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -343,17 +346,33 @@ fn sigterm_stops_a_batch_job_without_leaving_partial_output() {
         .unwrap();
     // Writing has started: the output exists under its temporary name.
     let tmp = dir.path().join("out/.out.parquet.inprogress");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
     while !tmp.exists() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(child.try_wait().unwrap().is_none(), "the job ended early");
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
     assert!(tmp.exists(), "the job never started writing");
+    let signalled = std::time::Instant::now();
     let st = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(st.success());
     let o = child.wait_with_output().unwrap();
+    let took = signalled.elapsed();
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("out"))
+        .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    (o, took, left)
+}
+
+#[test]
+fn sigterm_stops_a_batch_job_without_leaving_partial_output() {
+    let (o, _, left) = sigterm_batch_job(
+        4000,
+        "a review long enough to take the model a moment, sentence after sentence",
+        "batching: {window_records: 64}\n",
+    );
     assert!(!o.status.success(), "an interrupted job must exit non-zero");
     let s = stdout(&o);
     assert!(
@@ -366,8 +385,34 @@ fn sigterm_stops_a_batch_job_without_leaving_partial_output() {
         stderr(&o)
     );
     // Nothing under a final name, nothing temporary left.
-    let left: Vec<_> = std::fs::read_dir(dir.path().join("out"))
-        .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
-        .unwrap_or_default();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// The fault the shutdown token fixes: a batch job given SIGTERM with windows already read must
+/// abandon them instead of running them through the model first. 40,000 records in windows of
+/// 2,048 keep about five windows (over 10,000 records, tens of seconds of model time on a CPU)
+/// in flight when writing starts; the job must still exit within 5 s of the signal.
+#[test]
+fn sigterm_stops_a_large_batch_job_within_five_seconds() {
+    let n = 40_000;
+    let (o, took, left) = sigterm_batch_job(
+        n,
+        "a review long enough to take the model a moment, sentence after sentence, and then some more words",
+        "",
+    );
+    assert!(
+        took < std::time::Duration::from_secs(5),
+        "exited {:.1} s after SIGTERM (at most 5 s)\n{}",
+        took.as_secs_f64(),
+        stderr(&o)
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let s = stdout(&o);
+    assert!(parse_summary(&s).contains_key("interrupted"), "{s}");
+    let records = summary_count(&s, "records");
+    assert!(
+        records < n as u64,
+        "all {n} records were processed before the signal took effect: {s}"
+    );
     assert!(left.is_empty(), "left behind: {left:?}");
 }

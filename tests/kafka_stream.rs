@@ -397,22 +397,15 @@ fn exactly_once_to_kafka_survives_kill_9() {
     });
     let log = w.log_text();
     assert!(ok, "exactly-once output incomplete:\n{log}");
-    // Let any further (wrong) output show up before checking for duplicates.
-    std::thread::sleep(Duration::from_secs(3));
+    // Stopped first, so that no further (wrong) output can appear after the read.
     assert!(w.stop(), "worker did not stop cleanly:\n{}", log);
-    let got = read_topic(
-        &servers,
-        &out_topic,
-        true,
-        usize::MAX,
-        Duration::from_secs(5),
-    );
+    let got = read_topic_to_end(&servers, &out_topic, true, Duration::from_secs(60));
     let ids: Vec<String> = got
         .iter()
         .map(|g| g.json()["id"].as_str().expect("id").to_string())
         .collect();
     let mut expected = expected_ids(&topic, &servers, n);
-    let dead = read_topic(&servers, &dlq, true, usize::MAX, Duration::from_secs(5));
+    let dead = read_topic_to_end(&servers, &dlq, true, Duration::from_secs(60));
     let dead_ids: Vec<String> = dead
         .iter()
         .map(|g| {
@@ -613,7 +606,15 @@ fn broker_outage_of_30_seconds_loses_nothing() {
     // What was written but not committed when the broker went away may be written again.
     let uncommitted = 300 - committed(&servers, &group, &topic).min(300);
     broker.run("stop");
+    // The fault itself: the broker stays away for the 30 s the test is named after (longer
+    // than the consumer's 6 s session timeout, so the group is lost and joined again).
     std::thread::sleep(Duration::from_secs(30));
+    let mut w = w;
+    assert!(
+        w.is_running(),
+        "the worker exited during the outage:\n{}",
+        w.log_text()
+    );
     broker.run("start");
     produce(&servers, &topic, &text_msgs(300..600));
     let expected = expected_ids(&topic, &servers, 600);
@@ -949,15 +950,9 @@ fn a_second_instance_with_the_same_transactional_id_fences_the_first() {
         "{}",
         successor.log_text()
     );
-    std::thread::sleep(Duration::from_secs(2));
+    // Stopped first, so that nothing more can reach the output after the read.
     assert!(successor.stop());
-    let got = read_topic(
-        &servers,
-        &out_topic,
-        true,
-        usize::MAX,
-        Duration::from_secs(3),
-    );
+    let got = read_topic_to_end(&servers, &out_topic, true, Duration::from_secs(60));
     let ids: Vec<String> = got
         .iter()
         .map(|g| g.json()["id"].as_str().unwrap().to_string())
@@ -1002,7 +997,25 @@ fn nothing_is_committed_before_its_output_file_is_complete() {
         "no open output file:\n{}",
         w.log_text()
     );
-    // Give commits every chance: several commit intervals pass with all records processed.
+    // Every record has gone through the writer (into the open files): the metrics say so.
+    let addr = w
+        .log_text()
+        .split("metrics and health on http://")
+        .nth(1)
+        .and_then(|s| s.split('/').next())
+        .map(str::to_string)
+        .expect("metrics address logged");
+    assert!(
+        wait_until(Duration::from_secs(60), || http_get(&addr, "/metrics")
+            .1
+            .contains("bertflow_records_out_total 100")),
+        "not every record was written:\n{}",
+        w.log_text()
+    );
+    // The negative check: offsets are committed at most every 500 ms (COMMIT_INTERVAL), on
+    // each durable chunk and on idle ticks every 50 ms; 3 s after the last record was written
+    // is six commit intervals and sixty idle ticks, so a commit of records whose file is still
+    // open would have happened within it.
     std::thread::sleep(Duration::from_secs(3));
     assert!(output_files(&out).is_empty(), "a file rolled early");
     assert_eq!(
@@ -1014,5 +1027,62 @@ fn nothing_is_committed_before_its_output_file_is_complete() {
     assert!(w.stop());
     assert_eq!(output_ids(&out).len(), 100);
     assert_eq!(committed(&servers, &group, &topic), 100);
+    delete_topics(&servers, &[&topic]);
+}
+
+/// SIGTERM to a worker with a full pipeline: it abandons the micro-batches in flight instead of
+/// running them through the model first, exits within `max_wait` (500 ms) plus one micro-batch
+/// (here at most 5 s), and commits exactly what its output holds. Windows of 1,024 records in
+/// queues 4 deep keep over 10,000 records (tens of seconds of embedding on a CPU) in flight.
+#[test]
+fn sigterm_stops_a_busy_worker_promptly_committing_only_durable_output() {
+    let servers = bootstrap();
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique("busy");
+    let group = unique("g");
+    create_topics(&servers, &[(&topic, 2)]);
+    let n = 30_000;
+    produce(&servers, &topic, &text_msgs(0..n));
+    let out = dir.path().join("out");
+    let p = embed_pipeline_kafka(dir.path(), &servers, &topic, &group, &parquet_sink(&out));
+    let sets = [
+        "--set",
+        "batching.window_records=1024",
+        "--set",
+        "batching.queue_depth=4",
+    ];
+    let w = Worker::start(&p, "w", &sets);
+    assert!(
+        wait_until(Duration::from_secs(120), || !output_ids(&out).is_empty()),
+        "nothing written:\n{}",
+        w.log_text()
+    );
+    let signalled = std::time::Instant::now();
+    assert!(w.stop(), "SIGTERM did not stop the worker cleanly");
+    let took = signalled.elapsed();
+    let log = std::fs::read_to_string(dir.path().join("w.log")).unwrap();
+    assert!(
+        took < Duration::from_secs(5),
+        "stopped {:.1} s after SIGTERM (at most 5 s)\n{log}",
+        took.as_secs_f64()
+    );
+    let written = output_ids(&out);
+    assert!(
+        written.len() < n,
+        "all {n} records were processed before the stop: the test proves nothing"
+    );
+    // Committed exactly what the output holds: no record committed without its output, no
+    // output left uncommitted.
+    assert_eq!(
+        committed(&servers, &group, &topic),
+        written.len(),
+        "committed offsets differ from the records written\n{log}"
+    );
+    let unique_written: HashSet<&String> = written.iter().collect();
+    assert_eq!(
+        unique_written.len(),
+        written.len(),
+        "a record written twice"
+    );
     delete_topics(&servers, &[&topic]);
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::{ArrayRef, RecordBatch, StringArray};
-use bertflow::connector::parquet::store::{Location, ObjectWriter};
+use bertflow::connector::storage::{Location, ObjectWriter};
 use bytes::Bytes;
 use common::kafka::{self as k, Worker};
 use common::s3;
@@ -70,8 +70,9 @@ fn read_parquet_bytes(bytes: Vec<u8>) -> RecordBatch {
 
 fn read_ipc_bytes(bytes: Vec<u8>) -> RecordBatch {
     let r = arrow::ipc::reader::FileReader::try_new(std::io::Cursor::new(bytes), None).unwrap();
+    let schema = r.schema();
     let batches: Vec<RecordBatch> = r.map(|b| b.unwrap()).collect();
-    arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap()
+    arrow::compute::concat_batches(&schema, &batches).unwrap()
 }
 
 /// Upload three input objects (20 records each) under `prefix/in/`; returns all ids.
@@ -193,7 +194,18 @@ fn a_bucket_prefix_in_and_part_files_out_equal_the_local_run() {
     );
     assert_ok(&o);
     let parts = s3::list(&format!("{prefix}/out"), &endpoint);
-    assert_eq!(parts.len(), 2, "stale part files removed: {parts:?}");
+    assert_eq!(
+        parts,
+        vec![
+            format!("{prefix}/out/errors.parquet"),
+            format!("{prefix}/out/part-00000.parquet"),
+        ],
+        "stale part files removed"
+    );
+    // The one part left holds exactly the records of the one input file.
+    let b = read_parquet_bytes(s3::get(&parts[1], &endpoint));
+    let part0 = read_parquet_bytes(s3::get(&format!("{prefix}/in/part-0.parquet"), &endpoint));
+    assert_eq!(strings(&b, "id"), strings(&part0, "id"));
 }
 
 #[test]
@@ -279,9 +291,19 @@ fn arrow_ipc_output_has_the_parquet_schema_locally_and_in_a_bucket() {
             strings(&reference, "sentiment_label")
         );
     }
-    // The error file follows the format.
-    assert!(dir.path().join("out.errors.arrow").is_file());
-    assert!(s3::list(&prefix, &endpoint).contains(&format!("{prefix}/out.errors.arrow")));
+    // The error file follows the format: an Arrow IPC file of the error schema (no record of
+    // these inputs fails), locally and in the bucket.
+    let local_errors = read_ipc_bytes(std::fs::read(dir.path().join("out.errors.arrow")).unwrap());
+    let remote_errors = read_ipc_bytes(s3::get(&format!("{prefix}/out.errors.arrow"), &endpoint));
+    for e in [&local_errors, &remote_errors] {
+        let schema = e.schema();
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(
+            names,
+            ["id", "reason", "stage", "task", "source", "written"]
+        );
+        assert_eq!(e.num_rows(), 0);
+    }
 }
 
 #[test]
@@ -346,6 +368,8 @@ fn wrong_credentials_and_a_missing_bucket_fail_before_any_work() {
             "BERTFLOW__SOURCE__PARQUET__STORAGE_OPTIONS__MAX_RETRIES",
             "1",
         );
+        // Model loading logs each model at info level: the line must not appear.
+        c.env("RUST_LOG", "warn,bertflow=info");
         let o = c.output().unwrap();
         let err = stderr(&o);
         assert!(!o.status.success(), "case {i} succeeded:\n{err}");
@@ -360,7 +384,7 @@ fn wrong_credentials_and_a_missing_bucket_fail_before_any_work() {
         );
         assert!(!err.contains("panicked"), "case {i}:\n{err}");
         assert!(
-            !err.contains("model"),
+            !err.contains("model loaded"),
             "case {i}: the error came after loading models:\n{err}"
         );
     }
@@ -368,6 +392,27 @@ fn wrong_credentials_and_a_missing_bucket_fail_before_any_work() {
         s3::list(&format!("{prefix}/out"), &endpoint).is_empty(),
         "nothing written"
     );
+    // The control: a run that gets past its checks logs each model it loads, so the absence
+    // of that line above means the faults stopped the runs before any model was loaded.
+    let p = write_pipeline(
+        dir.path(),
+        "control",
+        &format!(
+            "source:\n  parquet:\n    path: {}\n    id_column: id\n{}sink:\n  parquet:\n    path: {}\n",
+            local_in.display(),
+            tasks(),
+            dir.path().join("control.parquet").display()
+        ),
+    );
+    let o = bin()
+        .arg("run")
+        .arg(&p)
+        .arg("--no-progress")
+        .env("RUST_LOG", "warn,bertflow=info")
+        .output()
+        .unwrap();
+    assert_ok(&o);
+    assert!(stderr(&o).contains("model loaded"), "{}", stderr(&o));
 }
 
 /// Multipart upload: an object of several parts appears only when complete; an aborted upload,
@@ -472,7 +517,14 @@ fn kafka_to_rolling_objects_commits_only_complete_objects() {
         "first 100 not committed:\n{}",
         w.log_text()
     );
-    assert_eq!(stored_ids().len(), 100);
+    let sent: Vec<String> = {
+        let mut v: Vec<String> = k::expected_ids(&topic, &servers, 100).into_iter().collect();
+        v.sort();
+        v
+    };
+    let mut first = stored_ids();
+    first.sort();
+    assert_eq!(first, sent, "the first 100 records, each once");
     for u in s3::list(out, &endpoint) {
         let name = u.rsplit('/').next().unwrap();
         assert!(
@@ -511,6 +563,7 @@ fn kafka_to_rolling_objects_commits_only_complete_objects() {
     );
     assert!(w.stop());
     let ids: BTreeSet<String> = stored_ids().into_iter().collect();
-    assert_eq!(ids.len(), 160, "every record in a complete object");
+    let all: BTreeSet<String> = k::expected_ids(&topic, &servers, 160).into_iter().collect();
+    assert_eq!(ids, all, "every record in a complete object");
     k::delete_topics(&servers, &[&topic]);
 }

@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use arrow::array::StringArray;
 use bertflow::batch::PaddedBatch;
-use bertflow::config::{PipelineConfig, RuntimeConfig, Switch};
+use bertflow::config::PipelineConfig;
+use bertflow::model::config::{RuntimeConfig, Switch};
 use bertflow::model::tokenizer::TokenCache;
 use bertflow::model::OrtRuntime;
 use bertflow::pipeline::load_tasks;
@@ -57,7 +58,7 @@ onnx.save(m, sys.argv[1])
         },
         ids: Arc::new(StringArray::from(vec!["0", "1"])),
         texts: texts.iter().map(|t| Some(Arc::from(*t))).collect(),
-        questions: None,
+        columns: Vec::new(),
         passthrough: Vec::new(),
         errors: Vec::new(),
     };

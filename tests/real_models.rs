@@ -285,7 +285,7 @@ fn all_tasks_in_one_pass_over_the_demo_sample() {
     assert_ok(&o);
     let s = stdout(&o);
     assert!(
-        s.contains("records       1000") && s.contains("written       1000"),
+        summary_count(&s, "records") == 1000 && summary_count(&s, "written") == 1000,
         "{s}"
     );
     assert!(!s.contains("skipped"), "every model is installed: {s}");

@@ -8,7 +8,8 @@ mod common;
 use std::sync::{Arc, OnceLock};
 
 use arrow::array::StringArray;
-use bertflow::config::{PipelineConfig, RuntimeConfig};
+use bertflow::config::PipelineConfig;
+use bertflow::model::config::RuntimeConfig;
 use bertflow::model::tokenizer::TokenCache;
 use bertflow::model::OrtRuntime;
 use bertflow::pipeline::{infer_features, load_tasks, InferStats};
@@ -55,7 +56,7 @@ fn chunk(texts: &[String]) -> Chunk {
         },
         ids: Arc::new(StringArray::from(ids)),
         texts: texts.iter().map(|t| Some(Arc::from(t.as_str()))).collect(),
-        questions: None,
+        columns: Vec::new(),
         passthrough: Vec::new(),
         errors: Vec::new(),
     }

@@ -6,27 +6,17 @@
 
 pub mod reference;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-pub use crate::batch::BatchingConfig;
-pub use crate::connector::kafka::config::{
-    JsonFields, KafkaOutputFormat, KafkaSinkConfig, KafkaSourceConfig, StartFrom, ValueFormat,
-};
-pub use crate::connector::parquet::config::{
-    Compression, FileFormat, ParquetSinkConfig, ParquetSourceConfig, Shard,
-};
-pub use crate::connector::postgres::config::{
-    Distance, IndexConfig, IndexMethod, PostgresSinkConfig, RetryConfig, VectorType, WriteMode,
-};
-pub use crate::model::config::{
-    ExecutionProvider, Fallback, GraphOptimization, RuntimeConfig, Switch,
-};
-pub use crate::task::config::*;
-pub use crate::telemetry::{MetricsConfig, DEFAULT_METRICS_LISTEN};
+use crate::batch::BatchingConfig;
+use crate::connector::registry::{SinkConfig, SourceConfig};
+use crate::model::config::RuntimeConfig;
+use crate::task::config::{TasksConfig, TopK};
+use crate::telemetry::MetricsConfig;
 
 /// Prefix of environment variables that override configuration keys. Nested keys are separated
 /// by a double underscore: `BERTFLOW__BATCHING__MAX_BATCH_SIZE=64` sets `batching.max_batch_size`.
@@ -47,226 +37,6 @@ pub struct PipelineConfig {
     pub sink: SinkConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
-}
-
-// ------------------------------------------------------------------------------------ source
-
-/// Where records come from: exactly one connector, named by its key
-/// (`source: {parquet: {...}}` or `source: {kafka: {...}}`).
-#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum SourceConfig {
-    /// Parquet files (a file, a glob or a directory).
-    Parquet(ParquetSourceConfig),
-    /// Kafka topics, read as a consumer-group member.
-    Kafka(KafkaSourceConfig),
-}
-
-impl SourceConfig {
-    /// A streaming source: it runs until stopped and acknowledges durable output.
-    pub fn is_streaming(&self) -> bool {
-        matches!(self, SourceConfig::Kafka(_))
-    }
-
-    pub fn kafka(&self) -> Option<&KafkaSourceConfig> {
-        match self {
-            SourceConfig::Kafka(k) => Some(k),
-            SourceConfig::Parquet(_) => None,
-        }
-    }
-
-    pub fn parquet(&self) -> Option<&ParquetSourceConfig> {
-        match self {
-            SourceConfig::Parquet(p) => Some(p),
-            SourceConfig::Kafka(_) => None,
-        }
-    }
-
-    pub fn parquet_mut(&mut self) -> Option<&mut ParquetSourceConfig> {
-        match self {
-            SourceConfig::Parquet(p) => Some(p),
-            SourceConfig::Kafka(_) => None,
-        }
-    }
-}
-
-pub(crate) fn default_text_column() -> String {
-    "text".into()
-}
-
-// ------------------------------------------------------------------------------------ sink
-
-/// Where results go: exactly one connector, named by its key (`parquet` or `kafka`), beside the
-/// keys every sink shares.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(try_from = "SinkFile", into = "SinkFile")]
-pub struct SinkConfig {
-    pub kind: SinkKind,
-    /// Input columns copied to the output unchanged.
-    pub passthrough: Vec<String>,
-    /// Where records that could not be processed go.
-    pub errors: Option<ErrorSinkConfig>,
-    /// When one task fails for a record, still write the record with that task's columns null
-    /// (and an error row naming the task); `false` sends the whole record to the error output.
-    pub partial_results: bool,
-}
-
-/// The sink connector.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SinkKind {
-    /// A Parquet file or a directory of part files (rolling files for streaming sources).
-    Parquet(ParquetSinkConfig),
-    /// A Kafka topic.
-    Kafka(KafkaSinkConfig),
-    /// A Postgres table (pgvector for embeddings).
-    Postgres(PostgresSinkConfig),
-}
-
-/// Where results go: exactly one of `parquet`, `kafka` and `postgres`, beside the keys every
-/// sink shares.
-#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SinkFile {
-    /// A Parquet file or a directory of part files.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub parquet: Option<ParquetSinkConfig>,
-    /// A Kafka topic.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kafka: Option<KafkaSinkConfig>,
-    /// A Postgres table; embeddings as pgvector columns.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub postgres: Option<PostgresSinkConfig>,
-    /// Input columns copied unchanged to the output (after `id`).
-    ///
-    /// Default: `[]`
-    #[serde(default)]
-    pub passthrough: Vec<String>,
-    /// Where records that could not be processed go.
-    #[serde(default)]
-    pub errors: Option<ErrorSinkConfig>,
-    /// When one task fails for a record, still write the record with that task's columns null
-    /// and an error row naming the task (default). `false`: the whole record goes to the error
-    /// output, as no task result is written for it.
-    #[serde(default = "default_true")]
-    pub partial_results: bool,
-}
-
-fn default_true() -> bool {
-    true
-}
-
-impl schemars::JsonSchema for SinkConfig {
-    fn schema_name() -> std::borrow::Cow<'static, str> {
-        SinkFile::schema_name()
-    }
-
-    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        SinkFile::json_schema(generator)
-    }
-}
-
-impl TryFrom<SinkFile> for SinkConfig {
-    type Error = String;
-    fn try_from(f: SinkFile) -> std::result::Result<Self, String> {
-        let kind = match (f.parquet, f.kafka, f.postgres) {
-            (Some(p), None, None) => SinkKind::Parquet(p),
-            (None, Some(k), None) => SinkKind::Kafka(k),
-            (None, None, Some(p)) => SinkKind::Postgres(p),
-            _ => return Err("sink: configure exactly one sink, e.g. `sink: {parquet: {path: out.parquet}}`, `sink: {kafka: {topic: enriched}}` or `sink: {postgres: {table: documents}}`".into()),
-        };
-        Ok(SinkConfig {
-            kind,
-            passthrough: f.passthrough,
-            errors: f.errors,
-            partial_results: f.partial_results,
-        })
-    }
-}
-
-impl From<SinkConfig> for SinkFile {
-    fn from(c: SinkConfig) -> SinkFile {
-        let (parquet, kafka, postgres) = match c.kind {
-            SinkKind::Parquet(p) => (Some(p), None, None),
-            SinkKind::Kafka(k) => (None, Some(k), None),
-            SinkKind::Postgres(p) => (None, None, Some(p)),
-        };
-        SinkFile {
-            parquet,
-            kafka,
-            postgres,
-            passthrough: c.passthrough,
-            errors: c.errors,
-            partial_results: c.partial_results,
-        }
-    }
-}
-
-impl SinkConfig {
-    /// The sink commits the source's positions itself, with its output (exactly-once
-    /// transactions), so the source must not.
-    pub fn commits_source_positions(&self) -> bool {
-        self.kafka().is_some_and(|k| k.exactly_once)
-    }
-
-    pub fn kafka(&self) -> Option<&KafkaSinkConfig> {
-        match &self.kind {
-            SinkKind::Kafka(k) => Some(k),
-            _ => None,
-        }
-    }
-
-    pub fn parquet(&self) -> Option<&ParquetSinkConfig> {
-        match &self.kind {
-            SinkKind::Parquet(p) => Some(p),
-            _ => None,
-        }
-    }
-
-    pub fn parquet_mut(&mut self) -> Option<&mut ParquetSinkConfig> {
-        match &mut self.kind {
-            SinkKind::Parquet(p) => Some(p),
-            _ => None,
-        }
-    }
-
-    pub fn postgres(&self) -> Option<&PostgresSinkConfig> {
-        match &self.kind {
-            SinkKind::Postgres(p) => Some(p),
-            _ => None,
-        }
-    }
-}
-
-/// Where records that could not be processed go (schema: [schema.md](schema.md)).
-///
-/// Give `path` or `topic`, not both. Without `sink.errors`, a Kafka sink counts and logs failed
-/// records but does not keep them. A task that failed for a record still written
-/// (`sink.partial_results`) is an error row with `written: true` in an error file, and a log line
-/// (not a dead letter) with a dead-letter topic.
-#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ErrorSinkConfig {
-    /// Parquet file with one row per record that could not be processed (see docs/schema.md).
-    /// Always written, empty when nothing failed. With a Kafka source, a directory of per-partition
-    /// error files named like the results. A local path or a URL (`s3://...`); a name ending in
-    /// `.arrow`, `.feather` or `.ipc` is written as an Arrow IPC file.
-    ///
-    /// Type: path or URL
-    /// Default: `<output stem>.errors.parquet` beside the output file, or `errors.parquet` inside the output directory (`.arrow` with `format: arrow_ipc`); with a Kafka source `<output dir>/errors/`
-    #[serde(default)]
-    pub path: Option<PathBuf>,
-    /// Options of the object store client for a URL `path` (see
-    /// `source.parquet.storage_options`). Default: those of `sink.parquet`.
-    ///
-    /// Type: map of string to string
-    #[serde(default)]
-    pub storage_options: Option<crate::connector::parquet::store::StorageOptions>,
-    /// Kafka source only, instead of `path`: dead-letter topic receiving each failed record's
-    /// original key, value and headers plus the reason (see [schema.md](schema.md#dead-letters)).
-    /// Required with `sink.kafka.exactly_once`.
-    #[serde(default)]
-    pub topic: Option<String>,
 }
 
 // ------------------------------------------------------------------------------------ loading
@@ -319,72 +89,11 @@ impl PipelineConfig {
                 "tasks: configure at least one task, e.g. `tasks: {embed: {model: models/all-MiniLM-L6-v2}}`",
             ));
         }
-        let kafka_source = self.source.kafka();
-        if let Some(e) = &self.sink.errors {
-            if e.path.is_some() == e.topic.is_some() {
-                return Err(Error::config(
-                    "sink.errors: give either `path` (error Parquet) or `topic` (dead-letter topic)",
-                ));
-            }
-            if e.topic.is_some() && kafka_source.is_none() {
-                return Err(Error::config(
-                    "sink.errors.topic needs a Kafka source (its brokers receive the dead letters); use sink.errors.path with a Parquet source",
-                ));
-            }
-            if e.path.is_some() && kafka_source.is_some() && self.sink.kafka().is_some() {
-                return Err(Error::config(
-                    "sink.errors.path with a Kafka source and a Kafka sink: give sink.errors.topic (dead-letter topic), so that failed records are committed with the results",
-                ));
-            }
-        }
-        if let Some(s) = self.source.parquet().and_then(|p| p.shard.as_ref()) {
-            Shard::parse(s)?;
-        }
-        if let Some(k) = kafka_source {
-            if k.topics.is_empty() || k.topics.iter().any(|t| t.trim().is_empty()) {
-                return Err(Error::config(
-                    "source.kafka.topics: give at least one topic name (or a regex starting with ^)",
-                ));
-            }
-            if k.format == ValueFormat::Json && k.json.text.trim().is_empty() {
-                return Err(Error::config("source.kafka.json.text must name a field"));
-            }
-        }
-        if let Some(p) = self.sink.postgres() {
-            if p.exactly_once && kafka_source.is_none() {
-                return Err(Error::config(
-                    "sink.postgres.exactly_once needs a Kafka source (with a Parquet source, mode: upsert makes re-runs idempotent)",
-                ));
-            }
-            if p.table.trim().is_empty() {
-                return Err(Error::config("sink.postgres.table must name a table"));
-            }
-        }
-        if let Some(k) = self.sink.kafka() {
-            if kafka_source.is_none() && k.bootstrap_servers.is_none() {
-                return Err(Error::config(
-                    "sink.kafka.bootstrap_servers is required when the source is not Kafka",
-                ));
-            }
-            if k.exactly_once {
-                if kafka_source.is_none() {
-                    return Err(Error::config(
-                        "sink.kafka.exactly_once needs a Kafka source (offsets are committed in the output transaction)",
-                    ));
-                }
-                if self
-                    .sink
-                    .errors
-                    .as_ref()
-                    .and_then(|e| e.topic.as_ref())
-                    .is_none()
-                {
-                    return Err(Error::config(
-                        "sink.kafka.exactly_once needs `sink.errors.topic`: dead letters must be written in the same transaction as the results",
-                    ));
-                }
-            }
-        }
+        self.source.spec().validate()?;
+        let facts = self.source.spec().facts();
+        self.sink
+            .spec()
+            .validate(&facts, self.sink.errors.as_ref())?;
         let b = &self.batching;
         if b.max_batch_size == Some(0) || b.max_batch_tokens == Some(0) || b.window_records == 0 {
             return Err(Error::config(
@@ -393,13 +102,6 @@ impl PipelineConfig {
         }
         if b.queue_depth == 0 {
             return Err(Error::config("batching.queue_depth must be at least 1"));
-        }
-        if let Some(p) = self.sink.parquet() {
-            if p.rows_per_file == Some(0) || p.row_group_rows == 0 {
-                return Err(Error::config(
-                    "sink.parquet: rows_per_file and row_group_rows must be at least 1",
-                ));
-            }
         }
         for s in self.tasks.sentiment.iter() {
             if s.top_k == TopK::Count(0) {
@@ -526,6 +228,9 @@ fn yaml_to_config(v: serde_yaml::Value) -> config::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::connector::parquet::config::Compression;
+    use crate::model::config::ExecutionProvider;
+    use crate::task::config::PoolingMode;
 
     const BASE: &str = r#"
 source:

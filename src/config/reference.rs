@@ -6,6 +6,7 @@
 use serde_json::Value;
 
 use super::PipelineConfig;
+use crate::connector::registry::{Connector, SinkKind, SourceConfig};
 
 /// Where the generated text sits in docs/configuration.md.
 pub const BEGIN: &str =
@@ -15,141 +16,88 @@ pub const END: &str = "<!-- end of generated reference -->";
 /// One section of the reference: heading, level, the type it documents (by schema name), keys
 /// documented in sections of their own, and keys whose fields are flattened as `key.field`.
 struct Section {
-    path: &'static str,
+    path: String,
     level: usize,
-    def: Option<&'static str>,
+    def: Option<String>,
     intro: &'static str,
-    skip: &'static [&'static str],
+    skip: Vec<&'static str>,
 }
 
-const SECTIONS: &[Section] = &[
+fn section(path: &str, level: usize, def: Option<&str>, skip: &[&'static str]) -> Section {
     Section {
-        path: "source",
+        path: path.to_string(),
+        level,
+        def: def.map(str::to_string),
+        intro: "",
+        skip: skip.to_vec(),
+    }
+}
+
+/// A connector's sections: its own table, then those of the mappings it documents apart.
+fn connector_sections(side: &str, c: &Connector, out: &mut Vec<Section>) {
+    out.push(Section {
+        path: format!("{side}.{}", c.key),
+        level: 3,
+        def: Some(c.def.clone()),
+        intro: c.notes.intro,
+        skip: c.notes.subsections.iter().map(|(k, _)| *k).collect(),
+    });
+    for (key, def) in c.notes.subsections {
+        out.push(section(
+            &format!("{side}.{}.{key}", c.key),
+            4,
+            Some(def),
+            &[],
+        ));
+    }
+}
+
+/// Every section, in document order; the connectors' come from the connector registry.
+fn sections() -> Vec<Section> {
+    let sources = SourceConfig::connectors();
+    let sinks = SinkKind::connectors();
+    let mut out = vec![Section {
+        path: "source".into(),
         level: 2,
         def: None,
         intro: "Exactly one source, named by its key: `source: {parquet: {...}}` or `source: {kafka: {...}}`.",
-        skip: &[],
-    },
-    Section {
-        path: "source.parquet",
-        level: 3,
-        def: Some("ParquetSourceConfig"),
-        intro: "",
-        skip: &[],
-    },
-    Section {
-        path: "source.kafka",
-        level: 3,
-        def: Some("KafkaSourceConfig"),
-        intro: "",
-        skip: &[],
-    },
-    Section {
-        path: "tasks",
+        skip: Vec::new(),
+    }];
+    for c in &sources {
+        connector_sections("source", c, &mut out);
+    }
+    out.push(section(
+        "tasks",
+        2,
+        Some("TasksConfig"),
+        &["embed", "sentiment", "ner", "qa"],
+    ));
+    for (key, def) in [
+        ("embed", "EmbedConfig"),
+        ("sentiment", "SentimentConfig"),
+        ("ner", "NerConfig"),
+        ("qa", "QaConfig"),
+    ] {
+        out.push(section(&format!("tasks.{key}"), 3, Some(def), &[]));
+    }
+    out.push(section("batching", 2, Some("BatchingConfig"), &[]));
+    out.push(section("runtime", 2, Some("RuntimeConfig"), &[]));
+    let mut skip: Vec<&'static str> = sinks.iter().map(|c| c.key).collect();
+    skip.push("errors");
+    out.push(Section {
+        path: "sink".into(),
         level: 2,
-        def: Some("TasksConfig"),
+        def: Some("SinkFile".into()),
         intro: "",
-        skip: &["embed", "sentiment", "ner", "qa"],
-    },
-    Section {
-        path: "tasks.embed",
-        level: 3,
-        def: Some("EmbedConfig"),
-        intro: "",
-        skip: &[],
-    },
-    Section {
-        path: "tasks.sentiment",
-        level: 3,
-        def: Some("SentimentConfig"),
-        intro: "",
-        skip: &[],
-    },
-    Section {
-        path: "tasks.ner",
-        level: 3,
-        def: Some("NerConfig"),
-        intro: "",
-        skip: &[],
-    },
-    Section {
-        path: "tasks.qa",
-        level: 3,
-        def: Some("QaConfig"),
-        intro: "",
-        skip: &[],
-    },
-    Section {
-        path: "batching",
-        level: 2,
-        def: Some("BatchingConfig"),
-        intro: "",
-        skip: &[],
-    },
-    Section {
-        path: "runtime",
-        level: 2,
-        def: Some("RuntimeConfig"),
-        intro: "",
-        skip: &[],
-    },
-    Section {
-        path: "sink",
-        level: 2,
-        def: Some("SinkFile"),
-        intro: "",
-        skip: &["parquet", "kafka", "postgres", "errors"],
-    },
-    Section {
-        path: "sink.parquet",
-        level: 3,
-        def: Some("ParquetSinkConfig"),
-        intro: "",
-        skip: &[],
-    },
-    Section {
-        path: "sink.kafka",
-        level: 3,
-        def: Some("KafkaSinkConfig"),
-        intro: "",
-        skip: &[],
-    },
-    Section {
-        path: "sink.postgres",
-        level: 3,
-        def: Some("PostgresSinkConfig"),
-        intro: "Guarantees, schema, index advice: [vector-databases.md](vector-databases.md).",
-        skip: &["index", "retry"],
-    },
-    Section {
-        path: "sink.postgres.index",
-        level: 4,
-        def: Some("IndexConfig"),
-        intro: "",
-        skip: &[],
-    },
-    Section {
-        path: "sink.postgres.retry",
-        level: 4,
-        def: Some("RetryConfig"),
-        intro: "",
-        skip: &[],
-    },
-    Section {
-        path: "sink.errors",
-        level: 3,
-        def: Some("ErrorSinkConfig"),
-        intro: "",
-        skip: &[],
-    },
-    Section {
-        path: "metrics",
-        level: 2,
-        def: Some("MetricsConfig"),
-        intro: "",
-        skip: &[],
-    },
-];
+        skip,
+    });
+    for c in &sinks {
+        connector_sections("sink", c, &mut out);
+    }
+    out.push(section("sink.errors", 3, Some("ErrorSinkConfig"), &[]));
+    out.push(section("metrics", 2, Some("MetricsConfig"), &[]));
+    out
+}
 
 /// The reference, as Markdown.
 pub fn markdown() -> String {
@@ -159,17 +107,17 @@ pub fn markdown() -> String {
         .cloned()
         .unwrap_or(Value::Object(Default::default()));
     let mut out = String::new();
-    for s in SECTIONS {
+    for s in sections() {
         out.push_str(&format!("{} `{}`\n\n", "#".repeat(s.level), s.path));
         if !s.intro.is_empty() {
             out.push_str(s.intro);
             out.push_str("\n\n");
         }
-        let Some(name) = s.def else { continue };
-        let def = &defs[name];
+        let Some(name) = &s.def else { continue };
+        let def = &defs[name.as_str()];
         let (desc, _, _) = split_directives(def.get("description").and_then(Value::as_str));
         let mut rows = Vec::new();
-        collect_rows(def, &defs, "", s.skip, &mut rows);
+        collect_rows(def, &defs, "", &s.skip, &mut rows);
         let mut paragraphs = desc.split("\n\n").filter(|p| !p.trim().is_empty());
         // The first paragraph introduces the table, the others follow it.
         if let Some(p) = paragraphs.next() {

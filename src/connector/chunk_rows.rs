@@ -102,6 +102,27 @@ pub fn flatten(out: &ChunkOutput, column: &str, flat: &SchemaRef) -> Result<Chun
 }
 
 /// A sink that receives one row per passage.
+/// Results already flattened to one row per passage.
+pub fn is_flat(schema: &SchemaRef) -> bool {
+    schema.index_of(FLAT_COLUMNS[0]).is_ok()
+}
+
+/// A sink writing one row per passage of `column`: `open` opens the inner sink for the flat
+/// schema.
+pub fn one_row_per_chunk(
+    schema: &SchemaRef,
+    column: &str,
+    open: impl FnOnce(SchemaRef) -> Result<Box<dyn Sink>>,
+) -> Result<Box<dyn Sink>> {
+    let flat = flat_schema(schema, column)?;
+    let inner = open(flat.clone())?;
+    Ok(Box::new(OneRowPerChunk {
+        inner,
+        column: column.to_string(),
+        schema: flat,
+    }))
+}
+
 pub struct OneRowPerChunk {
     pub inner: Box<dyn Sink>,
     pub column: String,
@@ -116,6 +137,10 @@ impl Sink for OneRowPerChunk {
 
     fn finish(&mut self) -> Result<SinkReport> {
         self.inner.finish()
+    }
+
+    fn tick_interval(&self) -> Option<std::time::Duration> {
+        self.inner.tick_interval()
     }
 
     fn tick(&mut self) -> Result<Option<u64>> {

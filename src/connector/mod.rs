@@ -9,27 +9,31 @@
 //!   a streaming source, over the channel of a [`SourceLink`];
 //! - an [`ErrorOutput`] keeps failed records beside a sink that has no place of its own for them.
 //!
-//! [`open_source`] and [`open_sink`] build the connectors a pipeline file names.
+//! The [`registry`] lists the connectors a pipeline file can name; each connector's
+//! configuration opens it through [`SourceSpec::open`] or [`SinkSpec::open`], and a sink's place
+//! for failed records is chosen in [`errors`].
 
 pub mod chunk_rows;
+pub mod errors;
 pub mod kafka;
 pub mod parquet;
 pub mod postgres;
+pub mod registry;
+pub mod storage;
 
 use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, BooleanArray, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::config::{PipelineConfig, SinkKind, SourceConfig};
 use crate::error::{Error, Result};
+use crate::lifecycle::{Readiness, Shutdown};
+pub use crate::record::TextColumnRequest;
 use crate::record::{Chunk, Origin, Stage};
-
-pub use self::kafka::{KafkaSink, KafkaSource};
-pub use self::parquet::{ParquetSink, ParquetSource, RollingParquetSink};
-pub use self::postgres::PostgresSink;
 
 pub trait Source: Send {
     /// Kind of source, as metrics label it (`parquet`, `kafka`).
@@ -47,11 +51,16 @@ pub trait Source: Send {
     /// The next chunk of records, or `None` at the end of the input.
     fn next_chunk(&mut self) -> Result<Option<Chunk>>;
 
-    /// The next stage cannot take a chunk yet: wait a little without reading ahead (a streaming
-    /// source pauses fetching and keeps its group membership alive).
-    fn wait(&mut self) {
-        std::thread::sleep(std::time::Duration::from_millis(20));
+    /// How often the source needs [`Source::idle`] while the next stage cannot take a chunk;
+    /// `None` (the default): it needs nothing while it waits.
+    fn idle_interval(&self) -> Option<std::time::Duration> {
+        None
     }
+
+    /// The next stage cannot take a chunk yet: do what keeps the source alive without reading
+    /// ahead (a streaming source pauses fetching and serves its group). Must not block; called
+    /// every [`Source::idle_interval`] while the read stage waits.
+    fn idle(&mut self) {}
 
     /// The end of a run, after the sink finished: every chunk reported durable through the
     /// [`SourceLink`] is final (a streaming source commits it and leaves its group).
@@ -64,8 +73,9 @@ pub trait Source: Send {
         None
     }
 
-    /// Readiness: the source has work assigned (a streaming source is in its group).
-    fn ready_flag(&self) -> Option<Arc<std::sync::atomic::AtomicBool>> {
+    /// Readiness: the source has work assigned (a streaming source is in its group); `None`
+    /// for a source that is ready once open.
+    fn readiness(&self) -> Option<Readiness> {
         None
     }
 
@@ -100,36 +110,17 @@ pub enum Feedback {
     Rewind { epoch: u64 },
 }
 
-/// The writer's end of a streaming source's feedback channel, with what the source's own
-/// connector shares with its sink (e.g. the consumer group's state, for transactions).
-#[derive(Clone)]
+/// The writer's end of a streaming source's feedback channel.
+#[derive(Debug, Clone)]
 pub struct SourceLink {
     tx: Sender<Feedback>,
-    context: Option<Arc<dyn std::any::Any + Send + Sync>>,
-}
-
-impl std::fmt::Debug for SourceLink {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SourceLink").finish_non_exhaustive()
-    }
 }
 
 impl SourceLink {
     /// A link and the receiving end the source keeps.
     pub fn channel() -> (SourceLink, Receiver<Feedback>) {
         let (tx, rx) = crossbeam_channel::unbounded();
-        (SourceLink { tx, context: None }, rx)
-    }
-
-    /// Attach what the source's connector shares with its sink.
-    pub fn with_context(mut self, context: Arc<dyn std::any::Any + Send + Sync>) -> Self {
-        self.context = Some(context);
-        self
-    }
-
-    /// The shared context, if it is of type `T`.
-    pub fn context<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
-        self.context.clone()?.downcast::<T>().ok()
+        (SourceLink { tx }, rx)
     }
 
     /// Every chunk up to `seq` is durable.
@@ -282,7 +273,12 @@ pub trait Sink: Send {
     /// Flush and close everything; every chunk written is durable when this returns `Ok`.
     fn finish(&mut self) -> Result<SinkReport>;
 
-    /// Called when no chunk arrived for a while: a sink may close files that are old enough or
+    /// How often the writer calls [`Sink::tick`]; `None` (the default): never.
+    fn tick_interval(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    /// Called every [`Sink::tick_interval`]: a sink may close files that are old enough or
     /// collect acknowledgements. Returns the highest chunk `seq` that became durable, if any.
     fn tick(&mut self) -> Result<Option<u64>> {
         Ok(None)
@@ -413,196 +409,185 @@ pub fn log_failures(out: &ChunkOutput, kept: bool) {
 pub struct SourceOptions<'a> {
     /// Input columns passed through to the output, in order.
     pub passthrough: &'a [String],
-    /// The question column of question answering, if any.
-    pub question_column: Option<&'a str>,
+    /// Further text columns the tasks read (a question column, ...).
+    pub text_columns: &'a [TextColumnRequest],
     /// Records per chunk.
     pub window: usize,
     /// The sink commits positions itself (exactly-once transactions).
     pub sink_commits: bool,
-    /// Set to stop a streaming source gracefully.
-    pub shutdown: Arc<std::sync::atomic::AtomicBool>,
+    /// Triggered to stop a streaming source gracefully.
+    pub shutdown: Shutdown,
 }
 
-/// Open the source a pipeline names.
-pub fn open_source(cfg: &PipelineConfig, opts: SourceOptions<'_>) -> Result<Box<dyn Source>> {
-    match &cfg.source {
-        SourceConfig::Kafka(k) => Ok(Box::new(KafkaSource::open(k, &opts)?)),
-        SourceConfig::Parquet(p) => {
-            let source =
-                ParquetSource::open(p, opts.passthrough, opts.question_column, opts.window)?;
-            Ok(
-                match p.shard.as_deref().map(parquet::Shard::parse).transpose()? {
-                    Some(shard) => Box::new(source.with_shard(shard)),
-                    None => Box::new(source),
-                },
-            )
+/// What a sink's configuration may know of the source it is paired with, in words every
+/// connector shares.
+#[derive(Debug, Clone)]
+pub struct SourceFacts {
+    /// The source connector's key (`parquet`, `kafka`).
+    pub kind: &'static str,
+    /// It streams until stopped and acknowledges durable output.
+    pub streaming: bool,
+    /// The stream's cluster and consumer group, when the source reads one.
+    pub stream: Option<StreamFacts>,
+}
+
+/// The streaming system a source reads: a sink that writes to the same system, or stores the
+/// source's positions with its output, uses these.
+#[derive(Debug, Clone)]
+pub struct StreamFacts {
+    /// The cluster's bootstrap servers.
+    pub servers: String,
+    /// The consumer group.
+    pub group: String,
+    /// The client properties of the source (security settings a dead-letter producer shares).
+    pub properties: std::collections::BTreeMap<String, String>,
+}
+
+/// A source connector's configuration: its checks and how it opens.
+pub trait SourceSpec {
+    /// What a sink may know of this source.
+    fn facts(&self) -> SourceFacts;
+
+    /// Checks serde cannot express, before anything is opened.
+    fn validate(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Open the source (files are listed and checked, a consumer subscribes).
+    fn open(&self, opts: SourceOptions<'_>) -> Result<Box<dyn Source>>;
+}
+
+/// What opening a sink needs beside its own configuration.
+pub struct SinkContext<'a> {
+    /// The results' schema.
+    pub schema: SchemaRef,
+    /// The error output's schema ([`error_schema`]).
+    pub error_schema: SchemaRef,
+    /// The source's feedback channel (exactly-once sinks ask it for rewinds).
+    pub link: Option<SourceLink>,
+    /// Ends the sink's retries.
+    pub shutdown: Shutdown,
+    pub source: &'a SourceFacts,
+    /// `sink.errors`.
+    pub errors: Option<&'a ErrorSinkConfig>,
+    /// Opens the error outputs `sink.errors` names.
+    pub error_outputs: &'a dyn ErrorOutputs,
+    /// The passages column of chunked embeddings, when a task writes one (sinks that store one
+    /// row per passage flatten it).
+    pub passages: Option<&'a str>,
+}
+
+/// A sink connector's configuration: its checks against the source and the shared sink keys,
+/// and how it opens.
+pub trait SinkSpec {
+    /// Checks serde cannot express, before anything is opened.
+    fn validate(&self, source: &SourceFacts, errors: Option<&ErrorSinkConfig>) -> Result<()>;
+
+    /// The sink commits the source's positions itself, with its output (exactly-once
+    /// transactions), so the source must not.
+    fn commits_source_positions(&self) -> bool {
+        false
+    }
+
+    /// Before any work (models load only after this): destinations that can be checked cheaply
+    /// (an object store's credentials and bucket) answer, so a wrong secret fails at once.
+    fn check_destinations(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// The object store options of the sink's own files: an error file uses them unless
+    /// `sink.errors.storage_options` is given.
+    fn file_storage(&self) -> Option<&storage::StorageOptions> {
+        None
+    }
+
+    /// Open the sink, with its place for failed records.
+    fn open(&self, ctx: SinkContext<'_>) -> Result<Box<dyn Sink>>;
+}
+
+/// The text column read when none is configured.
+pub(crate) fn default_text_column() -> String {
+    "text".into()
+}
+
+/// Where records that could not be processed go (schema: [schema.md](schema.md)).
+///
+/// Give `path` or `topic`, not both. Without `sink.errors`, a Kafka sink counts and logs failed
+/// records but does not keep them. A task that failed for a record still written
+/// (`sink.partial_results`) is an error row with `written: true` in an error file, and a log line
+/// (not a dead letter) with a dead-letter topic.
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorSinkConfig {
+    /// Parquet file with one row per record that could not be processed (see docs/schema.md).
+    /// Always written, empty when nothing failed. With a Kafka source, a directory of per-partition
+    /// error files named like the results. A local path or a URL (`s3://...`); a name ending in
+    /// `.arrow`, `.feather` or `.ipc` is written as an Arrow IPC file.
+    ///
+    /// Type: path or URL
+    /// Default: `<output stem>.errors.parquet` beside the output file, or `errors.parquet` inside the output directory (`.arrow` with `format: arrow_ipc`); with a Kafka source `<output dir>/errors/`
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// Options of the object store client for a URL `path` (see
+    /// `source.parquet.storage_options`). Default: those of `sink.parquet`.
+    ///
+    /// Type: map of string to string
+    #[serde(default)]
+    pub storage_options: Option<storage::StorageOptions>,
+    /// Kafka source only, instead of `path`: dead-letter topic receiving each failed record's
+    /// original key, value and headers plus the reason (see [schema.md](schema.md#dead-letters)).
+    /// Required with `sink.kafka.exactly_once`.
+    #[serde(default)]
+    pub topic: Option<String>,
+}
+
+impl ErrorSinkConfig {
+    /// Checks of `sink.errors` that hold for every sink.
+    pub fn check(errors: Option<&ErrorSinkConfig>, source: &SourceFacts) -> Result<()> {
+        let Some(e) = errors else {
+            return Ok(());
+        };
+        if e.path.is_some() == e.topic.is_some() {
+            return Err(Error::config(
+                "sink.errors: give either `path` (error Parquet) or `topic` (dead-letter topic)",
+            ));
         }
+        if e.topic.is_some() && source.stream.is_none() {
+            return Err(Error::config(
+                "sink.errors.topic needs a Kafka source (its brokers receive the dead letters); use sink.errors.path with a Parquet source",
+            ));
+        }
+        Ok(())
     }
 }
 
-/// The passages column of chunked embeddings, when the pipeline has one.
-fn chunks_column(cfg: &PipelineConfig) -> Option<String> {
-    cfg.tasks
-        .embed
-        .iter()
-        .find_map(|e| e.chunking.as_ref().map(|c| c.column.clone()))
+/// Failed records are counted and logged but kept nowhere: say so once at start-up.
+pub fn warn_not_kept(fix: &str) {
+    tracing::warn!(
+        "sink.errors is not set: failed records are counted and logged but not kept ({fix})"
+    );
 }
 
-/// Results already flattened to one row per passage.
-fn schema_is_flat(schema: &SchemaRef) -> bool {
-    schema.index_of(chunk_rows::FLAT_COLUMNS[0]).is_ok()
+/// Opens the places for failed records that a sink keeps beside its output
+/// ([`errors`] implements it over `sink.errors` and the source).
+pub trait ErrorOutputs {
+    /// The dead-letter topic of `sink.errors.topic` on the source's cluster, when configured.
+    fn dead_letter_topic(&self) -> Result<Option<Box<dyn ErrorOutput>>>;
+
+    /// The error file of `sink.errors.path`, when configured.
+    fn error_file(&self) -> Result<Option<Box<dyn ErrorOutput>>>;
 }
 
-/// Before any work (models are loaded only after this): object store outputs must answer with
-/// the configured credentials and their buckets exist, so a wrong secret or bucket fails at once.
-pub fn check_destinations(cfg: &PipelineConfig) -> Result<()> {
-    let errors = cfg.sink.errors.as_ref();
-    let sink_options = cfg.sink.parquet().map(|p| p.storage_options.clone());
-    if let Some(p) = cfg.sink.parquet() {
-        parquet::sink::check_output(&p.path, &p.storage_options)?;
-    }
-    if let Some(path) = errors.and_then(|e| e.path.as_ref()) {
-        let options = errors
-            .and_then(|e| e.storage_options.clone())
-            .or(sink_options)
-            .unwrap_or_default();
-        parquet::sink::check_output(path, &options)?;
-    }
-    Ok(())
+/// What the configuration reference says of a connector beyond its own table: an introduction
+/// and the mappings documented in sections of their own (key, schema name).
+#[derive(Debug)]
+pub struct ReferenceNotes {
+    pub intro: &'static str,
+    pub subsections: &'static [(&'static str, &'static str)],
 }
 
-/// Open the sink a pipeline names, with its error output. `link` is the source's feedback
-/// channel (exactly-once sinks ask it for rewinds); `shutdown` stops a sink's retries.
-pub fn open_sink(
-    cfg: &PipelineConfig,
-    schema: SchemaRef,
-    err_schema: SchemaRef,
-    link: Option<SourceLink>,
-    shutdown: Arc<std::sync::atomic::AtomicBool>,
-) -> Result<Box<dyn Sink>> {
-    let errors = cfg.sink.errors.as_ref();
-    let dlq_topic = errors.and_then(|e| e.topic.clone());
-    let error_path = errors.and_then(|e| e.path.clone());
-    let error_options = errors.and_then(|e| e.storage_options.clone());
-    let source_kafka = cfg.source.kafka();
-    match &cfg.sink.kind {
-        SinkKind::Kafka(k) => {
-            let servers = k
-                .bootstrap_servers
-                .clone()
-                .or_else(|| source_kafka.map(|s| s.bootstrap_servers.clone()))
-                .ok_or_else(|| Error::config("sink.kafka.bootstrap_servers is required"))?;
-            let txn_id = k.exactly_once.then(|| {
-                k.transactional_id.clone().unwrap_or_else(|| {
-                    let group = source_kafka
-                        .map(|s| s.group_id.as_str())
-                        .unwrap_or("bertflow");
-                    format!("bertflow-{group}-{}", kafka::client::host_name())
-                })
-            });
-            let error_file: Option<Box<dyn ErrorOutput>> = match &error_path {
-                Some(p) => Some(Box::new(parquet::ErrorFile::new(
-                    p.clone(),
-                    err_schema,
-                    error_options.unwrap_or_default(),
-                )?)),
-                None => None,
-            };
-            if dlq_topic.is_none() && error_file.is_none() {
-                tracing::warn!(
-                    "sink.errors is not set: failed records are counted and logged but not kept (set sink.errors.topic or sink.errors.path)"
-                );
-            }
-            Ok(Box::new(KafkaSink::new(
-                k, &servers, dlq_topic, error_file, txn_id, link,
-            )?))
-        }
-        SinkKind::Postgres(_) if !schema_is_flat(&schema) && chunks_column(cfg).is_some() => {
-            // Passages go to Postgres one row each, keyed by id and passage index.
-            let column = chunks_column(cfg).expect("checked");
-            let flat = chunk_rows::flat_schema(&schema, &column)?;
-            let inner = open_sink(cfg, flat.clone(), err_schema, link, shutdown)?;
-            Ok(Box::new(chunk_rows::OneRowPerChunk {
-                inner,
-                column,
-                schema: flat,
-            }))
-        }
-        SinkKind::Postgres(p) => {
-            let errors: Option<Box<dyn ErrorOutput>> = match (&dlq_topic, &error_path, source_kafka)
-            {
-                (Some(t), _, Some(k)) => Some(Box::new(kafka::DeadLetterTopic::new(
-                    t,
-                    &k.bootstrap_servers,
-                    &k.properties,
-                )?)),
-                (_, Some(path), _) => Some(Box::new(parquet::ErrorFile::new(
-                    path.clone(),
-                    err_schema,
-                    error_options.unwrap_or_default(),
-                )?)),
-                _ => None,
-            };
-            if errors.is_none() {
-                tracing::warn!(
-                    "sink.errors is not set: failed records are counted and logged but not kept (set sink.errors.path, or sink.errors.topic with a Kafka source)"
-                );
-            }
-            Ok(Box::new(PostgresSink::new(
-                p,
-                schema,
-                postgres::PostgresSinkOptions {
-                    group: source_kafka.map(|k| k.group_id.clone()),
-                    errors,
-                    streaming: cfg.source.is_streaming(),
-                    shutdown,
-                },
-            )?))
-        }
-        SinkKind::Parquet(p) if p.one_row_per_chunk => {
-            let column = chunks_column(cfg).ok_or_else(|| {
-                    Error::config(
-                        "sink.parquet.one_row_per_chunk needs tasks.embed.chunking (passages to write one per row)",
-                    )
-                })?;
-            let flat = chunk_rows::flat_schema(&schema, &column)?;
-            let mut plain = cfg.clone();
-            if let SinkKind::Parquet(q) = &mut plain.sink.kind {
-                q.one_row_per_chunk = false;
-            }
-            let inner = open_sink(&plain, flat.clone(), err_schema, link, shutdown)?;
-            Ok(Box::new(chunk_rows::OneRowPerChunk {
-                inner,
-                column,
-                schema: flat,
-            }))
-        }
-        SinkKind::Parquet(p) => {
-            if let Some(kafka_src) = source_kafka {
-                let dlq: Option<Box<dyn ErrorOutput>> = match &dlq_topic {
-                    Some(t) => Some(Box::new(kafka::DeadLetterTopic::new(
-                        t,
-                        &kafka_src.bootstrap_servers,
-                        &kafka_src.properties,
-                    )?)),
-                    None => None,
-                };
-                return Ok(Box::new(RollingParquetSink::new(
-                    p,
-                    schema,
-                    err_schema,
-                    error_path,
-                    error_options,
-                    dlq,
-                )?));
-            }
-            Ok(Box::new(ParquetSink::new(
-                p,
-                schema,
-                err_schema,
-                error_path,
-                error_options,
-            )?))
-        }
-    }
-}
+/// A connector with nothing to add to its table.
+pub const NO_NOTES: ReferenceNotes = ReferenceNotes {
+    intro: "",
+    subsections: &[],
+};

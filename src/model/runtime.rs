@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use crate::config::{ExecutionProvider, Fallback, RuntimeConfig};
 use crate::error::{Error, Result};
+use crate::model::config::{ExecutionProvider, Fallback, RuntimeConfig};
 
 /// Environment variable naming the ONNX Runtime library (the same one `ort` reads).
 pub const ORT_DYLIB_ENV: &str = "ORT_DYLIB_PATH";

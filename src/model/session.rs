@@ -13,8 +13,8 @@ use ort::value::{Tensor, TensorElementType, ValueType};
 use super::precision::Precision;
 use super::runtime::{OrtRuntime, ProviderInfo};
 use crate::batch::PaddedBatch;
-use crate::config::GraphOptimization;
 use crate::error::{Error, Result};
+use crate::model::config::GraphOptimization;
 
 /// Which token-level inputs the graph takes, by their names in the graph.
 #[derive(Debug, Clone)]

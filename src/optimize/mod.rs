@@ -22,7 +22,7 @@ use crate::model::precision::{
 };
 use crate::model::runtime::OrtRuntime;
 use crate::model::{ModelDir, OnnxModel};
-use crate::task::config::TaskConfig;
+use crate::task::config::TaskSpec;
 
 const SCRIPT: &str = include_str!("optimize.py");
 
@@ -325,9 +325,8 @@ fn graph_pooling(
             ),
         ));
     }
-    let AnyTask::Embed(cfg) = task_config("embed", &dir.dir.display().to_string())? else {
-        unreachable!("embed task configuration")
-    };
+    let cfg: crate::task::config::EmbedConfig =
+        task_defaults(&dir.dir.display().to_string(), serde_json::json!({}))?;
     let task = crate::task::embed::EmbedTask::new(&cfg, dir, fp32)?;
     if task.pre_pooled() {
         return Err(Error::model(
@@ -477,8 +476,7 @@ fn run_script(
 /// One task judged by the guard: its post-processing, the calibration records it takes and the
 /// fp32 model's results on them (computed once, whatever the number of variants tried).
 struct Reference {
-    name: &'static str,
-    cfg: AnyTask,
+    cfg: Box<dyn TaskSpec>,
     samples: Vec<guard::Sample>,
     fp32: Vec<Option<crate::task::TaskOutput>>,
 }
@@ -494,7 +492,7 @@ fn references(
     for &name in tasks {
         let model = dir.dir.display().to_string();
         let cfg = task_config(name, &model)?;
-        let task = crate::task::load(&cfg.as_config(), dir, fp32)?;
+        let task = crate::task::load(cfg.as_ref(), dir, fp32)?;
         let picked: Vec<guard::Sample> = if name == "qa" {
             samples
                 .iter()
@@ -517,7 +515,6 @@ fn references(
         }
         let results = guard::run_task(task.as_ref(), fp32, &picked)?;
         out.push(Reference {
-            name,
             cfg,
             samples: picked,
             fp32: results,
@@ -538,44 +535,36 @@ fn judge(
     let mut var = OnnxModel::load_as(rt, variant, precision)?;
     let mut out = Vec::new();
     for r in references {
-        let task = crate::task::load(&r.cfg.as_config(), dir, &var)?;
+        let task = crate::task::load(r.cfg.as_ref(), dir, &var)?;
         let got = guard::run_task(task.as_ref(), &mut var, &r.samples)?;
-        out.push(guard::compare(r.name, &r.fp32, &got));
+        out.push(guard::compare(task.as_ref(), &r.fp32, &got));
     }
     Ok(out)
 }
 
-enum AnyTask {
-    Embed(crate::task::config::EmbedConfig),
-    Sentiment(crate::task::config::SentimentConfig),
-    Ner(crate::task::config::NerConfig),
-    Qa(crate::task::config::QaConfig),
-}
-
-impl AnyTask {
-    fn as_config(&self) -> TaskConfig<'_> {
-        match self {
-            AnyTask::Embed(c) => TaskConfig::Embed(c),
-            AnyTask::Sentiment(c) => TaskConfig::Sentiment(c),
-            AnyTask::Ner(c) => TaskConfig::Ner(c),
-            AnyTask::Qa(c) => TaskConfig::Qa(c),
-        }
-    }
-}
-
 /// The task's configuration with every default (the question read from the calibration record).
-fn task_config(task: &str, model: &str) -> Result<AnyTask> {
-    let v = serde_json::json!({ "model": model });
-    let de = |e: serde_json::Error| Error::Runtime(format!("internal: task defaults: {e}"));
+fn task_config(task: &str, model: &str) -> Result<Box<dyn TaskSpec>> {
+    use crate::task::config::{EmbedConfig, NerConfig, QaConfig, SentimentConfig};
+    let none = serde_json::json!({});
     Ok(match task {
-        "embed" => AnyTask::Embed(serde_json::from_value(v).map_err(de)?),
-        "sentiment" => AnyTask::Sentiment(serde_json::from_value(v).map_err(de)?),
-        "ner" => AnyTask::Ner(serde_json::from_value(v).map_err(de)?),
-        _ => AnyTask::Qa(
-            serde_json::from_value(serde_json::json!({
-                "model": model, "question_column": "question"
-            }))
-            .map_err(de)?,
-        ),
+        "embed" => Box::new(task_defaults::<EmbedConfig>(model, none)?),
+        "sentiment" => Box::new(task_defaults::<SentimentConfig>(model, none)?),
+        "ner" => Box::new(task_defaults::<NerConfig>(model, none)?),
+        _ => Box::new(task_defaults::<QaConfig>(
+            model,
+            serde_json::json!({ "question_column": "question" }),
+        )?),
     })
+}
+
+/// A task's configuration for `model` with every default but the keys of `extra`.
+fn task_defaults<T: serde::de::DeserializeOwned>(
+    model: &str,
+    extra: serde_json::Value,
+) -> Result<T> {
+    let mut v = serde_json::json!({ "model": model });
+    if let (Some(m), serde_json::Value::Object(x)) = (v.as_object_mut(), extra) {
+        m.extend(x);
+    }
+    serde_json::from_value(v).map_err(|e| Error::Runtime(format!("internal: task defaults: {e}")))
 }

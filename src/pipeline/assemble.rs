@@ -12,8 +12,7 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, RecordBatch, UInt32Array};
 use arrow::datatypes::SchemaRef;
 
-use super::infer::FeatureResult;
-use super::stages::Inferred;
+use super::flow::{FeatureResult, Inferred};
 use crate::connector::{ChunkOutput, ErrorRow};
 use crate::error::{Error, Result};
 use crate::record::Stage;

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use arrow::datatypes::{FieldRef, Schema, SchemaRef};
 
-use crate::config::{PipelineConfig, Shard};
+use crate::config::PipelineConfig;
+use crate::connector::parquet::config::Shard;
 use crate::error::{Error, Result};
 use crate::model::{ModelDir, OnnxModel, OrtRuntime, ProviderInfo};
 use crate::task::LoadedTask;
@@ -53,7 +54,7 @@ pub fn load_tasks(
         }
         let mut model = OnnxModel::load_as(rt, &graph, precision)?;
         crate::model::inspect::check_for_task(kind, &dir, &model)?;
-        let task = crate::task::load(&tc, &dir, &model)?;
+        let task = crate::task::load(tc, &dir, &model)?;
         model
             .fetch_only(&task.model_outputs())
             .map_err(|e| Error::model(&graph, format!("{kind}: {e}")))?;
@@ -75,6 +76,13 @@ pub fn load_tasks(
             }
             None => precision.to_string(),
         };
+        tracing::info!(
+            task = kind,
+            graph = %graph.display(),
+            provider = %model.provider,
+            precision = %precision,
+            "model loaded"
+        );
         tasks.push(LoadedTask {
             task,
             model,

@@ -6,15 +6,14 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::stages::{Inferred, Tokenized};
+use super::flow::{recv_or_stop, send_or_stop, FeatureResult, Flow, Inferred, Tokenized};
 use crate::batch::{plan, Feature, PaddedBatch};
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::lifecycle::Shutdown;
 use crate::model::session::OwnedOutputs;
 use crate::model::OnnxModel;
-use crate::task::{Task, TaskOutput};
+use crate::task::Task;
 use crate::telemetry::{BatchRun, Event, QueueDepth, StageTime};
-
-pub(crate) type FeatureResult = std::result::Result<TaskOutput, String>;
 
 /// Run one task's features through its model in length-sorted, budgeted batches. Returns one
 /// result per feature, in feature order. A failed batch is retried one feature at a time so a
@@ -26,13 +25,30 @@ pub fn infer_features(
     max_batch_size: usize,
     max_batch_tokens: usize,
     stats: &mut InferStats,
-    mut recorder: Option<&mut Vec<PaddedBatch>>,
+    recorder: Option<&mut Vec<PaddedBatch>>,
 ) -> Vec<Option<FeatureResult>> {
+    let never = Shutdown::new();
+    let limits = (max_batch_size, max_batch_tokens);
+    infer_features_until(task, model, features, limits, stats, recorder, &never)
+        .expect("a token nobody holds is never triggered")
+}
+
+/// [`infer_features`] that stops between two model batches once `stop` is triggered
+/// (`None`: the features were abandoned).
+pub fn infer_features_until(
+    task: &dyn Task,
+    model: &mut OnnxModel,
+    features: &[Feature],
+    (max_batch_size, max_batch_tokens): (usize, usize),
+    stats: &mut InferStats,
+    mut recorder: Option<&mut Vec<PaddedBatch>>,
+    stop: &Shutdown,
+) -> Option<Vec<Option<FeatureResult>>> {
     let lengths: Vec<usize> = features.iter().map(|f| f.encoding.len()).collect();
     let mut results: Vec<Option<FeatureResult>> = vec![None; features.len()];
     let batches = plan(&lengths, max_batch_size, max_batch_tokens);
     if model.overlaps_postprocess() && batches.len() > 1 {
-        overlapped(
+        let done = overlapped(
             task,
             model,
             features,
@@ -40,20 +56,25 @@ pub fn infer_features(
             &mut results,
             stats,
             recorder,
+            stop,
         );
-        return results;
+        return done.then_some(results);
     }
     for idx in batches {
+        if stop.is_triggered() {
+            return None;
+        }
         let rec = recorder.as_deref_mut();
         run_batch(task, model, features, &idx, &mut results, stats, true, rec);
     }
-    results
+    Some(results)
 }
 
 /// [`infer_features`]' batches with each batch's post-processing on a second thread (from a copy
 /// of its outputs) while the model runs the next one. Same results: a batch whose model call
 /// fails is retried one feature at a time at once, a batch whose post-processing fails once all
-/// batches have run.
+/// batches have run. Returns `false` when `stop` ended it before the last batch.
+#[allow(clippy::too_many_arguments)]
 fn overlapped(
     task: &dyn Task,
     model: &mut OnnxModel,
@@ -62,7 +83,9 @@ fn overlapped(
     results: &mut [Option<FeatureResult>],
     stats: &mut InferStats,
     mut recorder: Option<&mut Vec<PaddedBatch>>,
-) {
+    stop: &Shutdown,
+) -> bool {
+    let mut stopped = false;
     type Done = (Vec<usize>, Result<Vec<FeatureResult>>);
     let (done, post) = std::thread::scope(|s| {
         let (tx, rx) = crossbeam_channel::bounded::<(Vec<usize>, PaddedBatch, OwnedOutputs)>(1);
@@ -79,6 +102,10 @@ fn overlapped(
             (done, post)
         });
         for idx in batches {
+            if stop.is_triggered() {
+                stopped = true;
+                break;
+            }
             let (_, padded) = prepare(task, features, &idx, stats, recorder.as_deref_mut());
             let t = Instant::now();
             let out = model.run_owned(&padded);
@@ -101,9 +128,13 @@ fn overlapped(
         })
     });
     stats.postprocess_time += post;
+    if stopped {
+        return false;
+    }
     for (idx, r) in done {
         settle(task, model, features, &idx, r, results, stats, true);
     }
+    true
 }
 
 /// Counters of the inference stage.
@@ -195,6 +226,7 @@ fn settle(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn infer_stage(
     rx: Receiver<Tokenized>,
     tx: Sender<Inferred>,
@@ -203,9 +235,15 @@ pub(crate) fn infer_stage(
     max_bs: usize,
     max_tok: usize,
     record: bool,
-) -> Result<Vec<Vec<PaddedBatch>>> {
+    stop: &Shutdown,
+) -> Result<(Vec<Vec<PaddedBatch>>, Flow)> {
     let mut recorded: Vec<Vec<PaddedBatch>> = vec![Vec::new(); tasks.len()];
-    for tok in rx {
+    loop {
+        let tok = match recv_or_stop(&rx, stop) {
+            Ok(Some(t)) => t,
+            Ok(None) => return Ok((recorded, Flow::Done)),
+            Err(flow) => return Ok((recorded, flow)),
+        };
         let n = tok.chunk.len();
         let mut stats = InferStats::default();
         let mut per_task = Vec::with_capacity(tasks.len());
@@ -218,15 +256,17 @@ pub(crate) fn infer_stage(
             .enumerate()
         {
             truncated += feats.truncated as u64;
-            let results = infer_features(
+            let Some(results) = infer_features_until(
                 task.as_ref(),
                 model,
                 &feats.features,
-                max_bs,
-                max_tok,
+                (max_bs, max_tok),
                 &mut stats,
                 record.then(|| &mut recorded[ti]),
-            );
+                stop,
+            ) else {
+                return Ok((recorded, Flow::Stopped));
+            };
             // Group feature results by record and combine them.
             let mut parts: Vec<Vec<FeatureResult>> = vec![Vec::new(); n];
             for (f, r) in feats.features.iter().zip(results) {
@@ -281,11 +321,10 @@ pub(crate) fn infer_stage(
             model_time: stats.model_time,
             postprocess_time: stats.postprocess_time,
         };
-        if tx.send(msg).is_err() {
-            return Err(Error::StageStopped("write"));
+        if send_or_stop(&tx, msg, stop, "write")? == Flow::Stopped {
+            return Ok((recorded, Flow::Stopped));
         }
     }
-    Ok(recorded)
 }
 
 /// Pad the features `idx` into a batch, count it, and keep a copy in `recorder`.

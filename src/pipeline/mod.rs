@@ -2,6 +2,7 @@
 //!
 //! - [`build`]: loading the tasks (one registry), the output schema, sharding;
 //! - [`stages`]: one thread per stage and the bounded queues between them;
+//! - `flow`: the messages between stages and the hand-offs that also wait on the shutdown token;
 //! - [`infer`]: batches through the model, with one-by-one retry of a failed batch;
 //! - [`assemble`]: result rows and typed error rows of a chunk;
 //! - [`summary`]: the run report;
@@ -11,24 +12,27 @@
 
 pub mod assemble;
 pub mod build;
+mod flow;
 pub mod infer;
 pub mod scan;
 pub mod stages;
 pub mod summary;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::config::{PipelineConfig, Shard};
+use crate::config::PipelineConfig;
+use crate::connector::parquet::config::Shard;
 use crate::connector::{self, error_schema, SourceOptions};
 use crate::error::Result;
+use crate::lifecycle::Shutdown;
 use crate::model::OrtRuntime;
 use crate::telemetry::{self, Event, ExecutionProviderInUse, Health, MetricsServer};
 
 pub use build::{load_tasks, output_schema};
-pub use infer::{infer_features, InferStats};
+pub use infer::{infer_features, infer_features_until, InferStats};
 pub use scan::{scan, ScanReport};
 pub use summary::Summary;
 
@@ -42,33 +46,73 @@ pub struct RunOptions {
     /// Keep a copy of every model batch (per task) in the summary, for benchmarks that re-run
     /// exactly the batches the pipeline formed.
     pub record_batches: bool,
-    /// Set (e.g. by SIGTERM) to stop a streaming job gracefully (stop fetching, finish what is
-    /// in flight, flush, commit, leave the group), or to interrupt a batch job (stop reading,
-    /// discard the unfinished output; the summary says so).
-    pub shutdown: Option<Arc<AtomicBool>>,
+    /// Triggered (e.g. by SIGTERM) to stop a streaming job gracefully (stop fetching, abandon
+    /// the work in flight, flush and commit what is durable, leave the group), or to interrupt
+    /// a batch job (abandon the work in flight, discard the unfinished output; the summary says
+    /// so). Either way the run returns within about one model batch.
+    pub shutdown: Option<Shutdown>,
 }
 
 /// Open the source of a pipeline, reading what its tasks and sink need.
 pub(crate) fn open_source(
     cfg: &PipelineConfig,
     sink_commits: bool,
-    shutdown: Arc<AtomicBool>,
+    shutdown: Shutdown,
 ) -> Result<Box<dyn connector::Source>> {
-    let question_column = cfg
+    let text_columns: Vec<connector::TextColumnRequest> = cfg
         .tasks
-        .qa
-        .first()
-        .and_then(|q| q.question_column.as_deref());
-    connector::open_source(
-        cfg,
-        SourceOptions {
-            passthrough: &cfg.sink.passthrough,
-            question_column,
-            window: cfg.batching.window_records,
-            sink_commits,
-            shutdown,
-        },
-    )
+        .all()
+        .into_iter()
+        .flat_map(|t| t.text_columns())
+        .collect();
+    cfg.source.spec().open(SourceOptions {
+        passthrough: &cfg.sink.passthrough,
+        text_columns: &text_columns,
+        window: cfg.batching.window_records,
+        sink_commits,
+        shutdown,
+    })
+}
+
+/// Before any work (models load only after this): the sink's destinations and its error file
+/// answer, so a wrong secret or bucket fails at once.
+pub(crate) fn check_destinations(cfg: &PipelineConfig) -> Result<()> {
+    let sink = cfg.sink.spec();
+    sink.check_destinations()?;
+    connector::errors::check_error_file(cfg.sink.errors.as_ref(), sink.file_storage())
+}
+
+/// Open the sink of a pipeline with its error outputs.
+fn open_sink(
+    cfg: &PipelineConfig,
+    schema: arrow::datatypes::SchemaRef,
+    error_schema: arrow::datatypes::SchemaRef,
+    link: Option<connector::SourceLink>,
+    shutdown: Shutdown,
+) -> Result<Box<dyn connector::Sink>> {
+    let facts = cfg.source.spec().facts();
+    let passages = cfg
+        .tasks
+        .all()
+        .into_iter()
+        .find_map(|t| t.passages_column());
+    let errors = cfg.sink.errors.as_ref();
+    let outputs = connector::errors::PipelineErrors {
+        errors,
+        source: &facts,
+        schema: error_schema.clone(),
+        sink_storage: cfg.sink.spec().file_storage().cloned(),
+    };
+    cfg.sink.spec().open(connector::SinkContext {
+        schema,
+        error_schema,
+        link,
+        shutdown,
+        source: &facts,
+        errors,
+        error_outputs: &outputs,
+        passages: passages.as_deref(),
+    })
 }
 
 /// Run a pipeline: a batch job to completion, or a streaming job until `RunOptions::shutdown`
@@ -95,11 +139,11 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<Summary> {
         None
     };
     let rt = OrtRuntime::init(opts.ort_lib.as_deref(), &cfg.runtime)?;
+    // The run's own token: triggered by the caller's (a signal) or by a failed stage.
     let shutdown = opts
         .shutdown
-        .clone()
-        .unwrap_or_else(|| Arc::new(AtomicBool::new(false)));
-    let shutdown_flag = shutdown.clone();
+        .as_ref()
+        .map_or_else(Shutdown::new, Shutdown::child);
     let sink_commits = cfg.sink.commits_source_positions();
     let mut cfg_owned = cfg.clone();
     if let Some(shard) = cfg
@@ -114,7 +158,7 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<Summary> {
     let cfg = &cfg_owned;
     let mut source = open_source(cfg, sink_commits, shutdown.clone())?;
     let link = source.link();
-    connector::check_destinations(cfg)?;
+    check_destinations(cfg)?;
     let (tasks, skipped) = load_tasks(cfg, &rt)?;
     for t in &tasks {
         ExecutionProviderInUse {
@@ -123,16 +167,22 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<Summary> {
         }
         .emit();
     }
-    match source.ready_flag() {
+    match source.readiness() {
         // Readiness follows the group membership.
-        Some(flag) => health.set_joined(flag),
+        Some(r) => health.set_joined(r),
         None => health.no_group.store(true, Ordering::SeqCst),
     }
     health.models_loaded.store(true, Ordering::SeqCst);
     let source_fields = source.fields();
     let schema = output_schema(&source_fields, &tasks)?;
     let err_schema = error_schema(&source_fields[0]);
-    let sink = connector::open_sink(cfg, schema.clone(), err_schema, link.clone(), shutdown)?;
+    let sink = open_sink(
+        cfg,
+        schema.clone(),
+        err_schema,
+        link.clone(),
+        shutdown.clone(),
+    )?;
     if let Some(store) = sink.position_store() {
         source.resume_from(store)?;
     }
@@ -155,17 +205,13 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<Summary> {
     };
     let progress = build::make_progress(opts.progress, source.size_hint());
     summary.startup = started.elapsed();
-    // A batch job stops reading on a signal (a streaming source stops itself, gracefully).
-    let interrupt = (!streaming).then(|| shutdown_flag.clone());
-    // A streaming source stops when the writer fails (it would wait for records forever).
-    let stop_source = streaming.then(|| shutdown_flag.clone());
     let result = stages::run_stages(
         source,
         tasks,
         sink,
         link,
-        interrupt,
-        stop_source,
+        &shutdown,
+        streaming,
         schema,
         cfg,
         limits,

@@ -3,7 +3,8 @@
 
 use std::time::Instant;
 
-use crate::config::{PipelineConfig, Shard};
+use crate::config::PipelineConfig;
+use crate::connector::parquet::config::Shard;
 use crate::error::{Error, Result};
 
 /// What a scan found.
@@ -55,6 +56,6 @@ pub fn scan(cfg: &PipelineConfig) -> Result<ScanReport> {
     }
     report.seconds = started.elapsed().as_secs_f64();
     report.records_per_second = report.records as f64 / report.seconds.max(1e-9);
-    report.peak_rss_mib = crate::bench::peak_rss_mib();
+    report.peak_rss_mib = crate::telemetry::peak_rss_mib();
     Ok(report)
 }

@@ -3,60 +3,40 @@
 //! inference of the current one. The writer reports durable chunks back to a streaming source
 //! over the source's [`SourceLink`].
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use arrow::datatypes::SchemaRef;
 use crossbeam_channel::{bounded, Receiver, Sender};
 
 use super::assemble::{assemble, emit_failures};
+use super::flow::{recv_or_stop, send_or_stop, Flow, Inferred, Tokenized};
 use super::infer::infer_stage;
 use super::summary::Summary;
 use crate::batch::BatchLimits;
 use crate::config::PipelineConfig;
 use crate::connector::{Sink, Source, SourceLink};
 use crate::error::{Error, Result};
+use crate::lifecycle::Shutdown;
 use crate::model::tokenizer::TokenCache;
 use crate::model::OnnxModel;
-use crate::record::{Chunk, RecordError};
-use crate::task::{Featurized, LoadedTask, Task, TaskOutput};
+use crate::record::Chunk;
+use crate::task::{LoadedTask, Task};
 use crate::telemetry::{Event, QueueDepth, RecordsRead, RecordsWritten, StageTime};
 
-/// A chunk with every task's features.
-pub(crate) struct Tokenized {
-    pub(crate) chunk: Chunk,
-    pub(crate) per_task: Vec<Featurized>,
-    pub(crate) elapsed: Duration,
-}
-
-/// A chunk with every task's per-record results.
-pub(crate) struct Inferred {
-    pub(crate) chunk: Chunk,
-    /// Per task: one entry per record of the chunk.
-    pub(crate) per_task: Vec<Vec<Option<std::result::Result<TaskOutput, String>>>>,
-    /// Per task: records that failed before inference.
-    pub(crate) early_errors: Vec<Vec<RecordError>>,
-    pub(crate) truncated: u64,
-    pub(crate) batches: u64,
-    pub(crate) real_tokens: u64,
-    pub(crate) padded_tokens: u64,
-    pub(crate) tokenize_time: Duration,
-    pub(crate) model_time: Duration,
-    pub(crate) postprocess_time: Duration,
-}
-
-/// Run the stages to the end of the input (or a requested stop). On success every chunk is
-/// durable in the sink and the source has been told so and closed.
+/// Run the stages to the end of the input or until `stop` is triggered (by a signal or a failed
+/// stage: every stage then abandons what it holds within about one model batch). On success
+/// every chunk written is durable in the sink and the source has been told so and closed; a
+/// batch job stopped before the end discards its output (`summary.interrupted`).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn run_stages(
     mut source: Box<dyn Source>,
     tasks: Vec<LoadedTask>,
     mut sink: Box<dyn Sink>,
     link: Option<SourceLink>,
-    interrupt: Option<Arc<AtomicBool>>,
-    stop_source: Option<Arc<AtomicBool>>,
+    stop: &Shutdown,
+    streaming: bool,
     schema: SchemaRef,
     cfg: &PipelineConfig,
     limits: BatchLimits,
@@ -68,18 +48,23 @@ pub(crate) fn run_stages(
     let (chunk_tx, chunk_rx) = bounded::<Chunk>(depth);
     let (tok_tx, tok_rx) = bounded::<Tokenized>(depth);
     let (inf_tx, inf_rx) = bounded::<Inferred>(depth);
-    let stop = Arc::new(AtomicBool::new(false));
     let task_defs: Vec<Arc<dyn Task>> = tasks.iter().map(|t| t.task.clone()).collect();
     let models: Vec<OnnxModel> = tasks.into_iter().map(|t| t.model).collect();
     let (max_bs, max_tok) = (limits.max_batch_size, limits.max_batch_tokens);
     let partial = cfg.sink.partial_results;
+    // A failed stage stops the others at once.
+    let stop_on_error = |r: Result<Flow>| {
+        if r.is_err() {
+            stop.trigger();
+        }
+        r
+    };
 
-    let outcome = thread::scope(|s| {
-        let stop_r = stop.clone();
+    let (source_back, results) = thread::scope(|s| {
         let reader = thread::Builder::new()
             .name("source".into())
-            .spawn_scoped(s, move || -> (Box<dyn Source>, Result<bool>) {
-                let r = read_stage(source.as_mut(), &chunk_tx, &stop_r, interrupt.as_deref());
+            .spawn_scoped(s, move || -> (Box<dyn Source>, Result<Flow>) {
+                let r = stop_on_error(read_stage(source.as_mut(), &chunk_tx, stop));
                 (source, r)
             })
             .expect("spawn source thread");
@@ -87,47 +72,46 @@ pub(crate) fn run_stages(
         let tdefs = task_defs.clone();
         let tokenizer = thread::Builder::new()
             .name("tokenize".into())
-            .spawn_scoped(s, move || tokenize_stage(chunk_rx, tok_tx, tdefs))
+            .spawn_scoped(s, move || {
+                stop_on_error(tokenize_stage(chunk_rx, tok_tx, tdefs, stop))
+            })
             .expect("spawn tokenize thread");
 
         let tdefs = task_defs.clone();
         let infer = thread::Builder::new()
             .name("infer".into())
             .spawn_scoped(s, move || {
-                infer_stage(tok_rx, inf_tx, tdefs, models, max_bs, max_tok, record)
+                let r = infer_stage(tok_rx, inf_tx, tdefs, models, max_bs, max_tok, record, stop);
+                if r.is_err() {
+                    stop.trigger();
+                }
+                r
             })
             .expect("spawn infer thread");
 
         // The writer runs here.
-        let write_result = write_stage(
+        let write_result = stop_on_error(write_stage(
             inf_rx,
             &task_defs,
             sink.as_mut(),
             link.as_ref(),
             &schema,
             partial,
+            stop,
             summary,
             progress,
-        );
-        if write_result.is_err() {
-            stop.store(true, Ordering::Relaxed);
-            // A streaming source waits for records inside `next_chunk`: tell it to return.
-            if let Some(f) = &stop_source {
-                f.store(true, Ordering::SeqCst);
-            }
-        }
+        ));
         let infer_result = match infer.join() {
-            Ok(Ok(recorded)) => {
+            Ok(Ok((recorded, flow))) => {
                 summary.recorded = recorded;
-                Ok(())
+                Ok(flow)
             }
             Ok(Err(e)) => Err(e),
             Err(_) => Err(Error::StageStopped("infer")),
         };
-        let (source_back, read_result, interrupted) = match reader.join() {
-            Ok((src, Ok(interrupted))) => (Some(src), Ok(()), interrupted),
-            Ok((src, Err(e))) => (Some(src), Err(e), false),
-            Err(_) => (None, Err(Error::StageStopped("source")), false),
+        let (source_back, read_result) = match reader.join() {
+            Ok((src, r)) => (Some(src), r),
+            Err(_) => (None, Err(Error::StageStopped("source"))),
         };
         let results = [
             write_result,
@@ -137,14 +121,14 @@ pub(crate) fn run_stages(
                 .unwrap_or(Err(Error::StageStopped("tokenize"))),
             read_result,
         ];
-        (source_back, results, interrupted)
+        (source_back, results)
     });
-    let (source_back, results, interrupted) = outcome;
     // Report the root cause: a real error rather than a downstream "stage stopped".
     let mut first_stop = None;
+    let mut abandoned = false;
     for r in results {
         match r {
-            Ok(()) => {}
+            Ok(flow) => abandoned |= flow == Flow::Stopped,
             Err(Error::StageStopped(s)) => {
                 first_stop.get_or_insert(Error::StageStopped(s));
             }
@@ -158,12 +142,15 @@ pub(crate) fn run_stages(
         sink.abort();
         return Err(e);
     }
-    if interrupted {
+    if abandoned && !streaming {
         // Nothing partial under a final name: unfinished files are removed.
+        tracing::warn!("interrupted: the work in flight was abandoned and the output discarded");
         sink.abort();
         summary.interrupted = true;
         return Ok(());
     }
+    // A streaming job stopped by its token abandoned the chunks in flight: what was written is
+    // made durable and committed below; the rest is read again by the next owner.
     let t = Instant::now();
     let report = sink.finish();
     summary.write_time += t.elapsed();
@@ -188,22 +175,19 @@ pub(crate) fn run_stages(
     }
 }
 
-/// Read chunks and hand them on; when the tokenizer is behind, wait without reading ahead.
-/// Returns `true` when `interrupt` stopped the reading before the end of the input.
-fn read_stage(
-    source: &mut dyn Source,
-    tx: &Sender<Chunk>,
-    stop: &AtomicBool,
-    interrupt: Option<&AtomicBool>,
-) -> Result<bool> {
-    let interrupted = || interrupt.is_some_and(|i| i.load(Ordering::SeqCst));
-    while !stop.load(Ordering::Relaxed) {
-        if interrupted() {
-            tracing::warn!("interrupted: no more records are read; the output will be discarded");
-            return Ok(true);
+/// Read chunks and hand them on; while the tokenizer is behind, wait without reading ahead
+/// (calling the source's [`Source::idle`] on its interval).
+fn read_stage(source: &mut dyn Source, tx: &Sender<Chunk>, stop: &Shutdown) -> Result<Flow> {
+    let idle = source
+        .idle_interval()
+        .map(crossbeam_channel::tick)
+        .unwrap_or_else(crossbeam_channel::never);
+    loop {
+        if stop.is_triggered() {
+            return Ok(Flow::Stopped);
         }
-        let Some(mut c) = source.next_chunk()? else {
-            break;
+        let Some(c) = source.next_chunk()? else {
+            return Ok(Flow::Done);
         };
         RecordsRead {
             source: source.kind(),
@@ -215,34 +199,47 @@ fn read_stage(
             depth: tx.len(),
         }
         .emit();
+        let mut sel = crossbeam_channel::Select::new();
+        let send = sel.send(tx);
+        let stopped = sel.recv(stop.receiver());
+        sel.recv(&idle);
+        let mut chunk = Some(c);
         loop {
-            match tx.send_timeout(c, Duration::from_millis(100)) {
-                Ok(()) => break,
-                Err(crossbeam_channel::SendTimeoutError::Timeout(back)) => {
-                    if stop.load(Ordering::Relaxed) {
-                        return Ok(false);
+            let op = sel.select();
+            match op.index() {
+                i if i == send => {
+                    let c = chunk.take().expect("sent once");
+                    match op.send(tx, c) {
+                        Ok(()) => break,
+                        Err(_) if stop.is_triggered() => return Ok(Flow::Stopped),
+                        Err(_) => return Err(Error::StageStopped("tokenize")),
                     }
-                    if interrupted() {
-                        return Ok(true);
-                    }
-                    c = back;
-                    source.wait();
                 }
-                Err(crossbeam_channel::SendTimeoutError::Disconnected(_)) => {
-                    return Err(Error::StageStopped("tokenize"));
+                i if i == stopped => {
+                    let _ = op.recv(stop.receiver());
+                    return Ok(Flow::Stopped);
+                }
+                _ => {
+                    let _ = op.recv(&idle);
+                    source.idle();
                 }
             }
         }
     }
-    Ok(false)
 }
 
 pub(crate) fn tokenize_stage(
     rx: Receiver<Chunk>,
     tx: Sender<Tokenized>,
     tasks: Vec<Arc<dyn Task>>,
-) -> Result<()> {
-    for chunk in rx {
+    stop: &Shutdown,
+) -> Result<Flow> {
+    loop {
+        let chunk = match recv_or_stop(&rx, stop) {
+            Ok(Some(c)) => c,
+            Ok(None) => return Ok(Flow::Done),
+            Err(flow) => return Ok(flow),
+        };
         let t = Instant::now();
         let cache = TokenCache::default();
         let per_task = tasks
@@ -265,11 +262,10 @@ pub(crate) fn tokenize_stage(
             per_task,
             elapsed,
         };
-        if tx.send(msg).is_err() {
-            return Err(Error::StageStopped("infer"));
+        if send_or_stop(&tx, msg, stop, "infer")? == Flow::Stopped {
+            return Ok(Flow::Stopped);
         }
     }
-    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -280,23 +276,31 @@ fn write_stage(
     link: Option<&SourceLink>,
     schema: &SchemaRef,
     partial: bool,
+    stop: &Shutdown,
     summary: &mut Summary,
     progress: &indicatif::ProgressBar,
-) -> Result<()> {
+) -> Result<Flow> {
     let ack = |durable: Option<u64>| {
         if let (Some(l), Some(seq)) = (link, durable) {
             l.durable(seq);
         }
     };
+    // The sink's clock: it closes files that are old enough, collects acknowledgements.
+    let ticks = sink
+        .tick_interval()
+        .map(crossbeam_channel::tick)
+        .unwrap_or_else(crossbeam_channel::never);
     loop {
-        let inf = match rx.recv_timeout(Duration::from_millis(50)) {
-            Ok(inf) => inf,
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                // Idle: let the sink close files that are old enough, collect acknowledgements.
+        let inf = crossbeam_channel::select! {
+            recv(rx) -> m => match m {
+                Ok(inf) => inf,
+                Err(_) => return Ok(Flow::Done),
+            },
+            recv(ticks) -> _ => {
                 ack(sink.tick()?);
                 continue;
             }
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+            recv(stop.receiver()) -> _ => return Ok(Flow::Stopped),
         };
         let n = inf.chunk.len() as u64;
         let stats = (
@@ -342,7 +346,6 @@ fn write_stage(
         summary.last_seq = Some(out.seq);
         progress.inc(n);
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -352,6 +355,7 @@ mod tests {
     use crate::record::Origin;
     use arrow::array::StringArray;
     use arrow::datatypes::{DataType, Field, Schema};
+    use std::time::Duration;
 
     /// Keeps every chunk but those in `drop` (as an exactly-once sink drops chunks read before a
     /// rewind).
@@ -385,7 +389,7 @@ mod tests {
                 },
                 ids: Arc::new(StringArray::from(ids)),
                 texts: (0..n).map(|_| Some(Arc::from("t"))).collect(),
-                questions: None,
+                columns: Vec::new(),
                 passthrough: Vec::new(),
                 errors: Vec::new(),
             },
@@ -423,6 +427,7 @@ mod tests {
             Some(&link),
             &schema,
             true,
+            &Shutdown::new(),
             &mut summary,
             &indicatif::ProgressBar::hidden(),
         )

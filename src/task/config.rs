@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::record::TextColumnRequest;
+
 /// At least one task. Each task key takes one mapping, or a list of mappings to run the same kind
 /// of task with several models (give each its own output column), or `null` (to remove it with an
 /// override, e.g. `--set tasks.qa=null`). Semantics of each task: [tasks.md](tasks.md).
@@ -23,61 +25,67 @@ pub struct TasksConfig {
     pub qa: OneOrMany<QaConfig>,
 }
 
-/// One configured task instance, as the task registry ([`crate::task::load`]) takes it.
-#[derive(Debug, Clone, Copy)]
-pub enum TaskConfig<'a> {
-    Embed(&'a EmbedConfig),
-    Sentiment(&'a SentimentConfig),
-    Ner(&'a NerConfig),
-    Qa(&'a QaConfig),
+/// One configured task instance: what the pipeline asks of every task's configuration, and
+/// how it becomes a [`Task`](crate::task::Task). Each task's configuration implements it beside
+/// its task; [`TasksConfig::all`] lists the instances.
+pub trait TaskSpec: std::fmt::Debug + Send + Sync {
+    /// The task's name in the configuration (`embed`, `sentiment`, ...).
+    fn kind(&self) -> &'static str;
+
+    fn model(&self) -> &std::path::Path;
+
+    fn precision(&self) -> crate::model::Precision;
+
+    /// Skip the task (with a warning) when its model is missing.
+    fn optional(&self) -> bool;
+
+    /// Input columns read beside the record's text (e.g. a question column).
+    fn text_columns(&self) -> Vec<TextColumnRequest> {
+        Vec::new()
+    }
+
+    /// The column of passages this task writes (chunked embeddings), which sinks that store one
+    /// row per passage flatten.
+    fn passages_column(&self) -> Option<String> {
+        None
+    }
+
+    /// Build the task from its model directory and loaded session.
+    fn load(
+        &self,
+        dir: &crate::model::ModelDir,
+        model: &crate::model::OnnxModel,
+    ) -> crate::error::Result<std::sync::Arc<dyn crate::task::Task>>;
 }
 
-impl TaskConfig<'_> {
-    /// The task's name in the configuration.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            TaskConfig::Embed(_) => "embed",
-            TaskConfig::Sentiment(_) => "sentiment",
-            TaskConfig::Ner(_) => "ner",
-            TaskConfig::Qa(_) => "qa",
+/// The fields every task configuration has, read through [`TaskSpec`].
+macro_rules! task_spec_basics {
+    ($kind:literal) => {
+        fn kind(&self) -> &'static str {
+            $kind
         }
-    }
-
-    pub fn model(&self) -> &std::path::Path {
-        match self {
-            TaskConfig::Embed(c) => &c.model,
-            TaskConfig::Sentiment(c) => &c.model,
-            TaskConfig::Ner(c) => &c.model,
-            TaskConfig::Qa(c) => &c.model,
+        fn model(&self) -> &std::path::Path {
+            &self.model
         }
-    }
-
-    pub fn precision(&self) -> crate::model::Precision {
-        match self {
-            TaskConfig::Embed(c) => c.precision,
-            TaskConfig::Sentiment(c) => c.precision,
-            TaskConfig::Ner(c) => c.precision,
-            TaskConfig::Qa(c) => c.precision,
+        fn precision(&self) -> crate::model::Precision {
+            self.precision
         }
-    }
-
-    pub fn optional(&self) -> bool {
-        match self {
-            TaskConfig::Embed(c) => c.optional,
-            TaskConfig::Sentiment(c) => c.optional,
-            TaskConfig::Ner(c) => c.optional,
-            TaskConfig::Qa(c) => c.optional,
+        fn optional(&self) -> bool {
+            self.optional
         }
-    }
+    };
 }
+pub(crate) use task_spec_basics;
 
 impl TasksConfig {
-    /// Every task instance, in output order: embed, sentiment, ner, qa.
-    pub fn all(&self) -> Vec<TaskConfig<'_>> {
-        let mut v: Vec<TaskConfig<'_>> = self.embed.iter().map(TaskConfig::Embed).collect();
-        v.extend(self.sentiment.iter().map(TaskConfig::Sentiment));
-        v.extend(self.ner.iter().map(TaskConfig::Ner));
-        v.extend(self.qa.iter().map(TaskConfig::Qa));
+    /// Every task instance, in output order: embed, sentiment, ner, qa (the task registry:
+    /// a new task adds its key above and one line here).
+    pub fn all(&self) -> Vec<&dyn TaskSpec> {
+        let mut v: Vec<&dyn TaskSpec> = Vec::new();
+        v.extend(self.embed.iter().map(|c| c as &dyn TaskSpec));
+        v.extend(self.sentiment.iter().map(|c| c as &dyn TaskSpec));
+        v.extend(self.ner.iter().map(|c| c as &dyn TaskSpec));
+        v.extend(self.qa.iter().map(|c| c as &dyn TaskSpec));
         v
     }
 

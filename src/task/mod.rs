@@ -7,6 +7,7 @@ pub mod config;
 pub mod embed;
 pub mod ner;
 pub mod qa;
+pub mod quality;
 pub mod sentiment;
 
 use std::sync::Arc;
@@ -57,15 +58,24 @@ pub trait Task: Send + Sync {
     /// Output columns this task adds.
     fn fields(&self) -> Vec<FieldRef>;
 
+    /// The tokenizer of the task's model.
+    fn tokenizer(&self) -> &crate::model::TextTokenizer;
+
     /// Padding token id for this task's tokenizer.
-    fn pad_id(&self) -> u32;
+    fn pad_id(&self) -> u32 {
+        self.tokenizer().pad_id
+    }
 
     /// The model outputs post-processing reads; only these are fetched from the model.
     fn model_outputs(&self) -> Vec<String>;
 
     /// Tokenize the records of a chunk into features. Records whose text is `None` already
-    /// failed and are skipped. `cache` shares single-text tokenization between tasks.
-    fn featurize(&self, chunk: &Chunk, cache: &TokenCache) -> Featurized;
+    /// failed and are skipped. `cache` shares single-text tokenization between tasks. The
+    /// default reads each record's text alone (one feature per window); a task that reads a
+    /// text pair (a question and its context) or cuts texts otherwise overrides it.
+    fn featurize(&self, chunk: &Chunk, cache: &TokenCache) -> Featurized {
+        single_text_featurized(chunk, cache, self.tokenizer())
+    }
 
     /// Post-process one batch: one result per feature in `features` (the batch's rows, in order).
     /// An `Err(String)` fails that record alone; a returned `Error` fails the batch.
@@ -103,21 +113,20 @@ pub trait Task: Send + Sync {
 
     /// Build this task's output columns from the results of the records written, in order.
     fn columns(&self, outputs: Vec<TaskOutput>) -> Result<Vec<ArrayRef>>;
+
+    /// The quality guard's figures: this task's results with a precision variant scored against
+    /// its fp32 results of the same records (pairs `(fp32, variant)`), with the measures of
+    /// [`quality`].
+    fn quality(&self, pairs: &[(&TaskOutput, &TaskOutput)], figures: &mut quality::Figures);
 }
 
-/// The task registry: build the task a configuration entry names, from its model directory
-/// and loaded session.
+/// Build the task a configuration entry names, from its model directory and loaded session.
 pub fn load(
-    cfg: &config::TaskConfig<'_>,
+    cfg: &dyn config::TaskSpec,
     dir: &crate::model::ModelDir,
     model: &OnnxModel,
 ) -> Result<Arc<dyn Task>> {
-    Ok(match cfg {
-        config::TaskConfig::Embed(c) => Arc::new(EmbedTask::new(c, dir, model)?),
-        config::TaskConfig::Sentiment(c) => Arc::new(SentimentTask::new(c, dir, model)?),
-        config::TaskConfig::Ner(c) => Arc::new(NerTask::new(c, dir, model)?),
-        config::TaskConfig::Qa(c) => Arc::new(QaTask::new(c, dir, model)?),
-    })
+    cfg.load(dir, model)
 }
 
 /// A task with the model that serves it.

@@ -10,17 +10,14 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, Float32Builder, Int64Builder, StringBuilder};
 use arrow::datatypes::{DataType, Field, FieldRef, Fields};
 
-use super::{
-    argmax, list_of_structs, list_of_structs_builder, single_text_featurized, softmax, Featurized,
-    Task, TaskOutput,
-};
+use super::{argmax, list_of_structs, list_of_structs_builder, softmax, Task, TaskOutput};
 use crate::batch::{Feature, PaddedBatch};
-use crate::config::{Aggregation, NerConfig};
 use crate::error::{Error, Result};
 use crate::model::labels::{default_max_length, Labels};
-use crate::model::tokenizer::{TokenCache, Truncation};
+use crate::model::tokenizer::Truncation;
 use crate::model::{ModelDir, ModelOutputs, OnnxModel, TextTokenizer};
-use crate::record::Chunk;
+use crate::task::config::{Aggregation, NerConfig};
+use crate::task::quality;
 
 /// One entity (or, with aggregation `none`, one token) found in a text.
 #[derive(Debug, Clone, PartialEq)]
@@ -369,16 +366,12 @@ impl Task for NerTask {
         vec![list_of_structs(&self.column, entity_fields())]
     }
 
-    fn pad_id(&self) -> u32 {
-        self.tokenizer.pad_id
+    fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
     }
 
     fn model_outputs(&self) -> Vec<String> {
         vec![self.output.clone()]
-    }
-
-    fn featurize(&self, chunk: &Chunk, cache: &TokenCache) -> Featurized {
-        single_text_featurized(chunk, cache, &self.tokenizer)
     }
 
     fn postprocess(
@@ -429,6 +422,19 @@ impl Task for NerTask {
         }))
     }
 
+    fn quality(&self, pairs: &[(&TaskOutput, &TaskOutput)], figures: &mut quality::Figures) {
+        let key = |e: &Entity| (e.entity_group.clone(), e.start, e.end);
+        quality::set_f1(
+            figures,
+            pairs.iter().filter_map(|(a, b)| match (a, b) {
+                (TaskOutput::Entities(x), TaskOutput::Entities(y)) => {
+                    Some((x.iter().map(key).collect(), y.iter().map(key).collect()))
+                }
+                _ => None,
+            }),
+        );
+    }
+
     fn columns(&self, outputs: Vec<TaskOutput>) -> Result<Vec<ArrayRef>> {
         let mut list = list_of_structs_builder(entity_fields());
         for o in outputs {
@@ -457,6 +463,14 @@ impl Task for NerTask {
             list.append(true);
         }
         Ok(vec![Arc::new(list.finish())])
+    }
+}
+
+impl crate::task::config::TaskSpec for NerConfig {
+    crate::task::config::task_spec_basics!("ner");
+
+    fn load(&self, dir: &ModelDir, model: &OnnxModel) -> Result<std::sync::Arc<dyn Task>> {
+        Ok(std::sync::Arc::new(NerTask::new(self, dir, model)?))
     }
 }
 

@@ -14,12 +14,13 @@ use arrow::datatypes::{DataType, Field, FieldRef, Fields};
 
 use super::{list_of_structs, list_of_structs_builder, Featurized, Task, TaskOutput};
 use crate::batch::{Feature, PaddedBatch};
-use crate::config::QaConfig;
 use crate::error::{Error, Result};
 use crate::model::labels::default_max_length;
 use crate::model::tokenizer::{TokenCache, Truncation};
 use crate::model::{ModelDir, ModelOutputs, OnnxModel, TextTokenizer};
 use crate::record::{Chunk, RecordError, Stage};
+use crate::task::config::QaConfig;
+use crate::task::quality;
 
 /// One answer to one question.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,7 +46,8 @@ pub struct WindowAnswers {
 pub struct QaTask {
     tokenizer: TextTokenizer,
     questions: Vec<Arc<str>>,
-    use_column: bool,
+    /// The input column asked of each record (`tasks.qa.question_column`).
+    question_column: Option<String>,
     top_k: usize,
     max_question_len: usize,
     max_answer_len: usize,
@@ -167,7 +169,7 @@ impl QaTask {
         let mut task = QaTask {
             tokenizer,
             questions: Vec::new(),
-            use_column: cfg.question_column.is_some(),
+            question_column: cfg.question_column.clone(),
             top_k: cfg.top_k,
             max_question_len: cfg.max_question_len,
             max_answer_len: cfg.max_answer_len,
@@ -316,8 +318,8 @@ impl Task for QaTask {
         vec![list_of_structs(&self.column, answer_fields())]
     }
 
-    fn pad_id(&self) -> u32 {
-        self.tokenizer.pad_id
+    fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
     }
 
     fn model_outputs(&self) -> Vec<String> {
@@ -336,10 +338,11 @@ impl Task for QaTask {
                 continue;
             }
             let mut questions: Vec<Arc<str>> = self.questions.clone();
-            if self.use_column {
-                match chunk
-                    .questions
-                    .as_ref()
+            if self.question_column.is_some() {
+                match self
+                    .question_column
+                    .as_deref()
+                    .and_then(|name| chunk.column(name))
                     .and_then(|q| q.get(row).cloned().flatten())
                 {
                     Some(q) if q.trim().is_empty() => {
@@ -473,6 +476,20 @@ impl Task for QaTask {
         ))
     }
 
+    fn quality(&self, pairs: &[(&TaskOutput, &TaskOutput)], figures: &mut quality::Figures) {
+        let mut answers = Vec::new();
+        for (a, b) in pairs {
+            if let (TaskOutput::Answers(x), TaskOutput::Answers(y)) = (a, b) {
+                answers.extend(
+                    x.iter()
+                        .zip(y)
+                        .map(|(p, r)| ((&p.answer, p.start), (&r.answer, r.start))),
+                );
+            }
+        }
+        quality::exact_match(figures, answers);
+    }
+
     fn columns(&self, outputs: Vec<TaskOutput>) -> Result<Vec<ArrayRef>> {
         let mut list = list_of_structs_builder(answer_fields());
         for o in outputs {
@@ -501,6 +518,25 @@ impl Task for QaTask {
             list.append(true);
         }
         Ok(vec![Arc::new(list.finish())])
+    }
+}
+
+impl crate::task::config::TaskSpec for QaConfig {
+    crate::task::config::task_spec_basics!("qa");
+
+    fn text_columns(&self) -> Vec<crate::record::TextColumnRequest> {
+        self.question_column
+            .iter()
+            .map(|name| crate::record::TextColumnRequest {
+                name: name.clone(),
+                role: "question",
+                key: "tasks.qa.question_column".into(),
+            })
+            .collect()
+    }
+
+    fn load(&self, dir: &ModelDir, model: &OnnxModel) -> Result<std::sync::Arc<dyn Task>> {
+        Ok(std::sync::Arc::new(QaTask::new(self, dir, model)?))
     }
 }
 

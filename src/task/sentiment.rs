@@ -12,14 +12,14 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, FieldRef, Fields};
 use serde_json::Value;
 
-use super::{argmax, single_text_featurized, softmax, Featurized, Task, TaskOutput};
+use super::{argmax, softmax, Task, TaskOutput};
 use crate::batch::{Feature, PaddedBatch};
-use crate::config::{ClassFunction, SentimentConfig, TopK};
 use crate::error::{Error, Result};
 use crate::model::labels::{default_max_length, Labels};
-use crate::model::tokenizer::{TokenCache, Truncation};
+use crate::model::tokenizer::Truncation;
 use crate::model::{ModelDir, ModelOutputs, OnnxModel, TextTokenizer};
-use crate::record::Chunk;
+use crate::task::config::{ClassFunction, SentimentConfig, TopK};
+use crate::task::quality;
 
 pub struct SentimentTask {
     tokenizer: TextTokenizer,
@@ -164,16 +164,12 @@ impl Task for SentimentTask {
         v
     }
 
-    fn pad_id(&self) -> u32 {
-        self.tokenizer.pad_id
+    fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
     }
 
     fn model_outputs(&self) -> Vec<String> {
         vec![self.output.clone()]
-    }
-
-    fn featurize(&self, chunk: &Chunk, cache: &TokenCache) -> Featurized {
-        single_text_featurized(chunk, cache, &self.tokenizer)
     }
 
     fn postprocess(
@@ -201,6 +197,16 @@ impl Task for SentimentTask {
                 }
             })
             .collect())
+    }
+
+    fn quality(&self, pairs: &[(&TaskOutput, &TaskOutput)], figures: &mut quality::Figures) {
+        quality::label_agreement(
+            figures,
+            pairs.iter().filter_map(|(a, b)| match (a, b) {
+                (TaskOutput::Classes(x), TaskOutput::Classes(y)) => Some((&x[..], &y[..])),
+                _ => None,
+            }),
+        );
     }
 
     fn columns(&self, outputs: Vec<TaskOutput>) -> Result<Vec<ArrayRef>> {
@@ -252,6 +258,14 @@ impl Task for SentimentTask {
             cols.push(Arc::new(ranked.finish()));
         }
         Ok(cols)
+    }
+}
+
+impl crate::task::config::TaskSpec for SentimentConfig {
+    crate::task::config::task_spec_basics!("sentiment");
+
+    fn load(&self, dir: &ModelDir, model: &OnnxModel) -> Result<std::sync::Arc<dyn Task>> {
+        Ok(std::sync::Arc::new(SentimentTask::new(self, dir, model)?))
     }
 }
 

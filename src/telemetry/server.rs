@@ -15,6 +15,7 @@ use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::error::{Error, Result};
+use crate::lifecycle::Readiness;
 
 /// What `/ready` reports.
 #[derive(Debug, Default)]
@@ -24,12 +25,12 @@ pub struct Health {
     /// Set when the source has no group to join (batch jobs); else see `joined`.
     pub no_group: AtomicBool,
     /// The consumer has partitions assigned.
-    joined: std::sync::Mutex<Option<Arc<AtomicBool>>>,
+    joined: std::sync::Mutex<Option<Readiness>>,
 }
 
 impl Health {
-    /// Readiness follows this flag (a Kafka consumer's "partitions assigned").
-    pub fn set_joined(&self, flag: Arc<AtomicBool>) {
+    /// Readiness follows the source's handle (a Kafka consumer's "partitions assigned").
+    pub fn set_joined(&self, flag: Readiness) {
         *self.joined.lock().expect("health") = Some(flag);
     }
 
@@ -41,7 +42,7 @@ impl Health {
                 .lock()
                 .expect("health")
                 .as_ref()
-                .is_some_and(|j| j.load(Ordering::SeqCst));
+                .is_some_and(Readiness::is_ready);
         let msg = format!(
             "models_loaded={models} group_joined={}\n",
             if self.no_group.load(Ordering::SeqCst) {

@@ -208,15 +208,9 @@ impl Got {
     }
 }
 
-/// Read every message of `topic` (all partitions, from the beginning) with the given isolation
-/// level, until `expect` messages arrived or nothing new came for `idle`.
-pub fn read_topic(
-    servers: &str,
-    topic: &str,
-    read_committed: bool,
-    expect: usize,
-    idle: Duration,
-) -> Vec<Got> {
+/// A consumer reading `topic` from the beginning of every partition, outside any group's
+/// commits, with the given isolation level; and the topic's partitions.
+fn reader(servers: &str, topic: &str, read_committed: bool) -> (BaseConsumer, Vec<i32>) {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", servers)
         .set("group.id", unique("reader"))
@@ -232,33 +226,96 @@ pub fn read_topic(
         .set("fetch.max.bytes", "52428800")
         .create()
         .expect("consumer");
+    let parts = partitions(&consumer, topic);
     let mut tpl = TopicPartitionList::new();
-    for p in partitions(&consumer, topic) {
+    for &p in &parts {
         tpl.add_partition_offset(topic, p, Offset::Beginning)
             .unwrap();
     }
     consumer.assign(&tpl).expect("assign");
+    (consumer, parts)
+}
+
+fn got(m: &rdkafka::message::BorrowedMessage<'_>) -> Got {
+    let headers = m
+        .headers()
+        .map(|h| {
+            h.iter()
+                .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                .collect()
+        })
+        .unwrap_or_default();
+    Got {
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m.key().map(|k| k.to_vec()),
+        value: m.payload().map(|v| v.to_vec()),
+        headers,
+    }
+}
+
+/// Read every message of `topic` (all partitions, from the beginning) with the given isolation
+/// level, until `expect` messages arrived or nothing new came for `idle`.
+pub fn read_topic(
+    servers: &str,
+    topic: &str,
+    read_committed: bool,
+    expect: usize,
+    idle: Duration,
+) -> Vec<Got> {
+    let (consumer, _) = reader(servers, topic, read_committed);
     let mut out = Vec::new();
     let mut last = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(180);
     while out.len() < expect && last.elapsed() < idle && Instant::now() < deadline {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
-            let headers = m
-                .headers()
-                .map(|h| {
-                    h.iter()
-                        .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
-                        .collect()
-                })
-                .unwrap_or_default();
-            out.push(Got {
-                partition: m.partition(),
-                offset: m.offset(),
-                key: m.key().map(|k| k.to_vec()),
-                value: m.payload().map(|v| v.to_vec()),
-                headers,
-            });
+            out.push(got(&m));
             last = Instant::now();
+        }
+    }
+    out
+}
+
+/// Every message of `topic` up to the end it has now: the high watermark of each partition is
+/// taken first, then messages are read until every partition's position reaches it (with
+/// `read_committed`, aborted messages and transaction markers are passed over). Call it once
+/// the writers are done: an open transaction holds the read back until `timeout` (a panic).
+pub fn read_topic_to_end(
+    servers: &str,
+    topic: &str,
+    read_committed: bool,
+    timeout: Duration,
+) -> Vec<Got> {
+    let (consumer, parts) = reader(servers, topic, read_committed);
+    let ends: HashMap<i32, i64> = parts
+        .iter()
+        .map(|&p| {
+            let (_, high) = consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .expect("watermarks");
+            (p, high)
+        })
+        .collect();
+    let reached = |c: &BaseConsumer| {
+        let pos = c.position().expect("position");
+        ends.iter().all(|(p, end)| {
+            *end == 0
+                || matches!(
+                    pos.find_partition(topic, *p).map(|e| e.offset()),
+                    Some(Offset::Offset(o)) if o >= *end
+                )
+        })
+    };
+    let mut out = Vec::new();
+    let deadline = Instant::now() + timeout;
+    while !reached(&consumer) {
+        assert!(
+            Instant::now() < deadline,
+            "{topic}: not read to its end ({ends:?}) within {timeout:?}; {} messages read",
+            out.len()
+        );
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            out.push(got(&m));
         }
     }
     out

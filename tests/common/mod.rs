@@ -49,6 +49,39 @@ pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// The lines of a run's summary (`  key   value`) as a map from key to value.
+pub fn parse_summary(stdout: &str) -> std::collections::HashMap<String, String> {
+    let mut m = std::collections::HashMap::new();
+    let mut inside = false;
+    for line in stdout.lines() {
+        if line.starts_with("bertflow summary") {
+            inside = true;
+            continue;
+        }
+        if !inside || !line.starts_with("  ") {
+            continue;
+        }
+        // Keys are one or two words ("task errors", "error output") padded to column 16.
+        let (key, value) = line.split_at(line.len().min(16));
+        m.entry(key.trim().to_string())
+            .or_insert_with(|| value.trim().to_string());
+    }
+    m
+}
+
+/// A count of the summary (`records`, `written`, `errors`, ...); panics naming the key when the
+/// summary lacks it or it is not a number.
+pub fn summary_count(stdout: &str, key: &str) -> u64 {
+    let m = parse_summary(stdout);
+    let v = m
+        .get(key)
+        .unwrap_or_else(|| panic!("the summary has no `{key}` line:\n{stdout}"));
+    v.split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("summary `{key}` is not a count: {v:?}\n{stdout}"))
+}
+
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }

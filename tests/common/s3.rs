@@ -4,7 +4,7 @@
 use std::process::Command;
 use std::sync::Arc;
 
-use bertflow::connector::parquet::store::{block_on, Location, StorageOptions};
+use bertflow::connector::storage::{block_on, Location, StorageOptions};
 use futures::StreamExt;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};

@@ -39,8 +39,16 @@ pub(crate) enum Passthrough {
 pub(crate) struct Decoded {
     pub(crate) id: String,
     pub(crate) text: std::result::Result<Arc<str>, String>,
-    pub(crate) question: Option<Arc<str>>,
+    /// The further text fields asked for, in order (`None`: the message failed).
+    pub(crate) columns: Vec<Option<Arc<str>>>,
     pub(crate) json: Option<serde_json::Value>,
+}
+
+/// A further text field read from JSON values: what it holds (for messages) and its path.
+#[derive(Debug, Clone)]
+pub(crate) struct ColumnField {
+    pub(crate) role: &'static str,
+    pub(crate) path: String,
 }
 
 /// Per passthrough column its name and where it comes from; the source's output fields.
@@ -85,12 +93,16 @@ pub(crate) fn passthrough_plan(
 }
 
 /// Read one message into an id, a text (or why not) and, for JSON, the parsed value.
-pub(crate) fn decode(cfg: &KafkaSourceConfig, read_question: bool, m: &KafkaMessage) -> Decoded {
+pub(crate) fn decode(
+    cfg: &KafkaSourceConfig,
+    columns: &[ColumnField],
+    m: &KafkaMessage,
+) -> Decoded {
     let position = m.position();
     let mut d = Decoded {
         id: position.clone(),
         text: Err(String::new()),
-        question: None,
+        columns: vec![None; columns.len()],
         json: None,
     };
     let Some(value) = &m.value else {
@@ -155,19 +167,17 @@ pub(crate) fn decode(cfg: &KafkaSourceConfig, read_question: bool, m: &KafkaMess
                 )),
                 None => Err(format!("text field '{}' is missing", j.text)),
             };
-            if read_question {
-                if let Some(qp) = &j.question {
-                    match lookup(&v, qp) {
-                        Some(serde_json::Value::String(s)) => {
-                            d.question = Some(Arc::from(s.as_str()))
-                        }
-                        other => {
-                            if d.text.is_ok() {
-                                d.text = Err(format!(
-                                    "question field '{qp}' is {}, expected a string",
-                                    other.map(kind).unwrap_or("missing")
-                                ));
-                            }
+            for (slot, c) in d.columns.iter_mut().zip(columns) {
+                match lookup(&v, &c.path) {
+                    Some(serde_json::Value::String(s)) => *slot = Some(Arc::from(s.as_str())),
+                    other => {
+                        if d.text.is_ok() {
+                            d.text = Err(format!(
+                                "{} field '{}' is {}, expected a string",
+                                c.role,
+                                c.path,
+                                other.map(kind).unwrap_or("missing")
+                            ));
                         }
                     }
                 }
@@ -292,18 +302,16 @@ mod tests {
     #[test]
     fn text_values_and_their_failures() {
         let c = cfg(ValueFormat::Text);
-        let d = decode(&c, false, &msg(Some("héllo".as_bytes())));
+        let d = decode(&c, &[], &msg(Some("héllo".as_bytes())));
         assert_eq!(d.id, "t/3/42");
         assert_eq!(d.text.as_deref().ok(), Some("héllo"));
-        assert!(reason(&decode(&c, false, &msg(None))).contains("no value"));
-        assert!(reason(&decode(&c, false, &msg(Some(&[b'a', 0xff]))))
+        assert!(reason(&decode(&c, &[], &msg(None))).contains("no value"));
+        assert!(reason(&decode(&c, &[], &msg(Some(&[b'a', 0xff]))))
             .contains("UTF-8 (first bad byte at 1)"));
-        assert!(
-            reason(&decode(&c, false, &msg(Some(&[b'a'; 65])))).contains("max_value_bytes (64)")
-        );
+        assert!(reason(&decode(&c, &[], &msg(Some(&[b'a'; 65])))).contains("max_value_bytes (64)"));
         // Empty text is a valid record.
         assert_eq!(
-            decode(&c, false, &msg(Some(b""))).text.as_deref().ok(),
+            decode(&c, &[], &msg(Some(b""))).text.as_deref().ok(),
             Some("")
         );
     }
@@ -313,15 +321,18 @@ mod tests {
         let mut c = cfg(ValueFormat::Json);
         c.json.text = "/doc/body".into();
         c.json.id = Some("doc.id".into());
-        c.json.question = Some("q".into());
+        let q = [ColumnField {
+            role: "question",
+            path: "q".into(),
+        }];
         let d = decode(
             &c,
-            true,
+            &q,
             &msg(Some(br#"{"doc":{"id":7,"body":"b"},"q":"why?"}"#)),
         );
         assert_eq!(d.id, "7");
         assert_eq!(d.text.as_deref().ok(), Some("b"));
-        assert_eq!(d.question.as_deref(), Some("why?"));
+        assert_eq!(d.columns[0].as_deref(), Some("why?"));
         let cases: &[(&[u8], &str)] = &[
             (b"{", "not valid JSON"),
             (
@@ -344,7 +355,7 @@ mod tests {
             ),
         ];
         for (v, want) in cases {
-            let d = decode(&c, true, &msg(Some(v)));
+            let d = decode(&c, &q, &msg(Some(v)));
             assert!(
                 reason(&d).contains(want),
                 "{}: {}",
@@ -382,7 +393,7 @@ mod tests {
         ) {
             let mut c = cfg(if json { ValueFormat::Json } else { ValueFormat::Text });
             c.json.id = Some("a.b".into());
-            let d = decode(&c, false, &msg(Some(&v)));
+            let d = decode(&c, &[], &msg(Some(&v)));
             match &d.text {
                 Ok(t) => {
                     let s = std::str::from_utf8(&v).expect("a text comes from valid UTF-8");
@@ -408,7 +419,7 @@ mod tests {
             let mut c = cfg(ValueFormat::Json);
             c.max_value_bytes = 1 << 20;
             let v = serde_json::json!({"text": text.clone()}).to_string();
-            let d = decode(&c, false, &msg(Some(v.as_bytes())));
+            let d = decode(&c, &[], &msg(Some(v.as_bytes())));
             match (&text, &d.text) {
                 (serde_json::Value::String(s), Ok(t)) => proptest::prop_assert_eq!(&**t, s.as_str()),
                 (serde_json::Value::String(_), Err(r)) => proptest::prop_assert!(false, "{}", r),

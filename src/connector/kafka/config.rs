@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::default_text_column;
+use crate::connector::default_text_column;
 
 /// How a Kafka record's value is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
@@ -36,6 +36,13 @@ pub struct JsonFields {
     /// Type: path
     #[serde(default)]
     pub question: Option<String>,
+    /// Fields holding further text columns that tasks read beside the text, by column name
+    /// (e.g. `{question: q}`); a column asked for as a question falls back to `question`.
+    ///
+    /// Type: map of column name to path
+    /// Default: `{}`
+    #[serde(default)]
+    pub columns: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for JsonFields {
@@ -44,6 +51,7 @@ impl Default for JsonFields {
             text: default_text_column(),
             id: None,
             question: None,
+            columns: Default::default(),
         }
     }
 }
@@ -57,8 +65,8 @@ pub enum StartFrom {
 }
 
 /// A long-running consumer-group member: `bertflow run` consumes until SIGTERM or SIGINT (then it
-/// stops fetching, finishes what is in flight, flushes, commits and leaves the group; a second
-/// signal exits at once). Delivery guarantees and scaling: [streaming.md](streaming.md).
+/// stops fetching, abandons the micro-batches in flight, flushes and commits what its output
+/// holds and leaves the group; a second signal exits at once). Delivery guarantees and scaling: [streaming.md](streaming.md).
 ///
 /// bertflow's consumer defaults: `enable.auto.commit=false` (offsets are committed by bertflow
 /// after the output is durable), `isolation.level=read_committed`,

@@ -14,7 +14,6 @@
 //!   asks for a rewind (to the committed offsets) after an aborted transaction.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,14 +25,17 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::codec::{decode, passthrough_column, passthrough_plan, Decoded, Passthrough};
+use super::codec::{
+    decode, passthrough_column, passthrough_plan, ColumnField, Decoded, Passthrough,
+};
 use super::config::{KafkaSourceConfig, StartFrom, ValueFormat};
 use super::group::{GroupContext, GroupEvent, GroupHandle, KafkaConsumer};
 use super::offsets::Partition;
 use super::KafkaMessage;
-use crate::connector::{PositionStore, Source, SourceLink, SourceOptions};
+use crate::connector::{PositionStore, Source, SourceLink, SourceOptions, TextColumnRequest};
 use crate::error::{Error, Result};
-use crate::record::{Chunk, Origin, Position, RecordError, Stage, StreamOrigin};
+use crate::lifecycle::{Readiness, Shutdown};
+use crate::record::{Chunk, Origin, Position, RecordError, Stage, StreamOrigin, TextColumn};
 
 /// The Kafka messages of one chunk and what is needed to commit them.
 #[derive(Debug)]
@@ -46,6 +48,9 @@ pub struct KafkaRecords {
     pub epoch: u64,
     /// Per partition of the chunk, the generation of its assignment when the chunk was read.
     pub generations: Vec<(Partition, u64)>,
+    /// The consumer group as it is now (not as it was when the chunk was read): an exactly-once
+    /// sink commits only work of partitions still owned, with the group's current state.
+    pub group: GroupHandle,
 }
 
 impl StreamOrigin for KafkaRecords {
@@ -83,11 +88,12 @@ pub struct KafkaSource {
     events: Receiver<GroupEvent>,
     link: SourceLink,
     cfg: KafkaSourceConfig,
-    read_question: bool,
+    /// Further text fields the tasks read, with the column name each fills.
+    columns: Vec<(Arc<str>, ColumnField)>,
     passthrough: Vec<(String, Passthrough)>,
     fields: Vec<FieldRef>,
     window: usize,
-    shutdown: Arc<AtomicBool>,
+    shutdown: Shutdown,
     next_seq: u64,
     /// Messages read but not yet in a chunk (kept while paused).
     buffered: Vec<KafkaMessage>,
@@ -104,16 +110,11 @@ impl KafkaSource {
             cfg.bootstrap_servers,
             cfg.topics.join(",")
         );
-        let read_question = opts.question_column.is_some();
+        let columns = column_fields(cfg, opts.text_columns)?;
         if cfg.revoke_wait_ms.is_some() {
             tracing::warn!("source.kafka.revoke_wait_ms is ignored: a rebalance commits what is durable and does not wait for work in flight");
         }
         let (passthrough, fields) = passthrough_plan(cfg, opts.passthrough)?;
-        if read_question && (cfg.format != ValueFormat::Json || cfg.json.question.is_none()) {
-            return Err(Error::config(
-                "tasks.qa.question_column with a Kafka source needs source.kafka.format: json and source.kafka.json.question",
-            ));
-        }
         let defaults = [
             ("group.id", cfg.group_id.clone()),
             ("enable.auto.commit", "false".to_string()),
@@ -173,7 +174,7 @@ impl KafkaSource {
             events,
             link,
             cfg: cfg.clone(),
-            read_question,
+            columns,
             passthrough,
             fields,
             window: opts.window.max(1),
@@ -370,14 +371,16 @@ impl KafkaSource {
     }
 
     fn decode(&self, m: &KafkaMessage) -> Decoded {
-        decode(&self.cfg, self.read_question, m)
+        let fields: Vec<ColumnField> = self.columns.iter().map(|(_, f)| f.clone()).collect();
+        decode(&self.cfg, &fields, m)
     }
 
     fn build_chunk(&mut self, messages: Vec<KafkaMessage>) -> Chunk {
         let n = messages.len();
         let mut ids = Vec::with_capacity(n);
         let mut texts = Vec::with_capacity(n);
-        let mut questions = Vec::with_capacity(n);
+        let mut columns: Vec<Vec<Option<Arc<str>>>> =
+            vec![Vec::with_capacity(n); self.columns.len()];
         let mut errors = Vec::new();
         let mut jsons = Vec::with_capacity(n);
         for (row, m) in messages.iter().enumerate() {
@@ -390,7 +393,9 @@ impl KafkaSource {
                     errors.push(RecordError::new(row, Stage::Source, reason));
                 }
             }
-            questions.push(d.question);
+            for (c, v) in columns.iter_mut().zip(d.columns) {
+                c.push(v);
+            }
             jsons.push(d.json);
         }
         let passthrough = self
@@ -427,14 +432,58 @@ impl KafkaSource {
                 next_offsets: next,
                 epoch: self.epoch,
                 generations,
+                group: self.group(),
             })),
             ids: Arc::new(StringArray::from(ids)),
             texts,
-            questions: self.read_question.then_some(questions),
+            columns: self
+                .columns
+                .iter()
+                .zip(columns)
+                .map(|((name, _), values)| TextColumn {
+                    name: name.clone(),
+                    values,
+                })
+                .collect(),
             passthrough,
             errors,
         }
     }
+}
+
+/// Where each further text column comes from in the JSON values: `json.columns[name]`, or for a
+/// question `json.question`.
+fn column_fields(
+    cfg: &KafkaSourceConfig,
+    requests: &[TextColumnRequest],
+) -> Result<Vec<(Arc<str>, ColumnField)>> {
+    let mut out = Vec::with_capacity(requests.len());
+    for r in requests {
+        let path = cfg.json.columns.get(&r.name).cloned().or_else(|| {
+            (r.role == "question")
+                .then(|| cfg.json.question.clone())
+                .flatten()
+        });
+        match path {
+            Some(path) if cfg.format == ValueFormat::Json => out.push((
+                Arc::from(r.name.as_str()),
+                ColumnField { role: r.role, path },
+            )),
+            _ => {
+                return Err(Error::config(format!(
+                    "{} with a Kafka source needs source.kafka.format: json and the field of the {} in source.kafka.json.{}",
+                    r.key,
+                    r.role,
+                    if r.role == "question" {
+                        "question".to_string()
+                    } else {
+                        format!("columns.{}", r.name)
+                    }
+                )))
+            }
+        }
+    }
+    Ok(out)
 }
 
 impl Source for KafkaSource {
@@ -477,7 +526,7 @@ impl Source for KafkaSource {
         let mut first_at: Option<Instant> = (!self.buffered.is_empty()).then(Instant::now);
         loop {
             self.handle_messages()?;
-            if self.shutdown.load(Ordering::SeqCst) {
+            if self.shutdown.is_triggered() {
                 if self.buffered.is_empty() {
                     return Ok(None);
                 }
@@ -511,13 +560,17 @@ impl Source for KafkaSource {
         Ok(Some(self.build_chunk(msgs)))
     }
 
-    fn wait(&mut self) {
+    fn idle_interval(&self) -> Option<Duration> {
+        Some(Duration::from_millis(50))
+    }
+
+    fn idle(&mut self) {
         // The next stage is full: stop fetching, keep serving the group. Pausing partitions
         // already paused again makes librdkafka restart their fetchers: pause once.
         if !self.paused {
             self.set_paused(true);
         }
-        if self.poll_once(Duration::from_millis(50)) {
+        if self.poll_once(Duration::ZERO) {
             // A message fetched before the pause took effect: kept for the next chunk.
         }
         if let Err(e) = self.handle_messages() {
@@ -535,10 +588,10 @@ impl Source for KafkaSource {
     }
 
     fn link(&self) -> Option<SourceLink> {
-        Some(self.link.clone().with_context(self.group()))
+        Some(self.link.clone())
     }
 
-    fn ready_flag(&self) -> Option<Arc<AtomicBool>> {
+    fn readiness(&self) -> Option<Readiness> {
         Some(self.consumer.context().joined.clone())
     }
 

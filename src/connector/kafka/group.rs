@@ -7,7 +7,6 @@
 //! only the partitions that move, and the work in flight for the others goes on.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -21,6 +20,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::offsets::{OffsetTracker, Partition, ReadPositions};
 use crate::connector::{Feedback, PositionStore};
+use crate::lifecycle::Readiness;
 use crate::telemetry::{ConsumerLag, Event, OffsetCommitted, PartitionsAssigned};
 
 /// A rebalance, as the source learns of it.
@@ -39,6 +39,15 @@ pub struct GroupView {
     pub assigned: HashMap<Partition, u64>,
 }
 
+impl std::fmt::Debug for GroupView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupView")
+            .field("has_metadata", &self.metadata.is_some())
+            .field("assigned", &self.assigned)
+            .finish()
+    }
+}
+
 /// A shared, read-mostly handle on the [`GroupView`].
 pub type GroupHandle = Arc<Mutex<GroupView>>;
 
@@ -51,7 +60,7 @@ pub struct GroupContext {
     /// Commit offsets here (at-least-once); false when the sink commits them in transactions.
     pub(crate) commit: bool,
     /// The consumer has an assignment (readiness).
-    pub(crate) joined: Arc<AtomicBool>,
+    pub(crate) joined: Readiness,
     pub(crate) view: GroupHandle,
     /// Highest rewind epoch asked for by the sink and not yet carried out.
     rewind: Mutex<Option<u64>>,
@@ -76,7 +85,7 @@ impl GroupContext {
             feedback,
             events,
             commit,
-            joined: Arc::new(AtomicBool::new(false)),
+            joined: Readiness::new(),
             view: Arc::new(Mutex::new(GroupView::default())),
             rewind: Mutex::new(None),
             last_commit: Mutex::new(None),
@@ -276,7 +285,7 @@ impl ConsumerContext for GroupContext {
             }
             tracing::info!(partitions = ?describe(&parts), "partitions revoked");
             let left = self.tracker.lock().expect("tracker").assigned_count();
-            self.joined.store(left > 0, Ordering::SeqCst);
+            self.joined.set(left > 0);
             PartitionsAssigned { count: left }.emit();
             self.refresh_view(consumer);
             let _ = self.events.send(GroupEvent::Revoked(parts));
@@ -294,7 +303,7 @@ impl ConsumerContext for GroupContext {
                     tracker.assigned_count()
                 };
                 PartitionsAssigned { count }.emit();
-                self.joined.store(count > 0, Ordering::SeqCst);
+                self.joined.set(count > 0);
                 self.refresh_view(consumer);
                 let _ = self.events.send(GroupEvent::Assigned(parts));
             }

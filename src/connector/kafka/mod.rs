@@ -20,6 +20,7 @@ pub mod group;
 pub mod offsets;
 pub mod producer;
 pub mod sink;
+pub mod spec;
 
 use std::sync::Arc;
 

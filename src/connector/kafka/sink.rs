@@ -16,7 +16,7 @@
 //!   the chunk is written.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::{RecordBatch, UInt32Array};
@@ -26,7 +26,6 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::config::{KafkaOutputFormat, KafkaSinkConfig};
 use super::dead_letter::{dead_letters, kafka_records, provenance};
-use super::group::GroupView;
 use super::producer::{
     make_producer, refused_alone, send, send_all, KafkaProducer, Limits, Outgoing, Pending,
     Refused, TXN_TIMEOUT,
@@ -36,6 +35,7 @@ use crate::connector::{
     Written,
 };
 use crate::error::{Error, Result};
+use crate::lifecycle::Shutdown;
 use crate::record::Stage;
 use crate::telemetry::{DeadLettered, Event, TransactionAborted};
 
@@ -72,9 +72,9 @@ pub struct KafkaSink {
     producer: KafkaProducer,
     dlq_topic: Option<String>,
     error_file: Option<Box<dyn ErrorOutput>>,
-    /// Exactly-once: the source's feedback channel (rewinds) and its group.
+    /// Exactly-once: the source's feedback channel (rewinds); the group's state comes with each
+    /// chunk's records.
     link: Option<SourceLink>,
-    group: Option<Arc<Mutex<GroupView>>>,
     /// Chunks of an older rewind epoch are stale.
     min_epoch: u64,
     in_flight: VecDeque<Sent>,
@@ -82,6 +82,8 @@ pub struct KafkaSink {
     limits: Limits,
     report: SinkReport,
     aborted_transactions: u64,
+    /// Ends retry back-offs early.
+    shutdown: Shutdown,
 }
 
 impl KafkaSink {
@@ -92,6 +94,7 @@ impl KafkaSink {
         error_file: Option<Box<dyn ErrorOutput>>,
         transactional_id: Option<String>,
         link: Option<SourceLink>,
+        shutdown: Shutdown,
     ) -> Result<Self> {
         let mut topics = vec![cfg.topic.as_str()];
         topics.extend(dlq_topic.as_deref());
@@ -104,8 +107,7 @@ impl KafkaSink {
             smallest,
         )?;
         let link = if cfg.exactly_once { link } else { None };
-        let group = link.as_ref().and_then(|l| l.context::<Mutex<GroupView>>());
-        if cfg.exactly_once && group.is_none() {
+        if cfg.exactly_once && link.is_none() {
             return Err(Error::config(
                 "sink.kafka.exactly_once needs a Kafka source",
             ));
@@ -125,12 +127,12 @@ impl KafkaSink {
             dlq_topic,
             error_file,
             link,
-            group,
             min_epoch: 0,
             in_flight: VecDeque::new(),
             limits,
             report,
             aborted_transactions: 0,
+            shutdown,
         })
     }
 
@@ -340,8 +342,7 @@ impl KafkaSink {
     fn owned_part(&self, out: &ChunkOutput) -> Result<OwnedPart> {
         let k = kafka_records(out)
             .ok_or_else(|| Error::config("sink.kafka.exactly_once needs a Kafka source"))?;
-        let view = self.group.as_ref().expect("exactly-once has the group");
-        let view = view.lock().expect("group view");
+        let view = k.group.lock().expect("group view");
         let owned = |t: &Arc<str>, p: i32| -> bool {
             let key = (t.clone(), p);
             k.generations
@@ -477,7 +478,12 @@ impl KafkaSink {
                 {
                     tracing::info!(error = %e, "the group changed during the transaction; writing the chunk again with the group's new state");
                     self.abort_transaction()?;
-                    std::thread::sleep(std::time::Duration::from_millis(100 << attempt));
+                    if self.shutdown.wait_timeout(Duration::from_millis(100 << attempt)) {
+                        return Err(self.txn_error(
+                            "stopped while the group changed (nothing of the chunk was committed; it is read again)",
+                            KafkaError::Transaction(e),
+                        ));
+                    }
                 }
                 Err(TxnFailure::Kafka(KafkaError::Transaction(e))) if e.is_fatal() => {
                     return Err(self.txn_error(
@@ -560,6 +566,11 @@ impl Sink for KafkaSink {
         });
         let block = self.in_flight.len() > MAX_CHUNKS_IN_FLIGHT;
         Ok(Written::kept(self.collect(block)?))
+    }
+
+    fn tick_interval(&self) -> Option<Duration> {
+        // Delivery reports are collected while no chunk arrives.
+        Some(Duration::from_millis(50))
     }
 
     fn tick(&mut self) -> Result<Option<u64>> {

@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::store::StorageOptions;
-use crate::config::default_text_column;
+use crate::connector::default_text_column;
+use crate::connector::storage::StorageOptions;
 use crate::error::{Error, Result};
 
 /// Parquet files: one file, a glob or a directory, read in name order, on local disk or in an

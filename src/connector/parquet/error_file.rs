@@ -8,7 +8,7 @@ use arrow::datatypes::SchemaRef;
 use super::config::{Compression, FileFormat};
 use super::file::{OpenFile, OutputFormat};
 use super::sink::check_output;
-use super::store::StorageOptions;
+use crate::connector::storage::StorageOptions;
 use crate::connector::{ChunkOutput, ErrorOutput};
 use crate::error::Result;
 

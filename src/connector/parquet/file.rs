@@ -16,7 +16,7 @@ use parquet::basic::{Compression as PqCompression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
 use super::config::{Compression, FileFormat, ParquetSinkConfig};
-use super::store::{self, Location, ObjectWriter, StorageOptions};
+use crate::connector::storage::{self as store, Location, ObjectWriter, StorageOptions};
 use crate::error::{Error, Result};
 
 /// How output files are written: format, compression, row groups, store options.

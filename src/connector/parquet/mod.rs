@@ -16,7 +16,7 @@ pub mod file;
 pub mod rolling;
 pub mod sink;
 pub mod source;
-pub mod store;
+pub mod spec;
 
 pub use self::config::{FileFormat, Shard};
 pub use self::error_file::ErrorFile;

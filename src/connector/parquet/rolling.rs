@@ -20,7 +20,7 @@ use arrow::datatypes::SchemaRef;
 use super::config::ParquetSinkConfig;
 use super::file::{OpenFile, OutputFormat};
 use super::sink::check_output;
-use super::store::{Location, StorageOptions};
+use crate::connector::storage::{Location, StorageOptions};
 use crate::connector::{take_rows, ChunkOutput, ErrorOutput, Sink, SinkReport, Written};
 use crate::error::{Error, Result};
 use crate::record::Origin;
@@ -299,6 +299,11 @@ impl Sink for RollingParquetSink {
             return self.roll().map(Written::kept);
         }
         Ok(Written::kept(None))
+    }
+
+    fn tick_interval(&self) -> Option<std::time::Duration> {
+        // Files close on time even when no record arrives.
+        Some(std::time::Duration::from_millis(50))
     }
 
     fn tick(&mut self) -> Result<Option<u64>> {

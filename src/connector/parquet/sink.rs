@@ -9,7 +9,7 @@ use arrow::datatypes::SchemaRef;
 
 use super::config::ParquetSinkConfig;
 use super::file::{OpenFile, OutputFormat};
-use super::store::{self, Location, StorageOptions};
+use crate::connector::storage::{self as store, Location, StorageOptions};
 use crate::connector::{ChunkOutput, Sink, SinkReport, Written};
 use crate::error::{Error, Result};
 

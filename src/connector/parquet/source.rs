@@ -19,11 +19,11 @@ use parquet::arrow::ProjectionMask;
 use parquet::errors::ParquetError;
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 
-use super::store::{self, Location, Object, StorageOptions};
-use crate::config::{ParquetSourceConfig, Shard};
-use crate::connector::Source;
+use super::config::{ParquetSourceConfig, Shard};
+use crate::connector::storage::{self as store, Location, Object, StorageOptions};
+use crate::connector::{Source, TextColumnRequest};
 use crate::error::{Error, Result};
-use crate::record::{Chunk, Origin, RecordError, Stage};
+use crate::record::{Chunk, Origin, RecordError, Stage, TextColumn};
 
 struct InputFile {
     location: Location,
@@ -40,7 +40,7 @@ pub struct ParquetSource {
     text_column: String,
     id_column: Option<String>,
     passthrough: Vec<String>,
-    question_column: Option<String>,
+    text_columns: Vec<TextColumnRequest>,
     fields: Vec<FieldRef>,
     batch_rows: usize,
     shard: Option<Shard>,
@@ -266,11 +266,12 @@ fn column_names(schema: &Schema) -> String {
 }
 
 impl ParquetSource {
-    /// Open and check every input file. `question_column` is read as well when a task needs it.
+    /// Open and check every input file. `text_columns` are read as well (the further text
+    /// inputs of tasks, e.g. a question column).
     pub fn open(
         cfg: &ParquetSourceConfig,
         passthrough: &[String],
-        question_column: Option<&str>,
+        text_columns: &[TextColumnRequest],
         batch_rows: usize,
     ) -> Result<Self> {
         let inputs = resolve_inputs(&cfg.path, &cfg.storage_options)?;
@@ -297,13 +298,16 @@ impl ParquetSource {
                     ),
                 ));
             }
-            if let Some(q) = question_column {
-                if schema.field_with_name(q).is_err() {
+            for c in text_columns {
+                if schema.field_with_name(&c.name).is_err() {
                     return Err(Error::source(
                         &loc,
                         format!(
-                            "no question column '{q}' (columns: {}); fix tasks.qa.question_column",
-                            column_names(&schema)
+                            "no {} column '{}' (columns: {}); fix {}",
+                            c.role,
+                            c.name,
+                            column_names(&schema),
+                            c.key
                         ),
                     ));
                 }
@@ -380,7 +384,7 @@ impl ParquetSource {
             text_column: cfg.text_column.clone(),
             id_column: cfg.id_column.clone(),
             passthrough: passthrough.to_vec(),
-            question_column: question_column.map(str::to_string),
+            text_columns: text_columns.to_vec(),
             fields,
             batch_rows,
             current: 0,
@@ -407,7 +411,7 @@ impl ParquetSource {
         let mut wanted = vec![self.text_column.clone()];
         wanted.extend(self.id_column.iter().cloned());
         wanted.extend(self.passthrough.iter().cloned());
-        wanted.extend(self.question_column.iter().cloned());
+        wanted.extend(self.text_columns.iter().map(|c| c.name.clone()));
         let mut roots: Vec<usize> = wanted
             .iter()
             .filter_map(|n| schema.index_of(n).ok())
@@ -629,12 +633,19 @@ impl Source for ParquetSource {
                         .iter()
                         .map(|name| batch.column_by_name(name).expect("projected").clone())
                         .collect();
-                    let questions = self.question_column.as_ref().map(|q| {
-                        let col = batch.column_by_name(q).expect("projected question column");
-                        extract_texts(col.as_ref(), q).0
-                    });
+                    let columns = self
+                        .text_columns
+                        .iter()
+                        .map(|c| {
+                            let col = batch.column_by_name(&c.name).expect("projected column");
+                            TextColumn {
+                                name: Arc::from(c.name.as_str()),
+                                values: extract_texts(col.as_ref(), &c.name).0,
+                            }
+                        })
+                        .collect();
                     let chunk = Chunk {
-                        questions,
+                        columns,
                         seq: self.next_seq,
                         origin: Origin::File {
                             path: loc,

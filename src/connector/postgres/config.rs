@@ -214,3 +214,9 @@ fn default_max_backoff_ms() -> u64 {
 fn default_connect_timeout_s() -> u64 {
     10
 }
+
+/// The configuration reference's notes on this sink (see the connector registry).
+pub const REFERENCE: crate::connector::ReferenceNotes = crate::connector::ReferenceNotes {
+    intro: "Guarantees, schema, index advice: [vector-databases.md](vector-databases.md).",
+    subsections: &[("index", "IndexConfig"), ("retry", "RetryConfig")],
+};

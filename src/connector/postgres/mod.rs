@@ -12,6 +12,7 @@ pub mod client;
 pub mod config;
 pub mod offsets;
 pub mod sink;
+pub mod spec;
 pub mod table;
 
 pub use self::config::PostgresSinkConfig;

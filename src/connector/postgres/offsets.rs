@@ -145,7 +145,7 @@ pub struct StoredPositions {
     offsets: OffsetsTable,
     conn: Mutex<Option<(tokio::runtime::Runtime, Client)>>,
     backoff: (Duration, Duration),
-    shutdown: Arc<std::sync::atomic::AtomicBool>,
+    shutdown: crate::lifecycle::Shutdown,
 }
 
 impl StoredPositions {
@@ -153,7 +153,7 @@ impl StoredPositions {
         target: Target,
         offsets: OffsetsTable,
         backoff: (Duration, Duration),
-        shutdown: Arc<std::sync::atomic::AtomicBool>,
+        shutdown: crate::lifecycle::Shutdown,
     ) -> StoredPositions {
         StoredPositions {
             target,
@@ -189,7 +189,7 @@ impl PositionStore for StoredPositions {
             match self.try_load(topic, partitions) {
                 Ok(v) => return Ok(v),
                 Err(e) => {
-                    if self.shutdown.load(std::sync::atomic::Ordering::SeqCst) {
+                    if self.shutdown.is_triggered() {
                         return Err(Error::sink(
                             self.target.describe.clone(),
                             format!("cannot read the stored offsets of {topic}: {e}"),
@@ -202,7 +202,8 @@ impl PositionStore for StoredPositions {
                         retry_in_ms = wait.as_millis() as u64,
                         "cannot read the stored offsets; partitions wait until Postgres answers"
                     );
-                    std::thread::sleep(wait);
+                    // The back-off ends early on shutdown (the next failure then gives up).
+                    self.shutdown.wait_timeout(wait);
                     wait = (wait * 2).min(self.backoff.1);
                 }
             }

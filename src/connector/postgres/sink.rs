@@ -15,7 +15,6 @@
 //!   committed before it succeeds.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,6 +31,7 @@ use crate::connector::{
     log_failures, ChunkOutput, ErrorOutput, PositionStore, Sink, SinkReport, Written,
 };
 use crate::error::{Error, Result};
+use crate::lifecycle::Shutdown;
 use crate::telemetry::{Event, SinkAvailable, SinkRetried};
 
 const STAGE: &str = "pg_temp.bertflow_stage";
@@ -46,7 +46,7 @@ pub struct PostgresSinkOptions {
     /// The source is a stream (retries then default to "until stopped").
     pub streaming: bool,
     /// Set when the worker is asked to stop: retries give up.
-    pub shutdown: Arc<AtomicBool>,
+    pub shutdown: Shutdown,
 }
 
 struct Statements {
@@ -77,7 +77,7 @@ pub struct PostgresSink {
     errors: Option<Box<dyn ErrorOutput>>,
     backoff: (Duration, Duration),
     retry_timeout: Option<Duration>,
-    shutdown: Arc<AtomicBool>,
+    shutdown: Shutdown,
     report: SinkReport,
     /// Exactly-once: the chunk whose failed records the error output already has (a retried
     /// transaction does not send them again).
@@ -636,7 +636,7 @@ impl Sink for PostgresSink {
                 Err(Attempt::Fatal(e)) => return Err(e),
                 Err(Attempt::Transient(why)) => {
                     self.conn = None;
-                    let stop = self.shutdown.load(Ordering::SeqCst);
+                    let stop = self.shutdown.is_triggered();
                     let late = self.retry_timeout.is_some_and(|t| started.elapsed() >= t);
                     if stop || late {
                         return Err(Error::Unavailable {
@@ -656,10 +656,8 @@ impl Sink for PostgresSink {
                         backoff: wait,
                     }
                     .emit();
-                    let until = Instant::now() + wait;
-                    while Instant::now() < until && !self.shutdown.load(Ordering::SeqCst) {
-                        std::thread::sleep(Duration::from_millis(50));
-                    }
+                    // The back-off ends early on shutdown (the next attempt then gives up).
+                    self.shutdown.wait_timeout(wait);
                     wait = (wait * 2).min(self.backoff.1);
                 }
             }

@@ -1,4 +1,5 @@
-//! Object storage: every input and output path of this connector may be a local path or an
+//! Object storage: every input and output path of a file connector (Parquet and Arrow IPC
+//! inputs and outputs, error files) may be a local path or an
 //! `s3://`, `gs://`, `az://` (or `file://`) URL, served by the Apache Arrow `object_store` crate.
 //!
 //! - [`Location`]: a local path or an object in a store, parsed from a path or URL with the
@@ -13,21 +14,23 @@
 //! credentials and config files (`~/.aws/credentials`, `~/.aws/config`, `AWS_PROFILE`).
 //! `storage_options` set endpoint, region, path-style access and the like.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::future::Future;
-use std::io::Write;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
 
 use futures::StreamExt;
 use object_store::path::Path as ObjectPath;
-use object_store::{
-    MultipartUpload, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig, UploadPart,
-};
+use object_store::{ObjectStore, ObjectStoreExt};
 use tokio::runtime::Runtime;
 
 use crate::error::{Error, Result};
+
+mod clients;
+mod writer;
+
+use clients::store_for;
+pub use writer::{rename_object, ObjectWriter};
 
 /// Options of an object store client (`storage_options` in the configuration): the keys the
 /// `object_store` crate knows for the URL's scheme (`endpoint`, `region`, `allow_http`,
@@ -38,7 +41,7 @@ pub type StorageOptions = BTreeMap<String, String>;
 /// Parts of a multipart upload (the last one may be smaller). S3 needs at least 5 MiB.
 pub const PART_SIZE: usize = 8 * 1024 * 1024;
 /// Parts of one object uploaded at the same time.
-const PARTS_IN_FLIGHT: usize = 4;
+pub(super) const PARTS_IN_FLIGHT: usize = 4;
 
 /// The runtime that drives object store requests. Sources and sinks run on their own threads
 /// and block on it; part uploads run on it in the background.
@@ -317,218 +320,6 @@ pub fn store_error(url: &str, what: &str, e: &object_store::Error) -> Error {
     Error::store(url, format!("{what}: {text}; {hint}"))
 }
 
-// ------------------------------------------------------------------------------ client set-up
-
-fn stores() -> &'static Mutex<HashMap<String, Arc<dyn ObjectStore>>> {
-    static S: OnceLock<Mutex<HashMap<String, Arc<dyn ObjectStore>>>> = OnceLock::new();
-    S.get_or_init(Default::default)
-}
-
-/// One client per bucket and options, shared by every location in it.
-fn store_for(root: &str, options: &StorageOptions) -> Result<Arc<dyn ObjectStore>> {
-    let cache_key = format!("{root}\n{options:?}");
-    if let Some(s) = stores().lock().expect("store cache").get(&cache_key) {
-        return Ok(s.clone());
-    }
-    let store = build_store(root, options)?;
-    stores()
-        .lock()
-        .expect("store cache")
-        .insert(cache_key, store.clone());
-    Ok(store)
-}
-
-/// `max_retries` and `retry_timeout` (seconds) of the options, over object_store's defaults.
-fn retry_config(options: &StorageOptions, root: &str) -> Result<(RetryConfig, StorageOptions)> {
-    let mut retry = RetryConfig::default();
-    let mut rest = StorageOptions::new();
-    for (k, v) in options {
-        match k.to_ascii_lowercase().as_str() {
-            "max_retries" => {
-                retry.max_retries = v.trim().parse().map_err(|_| {
-                    Error::config(format!(
-                        "storage_options.max_retries for {root}: '{v}' is not a whole number"
-                    ))
-                })?
-            }
-            "retry_timeout" => {
-                let secs: f64 = v.trim().trim_end_matches('s').parse().map_err(|_| {
-                    Error::config(format!(
-                        "storage_options.retry_timeout for {root}: '{v}' is not a number of seconds"
-                    ))
-                })?;
-                retry.retry_timeout = Duration::from_secs_f64(secs.max(0.0));
-            }
-            _ => {
-                rest.insert(k.clone(), v.clone());
-            }
-        }
-    }
-    Ok((retry, rest))
-}
-
-fn unknown_option(root: &str, key: &str, kind: &str) -> Error {
-    Error::config(format!(
-        "storage_options.{key} is not an option of {kind} stores (for {root}); see docs/object-storage.md for the keys"
-    ))
-}
-
-fn build_store(root: &str, options: &StorageOptions) -> Result<Arc<dyn ObjectStore>> {
-    let scheme = root.split("://").next().unwrap_or_default();
-    let (retry, options) = retry_config(options, root)?;
-    let built: std::result::Result<Arc<dyn ObjectStore>, object_store::Error> = match scheme {
-        "s3" | "s3a" => {
-            use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
-            let mut b = AmazonS3Builder::from_env().with_url(root);
-            let mut given: Vec<AmazonS3ConfigKey> = Vec::new();
-            for (k, v) in &options {
-                let key: AmazonS3ConfigKey = k
-                    .to_ascii_lowercase()
-                    .parse()
-                    .map_err(|_| unknown_option(root, k, "S3"))?;
-                given.push(key);
-                b = b.with_config(key, v);
-            }
-            // An http:// endpoint (a local MinIO or SeaweedFS) means plain HTTP is wanted.
-            let endpoint = b
-                .get_config_value(&AmazonS3ConfigKey::Endpoint)
-                .unwrap_or_default();
-            if endpoint.starts_with("http://") {
-                b = b.with_allow_http(true);
-            }
-            b = apply_aws_profile(b)?;
-            b.with_retry(retry).build().map(|s| Arc::new(s) as _)
-        }
-        "gs" => {
-            use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
-            let mut b = GoogleCloudStorageBuilder::from_env().with_url(root);
-            for (k, v) in &options {
-                let key: GoogleConfigKey = k
-                    .to_ascii_lowercase()
-                    .parse()
-                    .map_err(|_| unknown_option(root, k, "Google Cloud Storage"))?;
-                b = b.with_config(key, v);
-            }
-            b.with_retry(retry).build().map(|s| Arc::new(s) as _)
-        }
-        "az" | "abfs" | "abfss" | "azure" | "adl" => {
-            use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
-            let mut b = MicrosoftAzureBuilder::from_env().with_url(root);
-            for (k, v) in &options {
-                let key: AzureConfigKey = k
-                    .to_ascii_lowercase()
-                    .parse()
-                    .map_err(|_| unknown_option(root, k, "Azure"))?;
-                b = b.with_config(key, v);
-            }
-            b.with_retry(retry).build().map(|s| Arc::new(s) as _)
-        }
-        other => {
-            return Err(Error::config(format!(
-                "'{root}': unsupported scheme '{other}://'; use a local path, file://, s3://, gs:// or az://"
-            )))
-        }
-    };
-    built.map_err(|e| {
-        Error::store(
-            root,
-            format!("cannot set up the store client: {e}; check storage_options and the credentials in the environment"),
-        )
-    })
-}
-
-/// Credentials and region from the shared AWS files (`AWS_SHARED_CREDENTIALS_FILE`,
-/// `AWS_CONFIG_FILE`, default `~/.aws/credentials` and `~/.aws/config`), profile `AWS_PROFILE`
-/// or `default`, for what the environment and the options left unset. Static keys only (an SSO
-/// or assume-role profile needs its keys exported, e.g. `aws configure export-credentials`).
-fn apply_aws_profile(
-    mut b: object_store::aws::AmazonS3Builder,
-) -> Result<object_store::aws::AmazonS3Builder> {
-    use object_store::aws::AmazonS3ConfigKey as K;
-    let home = std::env::var_os("HOME").map(PathBuf::from);
-    let creds_file = std::env::var_os("AWS_SHARED_CREDENTIALS_FILE")
-        .map(PathBuf::from)
-        .or_else(|| home.as_ref().map(|h| h.join(".aws/credentials")));
-    let config_file = std::env::var_os("AWS_CONFIG_FILE")
-        .map(PathBuf::from)
-        .or_else(|| home.as_ref().map(|h| h.join(".aws/config")));
-    let explicit = std::env::var("AWS_PROFILE").ok().filter(|p| !p.is_empty());
-    let profile = explicit.clone().unwrap_or_else(|| "default".into());
-    let read = |p: &Option<PathBuf>| p.as_ref().and_then(|p| std::fs::read_to_string(p).ok());
-    let creds = read(&creds_file)
-        .map(|t| ini_section(&t, &profile))
-        .unwrap_or_default();
-    let config = read(&config_file)
-        .map(|t| {
-            let name = if profile == "default" {
-                "default".to_string()
-            } else {
-                format!("profile {profile}")
-            };
-            ini_section(&t, &name)
-        })
-        .unwrap_or_default();
-    if explicit.is_some() && creds.is_empty() && config.is_empty() {
-        return Err(Error::config(format!(
-            "AWS_PROFILE={profile}: no such profile in {} or {}",
-            creds_file
-                .map(|p| p.display().to_string())
-                .unwrap_or_default(),
-            config_file
-                .map(|p| p.display().to_string())
-                .unwrap_or_default()
-        )));
-    }
-    let unset = |b: &object_store::aws::AmazonS3Builder, k: &K| {
-        b.get_config_value(k).is_none_or(|v| v.is_empty())
-    };
-    if unset(&b, &K::AccessKeyId) && unset(&b, &K::SecretAccessKey) {
-        let pick = |k: &str| creds.get(k).or_else(|| config.get(k)).cloned();
-        if let (Some(id), Some(secret)) = (pick("aws_access_key_id"), pick("aws_secret_access_key"))
-        {
-            b = b
-                .with_config(K::AccessKeyId, id)
-                .with_config(K::SecretAccessKey, secret);
-            if let Some(t) = pick("aws_session_token") {
-                b = b.with_config(K::Token, t);
-            }
-        }
-    }
-    if unset(&b, &K::Region) {
-        if let Some(r) = config.get("region").or_else(|| creds.get("region")) {
-            b = b.with_config(K::Region, r);
-        }
-    }
-    if unset(&b, &K::Endpoint) {
-        if let Some(e) = config.get("endpoint_url") {
-            b = b.with_config(K::Endpoint, e);
-        }
-    }
-    Ok(b)
-}
-
-/// The `key = value` pairs of one `[section]` of an INI file.
-fn ini_section(text: &str, section: &str) -> HashMap<String, String> {
-    let mut out = HashMap::new();
-    let mut inside = false;
-    for line in text.lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
-            continue;
-        }
-        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            inside = name.trim() == section;
-            continue;
-        }
-        if inside {
-            if let Some((k, v)) = line.split_once('=') {
-                out.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
-            }
-        }
-    }
-    out
-}
-
 // ------------------------------------------------------------------------------------ listing
 
 /// One input: where it is and, for objects, its size.
@@ -607,168 +398,6 @@ pub fn list_objects(spec: &str, options: &StorageOptions) -> Result<Vec<Listed>>
     Ok(out)
 }
 
-// ------------------------------------------------------------------------------------ writing
-
-/// Writes one object by multipart upload: parts of [`PART_SIZE`] go up in the background while
-/// the writer fills the next; [`ObjectWriter::finish`] completes the upload (an object smaller
-/// than one part is sent with a single PUT). Until then the object does not exist; on failure
-/// or [`ObjectWriter::abort`] the upload is aborted and nothing is left.
-pub struct ObjectWriter {
-    object: Object,
-    buf: Vec<u8>,
-    upload: Option<Box<dyn MultipartUpload>>,
-    in_flight: Vec<tokio::task::JoinHandle<object_store::Result<()>>>,
-    written: u64,
-    failed: Option<String>,
-}
-
-impl ObjectWriter {
-    pub fn new(object: Object) -> Self {
-        ObjectWriter {
-            object,
-            buf: Vec::new(),
-            upload: None,
-            in_flight: Vec::new(),
-            written: 0,
-            failed: None,
-        }
-    }
-
-    pub fn url(&self) -> String {
-        self.object.url()
-    }
-
-    /// Bytes accepted so far.
-    pub fn bytes(&self) -> u64 {
-        self.written
-    }
-
-    fn fail(&mut self, what: &str, e: &object_store::Error) -> std::io::Error {
-        let err = store_error(&self.object.url(), what, e);
-        self.failed = Some(err.to_string());
-        std::io::Error::other(err.to_string())
-    }
-
-    fn send_part(&mut self) -> std::io::Result<()> {
-        if let Some(f) = &self.failed {
-            return Err(std::io::Error::other(f.clone()));
-        }
-        if self.upload.is_none() {
-            let store = self.object.store.clone();
-            let key = self.object.key.clone();
-            match block_on(async move { store.put_multipart(&key).await }) {
-                Ok(u) => self.upload = Some(u),
-                Err(e) => return Err(self.fail("cannot start the upload", &e)),
-            }
-        }
-        let data = std::mem::take(&mut self.buf);
-        let part: UploadPart = self
-            .upload
-            .as_mut()
-            .expect("started above")
-            .put_part(PutPayload::from(data));
-        self.in_flight.push(runtime().spawn(part));
-        if self.in_flight.len() >= PARTS_IN_FLIGHT {
-            let oldest = self.in_flight.remove(0);
-            self.wait(oldest)?;
-        }
-        Ok(())
-    }
-
-    fn wait(
-        &mut self,
-        h: tokio::task::JoinHandle<object_store::Result<()>>,
-    ) -> std::io::Result<()> {
-        match block_on(h) {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(self.fail("upload of a part failed", &e)),
-            Err(e) => Err(std::io::Error::other(format!(
-                "{}: upload task failed: {e}",
-                self.object.url()
-            ))),
-        }
-    }
-
-    /// Send what is left and complete the object. On failure the upload is aborted.
-    pub fn finish(mut self) -> Result<()> {
-        let url = self.object.url();
-        let r = (|| -> std::io::Result<()> {
-            if self.upload.is_none() {
-                let store = self.object.store.clone();
-                let key = self.object.key.clone();
-                let data = PutPayload::from(std::mem::take(&mut self.buf));
-                return block_on(async move { store.put(&key, data).await })
-                    .map(|_| ())
-                    .map_err(|e| self.fail("cannot write", &e));
-            }
-            if !self.buf.is_empty() {
-                self.send_part()?;
-            }
-            for h in std::mem::take(&mut self.in_flight) {
-                self.wait(h)?;
-            }
-            let upload = self.upload.as_mut().expect("started");
-            block_on(upload.complete()).map_err(|e| self.fail("cannot complete the upload", &e))?;
-            // Complete: nothing to abort any more.
-            self.upload = None;
-            Ok(())
-        })();
-        match r {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                self.abort();
-                Err(Error::store(url, e.to_string()))
-            }
-        }
-    }
-
-    /// Abort the upload: no object appears, the parts sent are dropped.
-    pub fn abort(&mut self) {
-        for h in std::mem::take(&mut self.in_flight) {
-            h.abort();
-            let _ = block_on(h);
-        }
-        if let Some(mut u) = self.upload.take() {
-            if let Err(e) = block_on(u.abort()) {
-                tracing::warn!(object = %self.object.url(), error = %e, "could not abort the multipart upload; a bucket lifecycle rule (AbortIncompleteMultipartUpload) removes its parts");
-            }
-        }
-        self.buf = Vec::new();
-    }
-}
-
-impl Write for ObjectWriter {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        if let Some(f) = &self.failed {
-            return Err(std::io::Error::other(f.clone()));
-        }
-        self.buf.extend_from_slice(data);
-        self.written += data.len() as u64;
-        if self.buf.len() >= PART_SIZE {
-            self.send_part()?;
-        }
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Drop for ObjectWriter {
-    fn drop(&mut self) {
-        if self.upload.is_some() {
-            self.abort();
-        }
-    }
-}
-
-/// Rename an object (copy, then delete the source).
-pub fn rename_object(from: &Object, to: &Object) -> Result<()> {
-    block_on(from.store.rename(&from.key, &to.key))
-        .map_err(|e| store_error(&to.url(), "cannot move into place", &e))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -834,15 +463,5 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("max_retries"), "{e}");
-    }
-
-    #[test]
-    fn ini_sections() {
-        let t = "[default]\naws_access_key_id = A\n# c\n[profile dev]\nregion=eu-west-1\naws_secret_access_key= S \n";
-        assert_eq!(ini_section(t, "default")["aws_access_key_id"], "A");
-        let dev = ini_section(t, "profile dev");
-        assert_eq!(dev["region"], "eu-west-1");
-        assert_eq!(dev["aws_secret_access_key"], "S");
-        assert!(ini_section(t, "other").is_empty());
     }
 }

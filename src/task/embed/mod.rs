@@ -8,28 +8,24 @@ use arrow::array::{ArrayRef, FixedSizeListArray, Float32Array};
 use arrow::datatypes::{DataType, Field, FieldRef};
 use serde_json::Value;
 
-use super::chunking::{self, Boundary};
-use super::{single_text_featurized, Featurized, Task, TaskOutput};
+mod passages;
+mod pooling;
+
+pub use passages::{
+    chunk_fields, document_embedding, encode_segmented, ChunkEmbedding, SEGMENT_BYTES,
+};
+pub use pooling::{l2_normalize, pool, pools_from_st_config, Pool};
+
 use crate::batch::{Feature, PaddedBatch};
-use crate::config::{EmbedConfig, PoolingMode};
 use crate::error::{Error, Result};
 use crate::model::tokenizer::{TokenCache, Truncation};
 use crate::model::{ModelDir, ModelOutputs, OnnxModel, TextTokenizer};
 use crate::record::{Chunk, RecordError, Stage};
-
-/// Texts longer than this (bytes) are tokenized in segments for chunking.
-pub const SEGMENT_BYTES: usize = 64 * 1024;
-
-/// The embedding of one passage of a text.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ChunkEmbedding {
-    /// Position of the passage in the text (0-based).
-    pub index: u32,
-    /// Character offsets into the text: the passage is `text[start:end]`.
-    pub start: usize,
-    pub end: usize,
-    pub embedding: Vec<f32>,
-}
+use crate::task::chunking::{self, Boundary};
+use crate::task::config::{EmbedConfig, PoolingMode};
+use crate::task::quality;
+use crate::task::{single_text_featurized, Featurized, Task, TaskOutput};
+use passages::slice_encoding;
 
 /// `tasks.embed.chunking`, resolved against the model.
 struct Chunking {
@@ -43,29 +39,6 @@ struct Chunking {
     slices: bool,
 }
 
-/// One pooling operation; several are concatenated in this order (sentence-transformers' order).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pool {
-    Cls,
-    Max,
-    Mean,
-    MeanSqrtLen,
-    LastToken,
-}
-
-impl Pool {
-    /// sentence-transformers' name of the mode.
-    pub fn name(self) -> &'static str {
-        match self {
-            Pool::Cls => "cls",
-            Pool::Max => "max",
-            Pool::Mean => "mean",
-            Pool::MeanSqrtLen => "mean_sqrt_len",
-            Pool::LastToken => "lasttoken",
-        }
-    }
-}
-
 pub struct EmbedTask {
     tokenizer: TextTokenizer,
     pools: Vec<Pool>,
@@ -76,37 +49,6 @@ pub struct EmbedTask {
     dim: usize,
     column: String,
     chunking: Option<Chunking>,
-}
-
-/// Pooling modes from a sentence-transformers `1_Pooling/config.json`.
-pub fn pools_from_st_config(v: &Value) -> std::result::Result<Vec<Pool>, String> {
-    let on = |k: &str| v.get(k).and_then(Value::as_bool).unwrap_or(false);
-    let mut pools = Vec::new();
-    if on("pooling_mode_cls_token") {
-        pools.push(Pool::Cls);
-    }
-    if on("pooling_mode_max_tokens") {
-        pools.push(Pool::Max);
-    }
-    if on("pooling_mode_mean_tokens") {
-        pools.push(Pool::Mean);
-    }
-    if on("pooling_mode_mean_sqrt_len_tokens") {
-        pools.push(Pool::MeanSqrtLen);
-    }
-    if on("pooling_mode_weightedmean_tokens") {
-        return Err(
-            "weighted-mean pooling is not supported; set tasks.embed.pooling to mean, cls or max"
-                .into(),
-        );
-    }
-    if on("pooling_mode_lasttoken") {
-        pools.push(Pool::LastToken);
-    }
-    if pools.is_empty() {
-        return Err("1_Pooling/config.json enables no pooling mode".into());
-    }
-    Ok(pools)
 }
 
 impl EmbedTask {
@@ -373,152 +315,6 @@ impl EmbedTask {
     }
 }
 
-/// Pool one sequence's token embeddings (`seq x hidden`, row-major) over its mask.
-pub fn pool(tokens: &[f32], mask: &[i64], hidden: usize, mode: Pool, out: &mut Vec<f32>) {
-    let seq = mask.len();
-    let count = mask.iter().filter(|&&m| m != 0).count();
-    let row = |t: usize| &tokens[t * hidden..(t + 1) * hidden];
-    match mode {
-        Pool::Cls => out.extend_from_slice(row(0)),
-        Pool::LastToken => {
-            let last = (0..seq).rev().find(|&t| mask[t] != 0).unwrap_or(0);
-            out.extend_from_slice(row(last));
-        }
-        Pool::Max => {
-            // Masked positions count as -1e9, as in sentence-transformers.
-            let mut acc = vec![f32::NEG_INFINITY; hidden];
-            for (t, &m) in mask.iter().enumerate() {
-                let r = row(t);
-                let masked = m == 0;
-                for (a, &v) in acc.iter_mut().zip(r) {
-                    let v = if masked { -1e9 } else { v };
-                    if v > *a {
-                        *a = v;
-                    }
-                }
-            }
-            out.extend_from_slice(&acc);
-        }
-        Pool::Mean | Pool::MeanSqrtLen => {
-            let mut acc = vec![0f32; hidden];
-            for (t, &m) in mask.iter().enumerate() {
-                if m != 0 {
-                    for (a, &v) in acc.iter_mut().zip(row(t)) {
-                        *a += v;
-                    }
-                }
-            }
-            let denom = if mode == Pool::Mean {
-                (count as f32).max(1e-9)
-            } else {
-                (count as f32).max(1e-9).sqrt()
-            };
-            out.extend(acc.into_iter().map(|a| a / denom));
-        }
-    }
-}
-
-/// Tokenize a text (no special tokens, no truncation) in segments of about
-/// `segment_bytes` cut at whitespace, joined into one encoding with offsets into the whole
-/// text and distinct word ids: the same tokens as one call (the tokenizer splits words at
-/// whitespace anyway), with memory bounded by a segment.
-pub fn encode_segmented(
-    tokenizer: &TextTokenizer,
-    text: &str,
-    segment_bytes: usize,
-) -> std::result::Result<tokenizers::Encoding, String> {
-    let (mut ids, mut types, mut tokens, mut words, mut offsets, mut special, mut attention) =
-        (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
-    let mut byte = 0;
-    let mut char_base = 0;
-    let mut word_base = 0u32;
-    while byte < text.len() {
-        let mut end = (byte + segment_bytes.max(1)).min(text.len());
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        if end < text.len() {
-            // Cut after the last whitespace of the segment, if it has one.
-            if let Some(ws) = text[byte..end].rfind(char::is_whitespace) {
-                let w = byte + ws;
-                end = w + text[w..].chars().next().map_or(1, char::len_utf8);
-            }
-        }
-        let piece = &text[byte..end];
-        let e = tokenizer.encode_raw(&[piece]).remove(0)?;
-        let mut max_word = None;
-        for (i, &id) in e.get_ids().iter().enumerate() {
-            ids.push(id);
-            types.push(e.get_type_ids()[i]);
-            tokens.push(e.get_tokens()[i].clone());
-            let w = e.get_word_ids()[i].map(|w| w + word_base);
-            max_word = max_word.max(w);
-            words.push(w);
-            let (a, b) = e.get_offsets()[i];
-            offsets.push((a + char_base, b + char_base));
-            special.push(e.get_special_tokens_mask()[i]);
-            attention.push(e.get_attention_mask()[i]);
-        }
-        if let Some(m) = max_word {
-            word_base = m + 1;
-        }
-        char_base += piece.chars().count();
-        byte = end;
-    }
-    Ok(tokenizers::Encoding::new(
-        ids,
-        types,
-        tokens,
-        words,
-        offsets,
-        special,
-        attention,
-        Vec::new(),
-        Default::default(),
-    ))
-}
-
-/// Tokens `[first, last)` of an encoding (no special tokens) as an encoding of their own.
-fn slice_encoding(e: &tokenizers::Encoding, first: usize, last: usize) -> tokenizers::Encoding {
-    let r = first..last;
-    tokenizers::Encoding::new(
-        e.get_ids()[r.clone()].to_vec(),
-        e.get_type_ids()[r.clone()].to_vec(),
-        e.get_tokens()[r.clone()].to_vec(),
-        e.get_word_ids()[r.clone()].to_vec(),
-        e.get_offsets()[r.clone()].to_vec(),
-        e.get_special_tokens_mask()[r.clone()].to_vec(),
-        e.get_attention_mask()[r].to_vec(),
-        Vec::new(),
-        Default::default(),
-    )
-}
-
-/// The document embedding: mean of the passage embeddings, L2-normalised.
-pub fn document_embedding(chunks: &[ChunkEmbedding]) -> Option<Vec<f32>> {
-    let first = chunks.first()?;
-    let mut acc = vec![0f32; first.embedding.len()];
-    for c in chunks {
-        for (a, v) in acc.iter_mut().zip(&c.embedding) {
-            *a += v;
-        }
-    }
-    let n = chunks.len() as f32;
-    for a in &mut acc {
-        *a /= n;
-    }
-    l2_normalize(&mut acc);
-    Some(acc)
-}
-
-/// L2-normalise in place (eps 1e-12, as `torch.nn.functional.normalize`).
-pub fn l2_normalize(v: &mut [f32]) {
-    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-    for x in v {
-        *x /= norm;
-    }
-}
-
 impl Task for EmbedTask {
     fn name(&self) -> &'static str {
         "embed"
@@ -539,8 +335,8 @@ impl Task for EmbedTask {
         fields
     }
 
-    fn pad_id(&self) -> u32 {
-        self.tokenizer.pad_id
+    fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
     }
 
     fn model_outputs(&self) -> Vec<String> {
@@ -625,6 +421,22 @@ impl Task for EmbedTask {
             .collect())
     }
 
+    fn quality(&self, pairs: &[(&TaskOutput, &TaskOutput)], figures: &mut quality::Figures) {
+        let mut vectors: Vec<(&[f32], &[f32])> = Vec::new();
+        for (a, b) in pairs {
+            match (a, b) {
+                (TaskOutput::Embedding(x), TaskOutput::Embedding(y)) => vectors.push((x, y)),
+                (TaskOutput::Chunks(x), TaskOutput::Chunks(y)) => vectors.extend(
+                    x.iter()
+                        .zip(y)
+                        .map(|(p, r)| (&p.embedding[..], &r.embedding[..])),
+                ),
+                _ => {}
+            }
+        }
+        quality::cosines(figures, vectors);
+    }
+
     fn columns(&self, outputs: Vec<TaskOutput>) -> Result<Vec<ArrayRef>> {
         let Some(c) = &self.chunking else {
             return self.vector_column(outputs);
@@ -693,20 +505,6 @@ impl Task for EmbedTask {
         }
         Ok(cols)
     }
-}
-
-/// Fields of one passage: `{index, start, end, embedding}`.
-pub fn chunk_fields(dim: usize) -> arrow::datatypes::Fields {
-    let vector = DataType::FixedSizeList(
-        Arc::new(Field::new("item", DataType::Float32, false)),
-        dim as i32,
-    );
-    arrow::datatypes::Fields::from(vec![
-        Field::new("index", DataType::Int32, false),
-        Field::new("start", DataType::Int64, false),
-        Field::new("end", DataType::Int64, false),
-        Field::new("embedding", vector, false),
-    ])
 }
 
 fn vector_array(
@@ -795,94 +593,14 @@ impl EmbedTask {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+impl crate::task::config::TaskSpec for EmbedConfig {
+    crate::task::config::task_spec_basics!("embed");
 
-    #[test]
-    fn segmented_tokenization_equals_one_call() {
-        let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/tasks/bert-sentiment/tokenizer.json");
-        let t = TextTokenizer::load(
-            &dir,
-            Truncation {
-                max_length: 512,
-                stride: 0,
-                windows: false,
-                only_second: false,
-            },
-        )
-        .unwrap();
-        let text = "Ünïcödé façade, naïve café.\n\nThe quarterly report covers revenue! 東京は日本の首都です。 🙂🙂 don't stop  now   "
-            .repeat(20);
-        let whole = t.encode_raw(&[text.as_str()]).remove(0).unwrap();
-        // Segments longer than any run without whitespace (33 bytes here).
-        for seg in [40, 64, 333, 100_000] {
-            let s = encode_segmented(&t, &text, seg).unwrap();
-            assert_eq!(s.get_ids(), whole.get_ids(), "segment {seg}");
-            assert_eq!(s.get_offsets(), whole.get_offsets(), "segment {seg}");
-            // Word ids: the same grouping of tokens into words.
-            let same = |w: &[Option<u32>], i: usize| w[i] == w[i - 1];
-            for i in 1..whole.len() {
-                assert_eq!(
-                    same(s.get_word_ids(), i),
-                    same(whole.get_word_ids(), i),
-                    "segment {seg}, token {i}"
-                );
-            }
-        }
+    fn passages_column(&self) -> Option<String> {
+        self.chunking.as_ref().map(|c| c.column.clone())
     }
 
-    #[test]
-    fn mean_pooling_ignores_padding() {
-        // 3 tokens x 2 hidden, last one padding.
-        let tokens = [1.0, 2.0, 3.0, 4.0, 100.0, 100.0];
-        let mut out = Vec::new();
-        pool(&tokens, &[1, 1, 0], 2, Pool::Mean, &mut out);
-        assert_eq!(out, vec![2.0, 3.0]);
-    }
-
-    #[test]
-    fn max_cls_last_pooling() {
-        let tokens = [1.0, 5.0, 3.0, 4.0, 100.0, 100.0];
-        let mask = [1, 1, 0];
-        let mut out = Vec::new();
-        pool(&tokens, &mask, 2, Pool::Max, &mut out);
-        assert_eq!(out, vec![3.0, 5.0]);
-        out.clear();
-        pool(&tokens, &mask, 2, Pool::Cls, &mut out);
-        assert_eq!(out, vec![1.0, 5.0]);
-        out.clear();
-        pool(&tokens, &mask, 2, Pool::LastToken, &mut out);
-        assert_eq!(out, vec![3.0, 4.0]);
-        out.clear();
-        pool(&tokens, &mask, 2, Pool::MeanSqrtLen, &mut out);
-        let s = 2f32.sqrt();
-        assert!((out[0] - 4.0 / s).abs() < 1e-6 && (out[1] - 9.0 / s).abs() < 1e-6);
-    }
-
-    #[test]
-    fn normalize_gives_unit_length_and_keeps_zero() {
-        let mut v = vec![3.0, 4.0];
-        l2_normalize(&mut v);
-        assert!((v[0] - 0.6).abs() < 1e-6 && (v[1] - 0.8).abs() < 1e-6);
-        let mut z = vec![0.0, 0.0];
-        l2_normalize(&mut z);
-        assert_eq!(z, vec![0.0, 0.0]);
-    }
-
-    #[test]
-    fn st_pooling_config() {
-        let v: Value =
-            serde_json::json!({"word_embedding_dimension": 384, "pooling_mode_mean_tokens": true});
-        assert_eq!(pools_from_st_config(&v).unwrap(), vec![Pool::Mean]);
-        let v: Value =
-            serde_json::json!({"pooling_mode_cls_token": true, "pooling_mode_max_tokens": true});
-        assert_eq!(
-            pools_from_st_config(&v).unwrap(),
-            vec![Pool::Cls, Pool::Max]
-        );
-        let v: Value = serde_json::json!({"pooling_mode_weightedmean_tokens": true});
-        assert!(pools_from_st_config(&v).is_err());
+    fn load(&self, dir: &ModelDir, model: &OnnxModel) -> Result<std::sync::Arc<dyn Task>> {
+        Ok(std::sync::Arc::new(EmbedTask::new(self, dir, model)?))
     }
 }

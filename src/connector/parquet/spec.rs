@@ -1,0 +1,91 @@
+//! The Parquet connector's seams: how its source and sink configurations are checked and open.
+
+use super::config::{ParquetSinkConfig, ParquetSourceConfig, Shard};
+use super::{sink, ParquetSink, ParquetSource, RollingParquetSink};
+use crate::connector::storage::StorageOptions;
+use crate::connector::{
+    chunk_rows, ErrorSinkConfig, Sink, SinkContext, SinkSpec, Source, SourceFacts, SourceOptions,
+    SourceSpec,
+};
+use crate::error::{Error, Result};
+
+impl SourceSpec for ParquetSourceConfig {
+    fn facts(&self) -> SourceFacts {
+        SourceFacts {
+            kind: "parquet",
+            streaming: false,
+            stream: None,
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        if let Some(s) = &self.shard {
+            Shard::parse(s)?;
+        }
+        Ok(())
+    }
+
+    fn open(&self, opts: SourceOptions<'_>) -> Result<Box<dyn Source>> {
+        let source = ParquetSource::open(self, opts.passthrough, opts.text_columns, opts.window)?;
+        Ok(match self.shard.as_deref().map(Shard::parse).transpose()? {
+            Some(shard) => Box::new(source.with_shard(shard)),
+            None => Box::new(source),
+        })
+    }
+}
+
+impl SinkSpec for ParquetSinkConfig {
+    fn validate(&self, source: &SourceFacts, errors: Option<&ErrorSinkConfig>) -> Result<()> {
+        if self.rows_per_file == Some(0) || self.row_group_rows == 0 {
+            return Err(Error::config(
+                "sink.parquet: rows_per_file and row_group_rows must be at least 1",
+            ));
+        }
+        ErrorSinkConfig::check(errors, source)
+    }
+
+    fn check_destinations(&self) -> Result<()> {
+        sink::check_output(&self.path, &self.storage_options)
+    }
+
+    fn file_storage(&self) -> Option<&StorageOptions> {
+        Some(&self.storage_options)
+    }
+
+    fn open(&self, ctx: SinkContext<'_>) -> Result<Box<dyn Sink>> {
+        if self.one_row_per_chunk && !chunk_rows::is_flat(&ctx.schema) {
+            let column = ctx.passages.ok_or_else(|| {
+                Error::config(
+                    "sink.parquet.one_row_per_chunk needs tasks.embed.chunking (passages to write one per row)",
+                )
+            })?;
+            let schema = ctx.schema.clone();
+            return chunk_rows::one_row_per_chunk(&schema, column, |flat| {
+                self.open(SinkContext {
+                    schema: flat,
+                    ..ctx
+                })
+            });
+        }
+        let error_path = ctx.errors.and_then(|e| e.path.clone());
+        let error_options = ctx.errors.and_then(|e| e.storage_options.clone());
+        if ctx.source.streaming {
+            let dlq = ctx.error_outputs.dead_letter_topic()?;
+            return Ok(Box::new(RollingParquetSink::new(
+                self,
+                ctx.schema,
+                ctx.error_schema,
+                error_path,
+                error_options,
+                dlq,
+            )?));
+        }
+        Ok(Box::new(ParquetSink::new(
+            self,
+            ctx.schema,
+            ctx.error_schema,
+            error_path,
+            error_options,
+        )?))
+    }
+}
