@@ -5,6 +5,7 @@ use anyhow::Context;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use bertflow::config::load::Override;
 use bertflow::config::{parse_set_arg, PipelineConfig};
 use bertflow::{run, RunOptions, Shutdown};
 
@@ -58,27 +59,36 @@ struct PipelineArgs {
 
 impl PipelineArgs {
     /// Load the pipeline with `--input` / `--output` applied as the last overrides.
-    fn load(mut self) -> anyhow::Result<(PathBuf, PipelineConfig, Option<PathBuf>)> {
+    fn load(self) -> anyhow::Result<(PathBuf, PipelineConfig, Option<PathBuf>)> {
         // `--output` takes the error output with it (beside the new output), unless the error
         // path is given on the command line (or in the environment) too.
         let errors_given = self.sets.iter().any(|(k, _)| k == "sink.errors.path")
             || std::env::var_os("BERTFLOW__SINK__ERRORS__PATH").is_some();
         let move_errors = self.output.is_some() && !errors_given;
+        let mut overrides: Vec<Override> =
+            self.sets.iter().map(|(k, v)| Override::set(k, v)).collect();
         if let Some(i) = self.input {
-            self.sets
-                .push(("source.parquet.path".into(), yaml_string(&i)));
+            overrides.push(Override::flag(
+                "--input",
+                "source.parquet.path",
+                &yaml_string(&i),
+            ));
         }
         if let Some(o) = self.output {
-            self.sets.push((
-                "sink.parquet.path".into(),
-                yaml_string(&o.to_string_lossy()),
+            overrides.push(Override::flag(
+                "--output",
+                "sink.parquet.path",
+                &yaml_string(&o.to_string_lossy()),
             ));
         }
         if let Some(s) = self.shard {
-            self.sets
-                .push(("source.parquet.shard".into(), yaml_string(&s)));
+            overrides.push(Override::flag(
+                "--shard",
+                "source.parquet.shard",
+                &yaml_string(&s),
+            ));
         }
-        let mut cfg = PipelineConfig::load(&self.pipeline, &self.sets)?;
+        let mut cfg = PipelineConfig::load_with(&self.pipeline, &overrides)?;
         if move_errors {
             if let Some(e) = &mut cfg.sink.errors {
                 if e.path.is_some() {
@@ -119,7 +129,8 @@ enum ModelsCommand {
     /// Make a precision variant of a model (fused fp32, int8, fp16, bf16) with ONNX Runtime's
     /// transformer optimizer and quantizer, measure it against the fp32 model on calibration
     /// texts, and store it beside the model (model.<precision>.onnx + .json) only if it passes
-    /// the quality guard. Needs Python with the onnxruntime and onnx packages.
+    /// the quality guard. Needs a Python with onnxruntime==1.31.1, onnx and sympy (`make setup`
+    /// makes one; --python or BERTFLOW_PYTHON names it).
     Optimize {
         /// A model directory (model.onnx, tokenizer.json, config.json).
         model: PathBuf,
@@ -185,7 +196,7 @@ fn parse_precision(s: &str) -> Result<bertflow::model::Precision, String> {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run a pipeline to completion.
+    /// Run a pipeline: a batch job until its input ends, a streaming job until SIGTERM/SIGINT.
     Run {
         #[command(flatten)]
         args: PipelineArgs,
@@ -227,9 +238,13 @@ fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("warn,bertflow=info,ort=warn"));
+    // Colour only on a terminal, and never with NO_COLOR set (https://no-color.org).
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .with_target(false);
     match format {
         LogFormat::Text => builder.init(),
@@ -239,20 +254,51 @@ fn init_logging(format: LogFormat) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    let format = cli.log_format;
+    init_logging(format);
     match real_main(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            if e.chain().any(|c| {
+            let retryable = e.chain().any(|c| {
                 c.downcast_ref::<bertflow::Error>()
                     .is_some_and(|b| b.retryable())
-            }) {
-                eprintln!("(a system was unreachable: running again later can help)");
+            });
+            let message = error_message(&e);
+            match format {
+                LogFormat::Json => eprintln!(
+                    "{}",
+                    serde_json::json!({
+                        "level": "ERROR",
+                        "fields": {"message": message, "retryable": retryable},
+                    })
+                ),
+                LogFormat::Text => {
+                    eprintln!("error: {message}");
+                    if retryable {
+                        eprintln!("(a system was unreachable: running again later can help)");
+                    }
+                }
             }
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, each said once: a cause whose text the message already holds is
+/// left out.
+fn error_message(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 fn real_main(cli: Cli) -> anyhow::Result<()> {
@@ -329,11 +375,10 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 )?;
                 let report = bertflow::model::inspect::inspect(&rt, &dir)?;
                 if json {
-                    println!("{}", serde_json::to_string_pretty(&report)?);
+                    write_stdout(&format!("{}\n", serde_json::to_string_pretty(&report)?))
                 } else {
-                    print!("{report}");
+                    write_stdout(&report.to_string())
                 }
-                Ok(())
             }
             ModelsCommand::Optimize {
                 model,
@@ -381,15 +426,26 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             scan,
             shard,
         } => {
-            let mut cfg = PipelineConfig::load(&pipeline, &sets)?;
-            println!("{}: ok", pipeline.display());
+            let mut overrides: Vec<Override> =
+                sets.iter().map(|(k, v)| Override::set(k, v)).collect();
+            if let Some(s) = shard {
+                overrides.push(Override::flag(
+                    "--shard",
+                    "source.parquet.shard",
+                    &yaml_string(&s),
+                ));
+            }
+            let cfg = PipelineConfig::load_with(&pipeline, &overrides)?;
+            // The same start-up checks as `run` makes before it opens anything.
+            for note in bertflow::pipeline::preflight(&cfg)? {
+                println!("  note: {note}");
+            }
             if !scan {
+                println!("{}: ok", pipeline.display());
                 return Ok(());
             }
-            if let (Some(s), Some(p)) = (shard, cfg.source.parquet_mut()) {
-                p.shard = Some(s);
-            }
             let r = bertflow::pipeline::scan(&cfg)?;
+            println!("{}: ok", pipeline.display());
             println!(
                 "scanned {}: {} records, {} unusable, {:.1} s ({:.0} records/s), peak memory {:.0} MiB",
                 r.inputs, r.records, r.bad_records, r.seconds, r.records_per_second, r.peak_rss_mib
@@ -417,6 +473,16 @@ fn shutdown_on_signals() -> anyhow::Result<Shutdown> {
     let token = Shutdown::new();
     token.on_signals()?;
     Ok(token)
+}
+
+/// Write to standard output; a reader that went away (`| head`) ends the output quietly.
+fn write_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
+    }
 }
 
 /// Quote a path so that `--set` value parsing keeps it a string.

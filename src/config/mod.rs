@@ -4,6 +4,7 @@
 //! Every struct denies unknown fields so that a typo fails loudly. Every key is documented in
 //! `docs/configuration.md`.
 
+pub mod load;
 pub mod reference;
 
 use std::path::Path;
@@ -18,9 +19,7 @@ use crate::model::config::RuntimeConfig;
 use crate::task::config::{TasksConfig, TopK};
 use crate::telemetry::MetricsConfig;
 
-/// Prefix of environment variables that override configuration keys. Nested keys are separated
-/// by a double underscore: `BERTFLOW__BATCHING__MAX_BATCH_SIZE=64` sets `batching.max_batch_size`.
-pub const ENV_PREFIX: &str = "BERTFLOW__";
+pub use load::ENV_PREFIX;
 
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -44,17 +43,23 @@ pub struct PipelineConfig {
 impl PipelineConfig {
     /// Load a pipeline file, apply `BERTFLOW__*` environment overrides, then `--set` overrides.
     pub fn load(path: &Path, overrides: &[(String, String)]) -> Result<Self> {
+        let sets: Vec<load::Override> = overrides
+            .iter()
+            .map(|(k, v)| load::Override::set(k, v))
+            .collect();
+        Self::load_with(path, &sets)
+    }
+
+    /// [`PipelineConfig::load`] with overrides that say where they came from (`--set`, or an
+    /// option such as `--output`).
+    pub fn load_with(path: &Path, overrides: &[load::Override]) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigFile {
             path: path.to_path_buf(),
             source,
         })?;
-        let env: Vec<(String, String)> = std::env::vars()
-            .filter_map(|(k, v)| env_key(&k).map(|key| (key, v)))
-            .collect();
-        Self::from_yaml_str(&text, &env, overrides).map_err(|e| match e {
-            Error::Config(msg) => Error::Config(format!("{}: {msg}", path.display())),
-            other => other,
-        })
+        let mut all = load::env_overrides();
+        all.extend(overrides.iter().cloned());
+        Self::from_sources(&text, &path.display().to_string(), &all)
     }
 
     /// Parse YAML text and apply overrides (`env` first, then `overrides`), each `key.path=value`
@@ -64,21 +69,45 @@ impl PipelineConfig {
         env: &[(String, String)],
         overrides: &[(String, String)],
     ) -> Result<Self> {
-        let mut builder = config::Config::builder()
-            .add_source(config::File::from_str(text, config::FileFormat::Yaml));
-        for (key, value) in env.iter().chain(overrides) {
-            let value = yaml_to_config(parse_override_value(key, value)?);
-            builder = builder
-                .set_override(key.as_str(), value)
-                .map_err(|e| Error::config(format!("override {key}: {e}")))?;
-        }
-        let cfg = builder.build().map_err(|e| Error::config(e.to_string()))?;
-        let parsed: PipelineConfig = cfg.try_deserialize().map_err(|e| {
-            Error::config(format!(
-                "{e} (see docs/configuration.md for every key and its type)"
-            ))
+        let mut all: Vec<load::Override> = env
+            .iter()
+            .map(|(k, v)| load::Override {
+                key: k.clone(),
+                value: v.clone(),
+                origin: load::Origin::Env(format!(
+                    "{ENV_PREFIX}{}",
+                    k.to_uppercase().replace('.', "__")
+                )),
+            })
+            .collect();
+        all.extend(overrides.iter().map(|(k, v)| load::Override::set(k, v)));
+        Self::from_sources(text, "the pipeline file", &all)
+    }
+
+    /// The file's text with `overrides` applied in order; `file` names it in messages.
+    pub fn from_sources(text: &str, file: &str, overrides: &[load::Override]) -> Result<Self> {
+        let tree = load::merged(text, file, overrides)?;
+        let parsed: PipelineConfig =
+            load::deserialize(tree, file, overrides).map_err(|e| match e {
+                // Which connectors there are, from the registry.
+                Error::Config(msg) if msg.contains("source: give exactly one key") => {
+                    let keys: Vec<&str> =
+                        SourceConfig::connectors().iter().map(|c| c.key).collect();
+                    Error::Config(msg.replacen(
+                        "the connector's name",
+                        &format!("the connector's name ({})", keys.join(" or ")),
+                        1,
+                    ))
+                }
+                other => other,
+            })?;
+        parsed.validate().map_err(|e| match e {
+            Error::Config(msg) => Error::Config(format!(
+                "{}: {msg}",
+                load::blame_message(&msg, file, overrides)
+            )),
+            other => other,
         })?;
-        parsed.validate()?;
         Ok(parsed)
     }
 
@@ -102,6 +131,52 @@ impl PipelineConfig {
         }
         if b.queue_depth == 0 {
             return Err(Error::config("batching.queue_depth must be at least 1"));
+        }
+        if self.sink.passthrough.iter().any(|c| c == "id") {
+            return Err(Error::config(
+                "sink.passthrough: 'id' is always written; remove it from the passthrough list",
+            ));
+        }
+        if let Some(dup) = self
+            .sink
+            .passthrough
+            .iter()
+            .enumerate()
+            .find(|(i, c)| self.sink.passthrough[..*i].contains(c))
+        {
+            return Err(Error::config(format!(
+                "sink.passthrough names '{}' twice",
+                dup.1
+            )));
+        }
+        if let Some(listen) = &self.metrics.listen {
+            let ok = listen
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !ok {
+                return Err(Error::config(format!(
+                    "metrics.listen is '{listen}': write host:port, e.g. 127.0.0.1:9464 or 0.0.0.0:9464 (port 0 picks a free one)"
+                )));
+            }
+        }
+        if let Some(lib) = &self.runtime.ort_lib {
+            if !lib.is_file() {
+                return Err(Error::config(format!(
+                    "runtime.ort_lib is {}, which is not a file: give the path of libonnxruntime.so (or leave the key out to search the usual places)",
+                    lib.display()
+                )));
+            }
+        }
+        for (i, q) in self
+            .tasks
+            .qa
+            .iter()
+            .flat_map(|q| q.questions.iter())
+            .enumerate()
+        {
+            if q.trim().is_empty() {
+                return Err(Error::config(format!("tasks.qa.questions[{i}] is empty")));
+            }
         }
         for s in self.tasks.sentiment.iter() {
             if s.top_k == TopK::Count(0) {
@@ -154,20 +229,6 @@ impl PipelineConfig {
     }
 }
 
-/// `BERTFLOW__BATCHING__MAX_BATCH_SIZE` -> `batching.max_batch_size`.
-fn env_key(name: &str) -> Option<String> {
-    let rest = name.strip_prefix(ENV_PREFIX)?;
-    if rest.is_empty() {
-        return None;
-    }
-    Some(
-        rest.split("__")
-            .map(|p| p.to_ascii_lowercase())
-            .collect::<Vec<_>>()
-            .join("."),
-    )
-}
-
 /// Parse a `key=value` argument of `--set`.
 pub fn parse_set_arg(arg: &str) -> std::result::Result<(String, String), String> {
     let (k, v) = arg
@@ -178,51 +239,6 @@ pub fn parse_set_arg(arg: &str) -> std::result::Result<(String, String), String>
         return Err(format!("'{arg}' has an empty key"));
     }
     Ok((k.to_string(), v.to_string()))
-}
-
-fn parse_override_value(key: &str, value: &str) -> Result<serde_yaml::Value> {
-    if value.trim().is_empty() {
-        return Ok(serde_yaml::Value::String(value.to_string()));
-    }
-    serde_yaml::from_str(value)
-        .map_err(|e| Error::config(format!("override {key}={value}: not a valid value: {e}")))
-}
-
-fn yaml_to_config(v: serde_yaml::Value) -> config::Value {
-    use config::{Value, ValueKind};
-    let kind = match v {
-        serde_yaml::Value::Null => ValueKind::Nil,
-        serde_yaml::Value::Bool(b) => ValueKind::Boolean(b),
-        serde_yaml::Value::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                ValueKind::I64(i)
-            } else if let Some(u) = n.as_u64() {
-                ValueKind::U64(u)
-            } else {
-                ValueKind::Float(n.as_f64().unwrap_or(f64::NAN))
-            }
-        }
-        serde_yaml::Value::String(s) => ValueKind::String(s),
-        serde_yaml::Value::Sequence(items) => {
-            ValueKind::Array(items.into_iter().map(yaml_to_config).collect())
-        }
-        serde_yaml::Value::Mapping(m) => ValueKind::Table(
-            m.into_iter()
-                .map(|(k, v)| {
-                    let key = match k {
-                        serde_yaml::Value::String(s) => s,
-                        other => serde_yaml::to_string(&other)
-                            .unwrap_or_default()
-                            .trim()
-                            .to_string(),
-                    };
-                    (key, yaml_to_config(v))
-                })
-                .collect(),
-        ),
-        serde_yaml::Value::Tagged(t) => return yaml_to_config(t.value),
-    };
-    Value::new(None, kind)
 }
 
 #[cfg(test)]
@@ -325,16 +341,6 @@ sink:
         let sets = vec![("tasks.ner".to_string(), "null".to_string())];
         let err = PipelineConfig::from_yaml_str(&text, &[], &sets).unwrap_err();
         assert!(err.to_string().contains("at least one task"), "{err}");
-    }
-
-    #[test]
-    fn env_names_map_to_keys() {
-        assert_eq!(
-            env_key("BERTFLOW__BATCHING__MAX_BATCH_SIZE").as_deref(),
-            Some("batching.max_batch_size")
-        );
-        assert_eq!(env_key("BERTFLOW_CACHE"), None);
-        assert_eq!(env_key("PATH"), None);
     }
 
     #[test]

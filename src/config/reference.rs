@@ -192,9 +192,20 @@ fn collect_rows(def: &Value, defs: &Value, prefix: &str, skip: &[&str], rows: &m
     }
 }
 
-/// The struct a property refers to, when it is a mapping with fields of its own.
+/// The struct a property refers to, when it is a mapping with fields of its own (also an
+/// optional one: `anyOf` the struct and null).
 fn struct_def<'a>(p: &'a Value, defs: &'a Value) -> Option<&'a Value> {
-    let target = resolve(p, defs)?;
+    let target = resolve(p, defs).or_else(|| {
+        let any = p.get("anyOf").and_then(Value::as_array)?;
+        let mut refs = any
+            .iter()
+            .filter(|x| x.get("type") != Some(&Value::from("null")));
+        let only = refs.next()?;
+        if refs.next().is_some() {
+            return None;
+        }
+        resolve(only, defs)
+    })?;
     target.get("properties").map(|_| target)
 }
 

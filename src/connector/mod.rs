@@ -453,6 +453,12 @@ pub trait SourceSpec {
         Ok(())
     }
 
+    /// Start-up checks that need no data and no network (`validate` makes them too): a local
+    /// input exists.
+    fn preflight(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Open the source (files are listed and checked, a consumer subscribes).
     fn open(&self, opts: SourceOptions<'_>) -> Result<Box<dyn Source>>;
 }
@@ -547,6 +553,13 @@ impl ErrorSinkConfig {
         let Some(e) = errors else {
             return Ok(());
         };
+        if e.path.as_ref().is_some_and(|p| p.as_os_str().is_empty())
+            || e.topic.as_ref().is_some_and(|t| t.trim().is_empty())
+        {
+            return Err(Error::config(
+                "sink.errors: `path` or `topic` is empty; name the error file or the dead-letter topic, or remove sink.errors",
+            ));
+        }
         if e.path.is_some() == e.topic.is_some() {
             return Err(Error::config(
                 "sink.errors: give either `path` (error Parquet) or `topic` (dead-letter topic)",

@@ -122,7 +122,7 @@ macro_rules! sinks {
                 if kinds.len() != 1 {
                     let keys = [$(stringify!($key),)+];
                     return Err(format!(
-                        "sink: configure exactly one sink connector, one of {} (e.g. `sink: {{parquet: {{path: out.parquet}}}}`); found {}",
+                        "configure exactly one sink connector, one of {} (e.g. `sink: {{parquet: {{path: out.parquet}}}}`); found {}",
                         keys.join(", "),
                         if kinds.is_empty() { "none".to_string() } else { kinds.len().to_string() }
                     ));

@@ -57,6 +57,15 @@ impl ModelDir {
     }
 
     /// `max_position_embeddings` from `config.json`, when present.
+    /// The length sentence-transformers cuts texts at (`sentence_bert_config.json`
+    /// `max_seq_length`), when the folder is a sentence-transformers model.
+    pub fn st_max_seq_length(&self) -> Result<Option<usize>> {
+        Ok(self
+            .json("sentence_bert_config.json")?
+            .and_then(|v| v.get("max_seq_length").and_then(Value::as_u64))
+            .map(|m| m as usize))
+    }
+
     pub fn max_positions(&self) -> Option<usize> {
         self.config
             .as_ref()?

@@ -81,7 +81,7 @@ pub fn check_for_task(task: &str, dir: &ModelDir, model: &OnnxModel) -> Result<(
         return Err(Error::model(
             &dir.dir,
             format!(
-                "configured as `{task}`, but its outputs ({}) are not those of a {task} model; {hint} (see `bertflow models inspect {}`)",
+                "configured as `{task}`, but its outputs ({}) are not those of a model for the {task} task; {hint} (see `bertflow models inspect {}`)",
                 names.join(", "),
                 dir.dir.display()
             ),
@@ -126,6 +126,11 @@ pub struct Inspection {
     pub architectures: Vec<String>,
     pub labels: Vec<String>,
     pub max_length: usize,
+    /// The length each task it serves cuts texts at by default, where it differs from the
+    /// model's (`embed 256 (sentence-transformers max_seq_length)`).
+    pub task_lengths: Vec<String>,
+    /// The graph's arithmetic: `fp32`, or the quantisation its operators show.
+    pub graph_precision: String,
     pub config_vocab_size: Option<u64>,
     pub tokenizer_type: String,
     pub tokenizer_vocab_size: usize,
@@ -201,6 +206,10 @@ pub fn inspect(rt: &Arc<OrtRuntime>, dir: &std::path::Path) -> Result<Inspection
             .unwrap_or_default(),
         labels: (0..labels.len()).map(|i| labels.name(i)).collect(),
         max_length: default_max_length(&md),
+        task_lengths: task_lengths(&md, &tasks)?,
+        graph_precision: super::precision::quantised_ops(&md.onnx)
+            .unwrap_or("fp32")
+            .to_string(),
         config_vocab_size: cfg.get("vocab_size").and_then(Value::as_u64),
         tokenizer_type,
         tokenizer_vocab_size: tok.get_vocab_size(true),
@@ -210,6 +219,32 @@ pub fn inspect(rt: &Arc<OrtRuntime>, dir: &std::path::Path) -> Result<Inspection
         cpu: super::precision::CpuFeatures::detect().to_string(),
         problems,
     })
+}
+
+/// The default length of each served task that cuts texts shorter than the model allows.
+fn task_lengths(md: &ModelDir, tasks: &[&'static str]) -> Result<Vec<String>> {
+    let model = default_max_length(md);
+    let mut out = Vec::new();
+    for t in tasks {
+        let (len, why) = match *t {
+            "embed" => match md.st_max_seq_length()? {
+                Some(m) => (
+                    m.min(md.max_positions().unwrap_or(512).min(512)),
+                    "sentence-transformers max_seq_length",
+                ),
+                None => continue,
+            },
+            "qa" => (
+                model.min(super::labels::QA_MAX_SEQ_LEN),
+                "question answering windows",
+            ),
+            _ => continue,
+        };
+        if len != model {
+            out.push(format!("{t} {len} ({why})"));
+        }
+    }
+    Ok(out)
 }
 
 /// The variants beside the graph (`model.int8.onnx` ...), described; a stale or unreadable one
@@ -268,6 +303,10 @@ impl fmt::Display for Inspection {
             writeln!(f, "labels        {}", self.labels.join(", "))?;
         }
         writeln!(f, "max length    {} tokens", self.max_length)?;
+        for t in &self.task_lengths {
+            writeln!(f, "task length   {t}")?;
+        }
+        writeln!(f, "graph         {}", self.graph_precision)?;
         writeln!(
             f,
             "tokenizer     {}, {} tokens (config vocab_size {})",

@@ -69,6 +69,10 @@ impl Labels {
 
 /// Default tokens per input: the tokenizer's `model_max_length`, else the position limit, at
 /// most 512 (and never above the position limit).
+/// The window length of question answering when none is configured, at most (transformers'
+/// pipeline default).
+pub const QA_MAX_SEQ_LEN: usize = 384;
+
 pub fn default_max_length(dir: &ModelDir) -> usize {
     let positions = dir.max_positions().map(|p| {
         // RoBERTa-style models reserve two positions for the padding offset.

@@ -450,6 +450,23 @@ fn file_name(p: &Path) -> String {
         .unwrap_or_default()
 }
 
+/// What the graph of `path` computes in beyond fp32, read from the operators it holds: dynamic
+/// or static int8 quantisation, 4-bit weights. `None`: no quantised operator (fp32, or fp16
+/// weights, which the operators do not show). Reads the file once.
+pub fn quantised_ops(path: &std::path::Path) -> Option<&'static str> {
+    let bytes = std::fs::read(path).ok()?;
+    let has = |op: &str| memchr::memmem::find(&bytes, op.as_bytes()).is_some();
+    if has("MatMulNBits") {
+        Some("4-bit weights (MatMulNBits)")
+    } else if has("DynamicQuantizeLinear") || has("MatMulInteger") || has("QAttention") {
+        Some("int8, dynamic quantisation")
+    } else if has("QLinearMatMul") || has("QLinearConv") {
+        Some("int8, static quantisation")
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

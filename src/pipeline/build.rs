@@ -74,7 +74,11 @@ pub fn load_tasks(
                 }
                 m.describe()
             }
-            None => precision.to_string(),
+            // A graph quantised by its maker runs as it is: say so rather than "fp32".
+            None => match crate::model::precision::quantised_ops(&graph) {
+                Some(q) => format!("{precision} setting, graph {q}"),
+                None => precision.to_string(),
+            },
         };
         tracing::info!(
             task = kind,

@@ -14,6 +14,7 @@ pub mod assemble;
 pub mod build;
 mod flow;
 pub mod infer;
+pub mod preflight;
 pub mod scan;
 pub mod stages;
 pub mod summary;
@@ -33,6 +34,7 @@ use crate::telemetry::{self, Event, ExecutionProviderInUse, Health, MetricsServe
 
 pub use build::{load_tasks, output_schema};
 pub use infer::{infer_features, infer_features_until, InferStats};
+pub use preflight::preflight;
 pub use scan::{scan, ScanReport};
 pub use summary::Summary;
 
@@ -119,6 +121,8 @@ fn open_sink(
 /// is set.
 pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<Summary> {
     let started = Instant::now();
+    // The checks `validate` makes, before anything is opened or loaded.
+    preflight(cfg)?;
     let health = Arc::new(Health::default());
     let streaming = cfg.source.is_streaming();
     let _server = if cfg.metrics.enabled.unwrap_or(streaming) {

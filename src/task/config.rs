@@ -44,6 +44,12 @@ pub trait TaskSpec: std::fmt::Debug + Send + Sync {
         Vec::new()
     }
 
+    /// Checks of the task's settings against its model folder that need no session (lengths the
+    /// folder's configuration gives); `validate` and `run` both make them before any model loads.
+    fn preflight(&self, _dir: &crate::model::ModelDir) -> crate::error::Result<()> {
+        Ok(())
+    }
+
     /// The column of passages this task writes (chunked embeddings), which sinks that store one
     /// row per passage flatten.
     fn passages_column(&self) -> Option<String> {

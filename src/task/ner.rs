@@ -116,13 +116,7 @@ impl NerTask {
                 ));
             }
         }
-        let max_length = cfg.max_length.unwrap_or_else(|| default_max_length(dir));
-        let stride = cfg.stride.unwrap_or(max_length / 4);
-        if stride > 0 && stride + 4 >= max_length {
-            return Err(Error::config(format!(
-                "tasks.ner.stride ({stride}) must be well below the window length ({max_length})"
-            )));
-        }
+        let (max_length, stride) = windows(cfg, dir)?;
         let tokenizer = TextTokenizer::load(
             &dir.tokenizer,
             Truncation {
@@ -357,6 +351,19 @@ pub fn resolve_overlaps(mut entities: Vec<Entity>) -> Vec<Entity> {
     out
 }
 
+/// The window length and stride over a model folder: the configured ones, else the model's
+/// length and a quarter of it.
+fn windows(cfg: &NerConfig, dir: &ModelDir) -> Result<(usize, usize)> {
+    let max_length = cfg.max_length.unwrap_or_else(|| default_max_length(dir));
+    let stride = cfg.stride.unwrap_or(max_length / 4);
+    if stride > 0 && stride + 4 >= max_length {
+        return Err(Error::config(format!(
+            "tasks.ner.stride ({stride}) must be well below the window length ({max_length})"
+        )));
+    }
+    Ok((max_length, stride))
+}
+
 impl Task for NerTask {
     fn name(&self) -> &'static str {
         "ner"
@@ -468,6 +475,10 @@ impl Task for NerTask {
 
 impl crate::task::config::TaskSpec for NerConfig {
     crate::task::config::task_spec_basics!("ner");
+
+    fn preflight(&self, dir: &ModelDir) -> Result<()> {
+        windows(self, dir).map(|_| ())
+    }
 
     fn load(&self, dir: &ModelDir, model: &OnnxModel) -> Result<std::sync::Arc<dyn Task>> {
         Ok(std::sync::Arc::new(NerTask::new(self, dir, model)?))

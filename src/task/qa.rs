@@ -43,6 +43,21 @@ pub struct WindowAnswers {
     pub null_score: f32,
 }
 
+/// The window length and stride of the task over a model folder: the configured ones, else
+/// transformers' defaults (the model's length up to 384, half of it up to 128).
+fn windows(cfg: &QaConfig, dir: &ModelDir) -> Result<(usize, usize)> {
+    let max_seq_len = cfg
+        .max_seq_len
+        .unwrap_or_else(|| default_max_length(dir).min(crate::model::labels::QA_MAX_SEQ_LEN));
+    let doc_stride = cfg.doc_stride.unwrap_or((max_seq_len / 2).min(128));
+    if doc_stride > max_seq_len {
+        return Err(Error::config(format!(
+            "tasks.qa.doc_stride ({doc_stride}) is larger than max_seq_len ({max_seq_len})"
+        )));
+    }
+    Ok((max_seq_len, doc_stride))
+}
+
 pub struct QaTask {
     tokenizer: TextTokenizer,
     questions: Vec<Arc<str>>,
@@ -148,15 +163,7 @@ impl QaTask {
                 ));
             }
         }
-        let max_seq_len = cfg
-            .max_seq_len
-            .unwrap_or_else(|| default_max_length(dir).min(384));
-        let doc_stride = cfg.doc_stride.unwrap_or((max_seq_len / 2).min(128));
-        if doc_stride > max_seq_len {
-            return Err(Error::config(format!(
-                "tasks.qa.doc_stride ({doc_stride}) is larger than max_seq_len ({max_seq_len})"
-            )));
-        }
+        let (max_seq_len, doc_stride) = windows(cfg, dir)?;
         let tokenizer = TextTokenizer::load(
             &dir.tokenizer,
             Truncation {
@@ -523,6 +530,10 @@ impl Task for QaTask {
 
 impl crate::task::config::TaskSpec for QaConfig {
     crate::task::config::task_spec_basics!("qa");
+
+    fn preflight(&self, dir: &ModelDir) -> Result<()> {
+        windows(self, dir).map(|_| ())
+    }
 
     fn text_columns(&self) -> Vec<crate::record::TextColumnRequest> {
         self.question_column

@@ -22,6 +22,19 @@ impl SourceSpec for KafkaSourceConfig {
     }
 
     fn validate(&self) -> Result<()> {
+        if self.bootstrap_servers.trim().is_empty() {
+            return Err(Error::config(
+                "source.kafka.bootstrap_servers is empty: give host:port[,host:port...]",
+            ));
+        }
+        if self.group_id.trim().is_empty() {
+            return Err(Error::config(
+                "source.kafka.group_id is empty: name the consumer group",
+            ));
+        }
+        if self.max_wait_ms == 0 {
+            return Err(Error::config("source.kafka.max_wait_ms must be at least 1"));
+        }
         if self.topics.is_empty() || self.topics.iter().any(|t| t.trim().is_empty()) {
             return Err(Error::config(
                 "source.kafka.topics: give at least one topic name (or a regex starting with ^)",
@@ -41,6 +54,20 @@ impl SourceSpec for KafkaSourceConfig {
 impl SinkSpec for KafkaSinkConfig {
     fn validate(&self, source: &SourceFacts, errors: Option<&ErrorSinkConfig>) -> Result<()> {
         ErrorSinkConfig::check(errors, source)?;
+        if self.topic.trim().is_empty() {
+            return Err(Error::config(
+                "sink.kafka.topic is empty: name the output topic",
+            ));
+        }
+        if self
+            .bootstrap_servers
+            .as_ref()
+            .is_some_and(|s| s.trim().is_empty())
+        {
+            return Err(Error::config(
+                "sink.kafka.bootstrap_servers is empty: give host:port[,host:port...], or leave it out to use the source's",
+            ));
+        }
         if errors.is_some_and(|e| e.path.is_some()) && source.stream.is_some() {
             return Err(Error::config(
                 "sink.errors.path with a Kafka source and a Kafka sink: give sink.errors.topic (dead-letter topic), so that failed records are committed with the results",

@@ -292,8 +292,18 @@ impl OpenFile {
     }
 
     /// Close and put into place: sync and rename a local file; complete an upload (and move a
-    /// staged object to `dest`). Returns where the file went.
-    pub(crate) fn commit(mut self) -> Result<PathBuf> {
+    /// staged object to `dest`). Returns where the file went. On failure nothing is left: the
+    /// local temporary file is removed, an upload aborted.
+    pub(crate) fn commit(self) -> Result<PathBuf> {
+        let tmp = self.tmp.clone();
+        let r = self.commit_inner();
+        if r.is_err() && !tmp.is_remote() {
+            let _ = tmp.remove();
+        }
+        r
+    }
+
+    fn commit_inner(mut self) -> Result<PathBuf> {
         let loc = self.dest.to_string();
         self.flush_ipc()?;
         let target = match self.writer {

@@ -20,9 +20,21 @@ impl SourceSpec for ParquetSourceConfig {
 
     fn validate(&self) -> Result<()> {
         if let Some(s) = &self.shard {
-            Shard::parse(s)?;
+            Shard::parse(s).map_err(|e| match e {
+                Error::Config(m) => {
+                    Error::config(format!("source.parquet.shard (or --shard): {m}"))
+                }
+                other => other,
+            })?;
         }
         Ok(())
+    }
+
+    fn preflight(&self) -> Result<()> {
+        if crate::connector::storage::is_remote(&self.path) {
+            return Ok(());
+        }
+        super::source::resolve_inputs(&self.path, &self.storage_options).map(|_| ())
     }
 
     fn open(&self, opts: SourceOptions<'_>) -> Result<Box<dyn Source>> {
@@ -36,6 +48,13 @@ impl SourceSpec for ParquetSourceConfig {
 
 impl SinkSpec for ParquetSinkConfig {
     fn validate(&self, source: &SourceFacts, errors: Option<&ErrorSinkConfig>) -> Result<()> {
+        if self.path.as_os_str().is_empty() {
+            return Err(Error::config(
+                "sink.parquet.path is empty: give the output file (or, with rows_per_file or a Kafka source, directory)",
+            ));
+        }
+        // The format and compression fit together.
+        super::file::OutputFormat::new(self)?;
         if self.rows_per_file == Some(0) || self.row_group_rows == 0 {
             return Err(Error::config(
                 "sink.parquet: rows_per_file and row_group_rows must be at least 1",

@@ -27,6 +27,39 @@ use crate::task::quality;
 use crate::task::{single_text_featurized, Featurized, Task, TaskOutput};
 use passages::slice_encoding;
 
+/// The length the embed task cuts texts at: `max_length`, else sentence-transformers'
+/// `max_seq_length` of the model folder, at most the model's positions (512 at most).
+pub fn max_length(cfg: &EmbedConfig, dir: &ModelDir) -> Result<usize> {
+    let positions = dir.max_positions().unwrap_or(512).min(512);
+    Ok(match cfg.max_length {
+        Some(m) => m,
+        None => dir.st_max_seq_length()?.unwrap_or(positions).min(positions),
+    })
+}
+
+/// The checks of `tasks.embed.chunking` that need the model folder but no session: the passage
+/// length against the model's limit, the overlap against the passage length.
+fn check_chunking(cfg: &EmbedConfig, dir: &ModelDir) -> Result<()> {
+    let Some(c) = &cfg.chunking else {
+        return Ok(());
+    };
+    let max_length = max_length(cfg, dir)?;
+    let max_tokens = c.max_tokens.unwrap_or(max_length);
+    if max_tokens > max_length {
+        return Err(Error::config(format!(
+            "tasks.embed.chunking.max_tokens is {max_tokens}, above the model's limit of {max_length} tokens ({}); lower it (or leave it out to use the limit)",
+            dir.dir.display()
+        )));
+    }
+    if c.overlap >= max_tokens {
+        return Err(Error::config(format!(
+            "tasks.embed.chunking.overlap is {} but must be below max_tokens ({max_tokens})",
+            c.overlap
+        )));
+    }
+    Ok(())
+}
+
 /// `tasks.embed.chunking`, resolved against the model.
 struct Chunking {
     /// Tokens per passage without the special tokens.
@@ -80,16 +113,7 @@ impl EmbedTask {
                 })
                 .unwrap_or(false),
         };
-        let positions = dir.max_positions().unwrap_or(512).min(512);
-        let max_length = match cfg.max_length {
-            Some(m) => m,
-            None => dir
-                .json("sentence_bert_config.json")?
-                .and_then(|v| v.get("max_seq_length").and_then(Value::as_u64))
-                .map(|m| m as usize)
-                .unwrap_or(positions)
-                .min(positions),
-        };
+        let max_length = max_length(cfg, dir)?;
         let tokenizer = TextTokenizer::load(
             &dir.tokenizer,
             Truncation {
@@ -138,23 +162,12 @@ impl EmbedTask {
         let chunking = match &cfg.chunking {
             None => None,
             Some(c) => {
+                check_chunking(cfg, dir)?;
                 let max_tokens = c.max_tokens.unwrap_or(max_length);
                 let added = tokenizer.added_tokens(false);
-                if max_tokens > max_length {
-                    return Err(Error::config(format!(
-                        "tasks.embed.chunking.max_tokens is {max_tokens}, above the model's limit of {max_length} tokens ({}); lower it (or leave it out to use the limit)",
-                        dir.dir.display()
-                    )));
-                }
                 if max_tokens <= added {
                     return Err(Error::config(format!(
                         "tasks.embed.chunking.max_tokens is {max_tokens}: it must exceed the {added} special tokens the model adds"
-                    )));
-                }
-                if c.overlap >= max_tokens {
-                    return Err(Error::config(format!(
-                        "tasks.embed.chunking.overlap is {} but must be below max_tokens ({max_tokens})",
-                        c.overlap
                     )));
                 }
                 let budget = max_tokens - added;
@@ -595,6 +608,10 @@ impl EmbedTask {
 
 impl crate::task::config::TaskSpec for EmbedConfig {
     crate::task::config::task_spec_basics!("embed");
+
+    fn preflight(&self, dir: &ModelDir) -> Result<()> {
+        check_chunking(self, dir)
+    }
 
     fn passages_column(&self) -> Option<String> {
         self.chunking.as_ref().map(|c| c.column.clone())
