@@ -226,6 +226,27 @@ impl TextTokenizer {
         }
     }
 
+    /// [`TextTokenizer::encode_raw`] without character offsets (every offset is zero): the
+    /// same token ids, for tasks that never map tokens back to the text.
+    pub fn encode_raw_fast(&self, texts: &[&str]) -> Vec<std::result::Result<Encoding, String>> {
+        match self.raw.encode_batch_fast(texts.to_vec(), false) {
+            Ok(encs) => encs.into_iter().map(Ok).collect(),
+            Err(_) => texts
+                .iter()
+                .map(|t| {
+                    self.raw
+                        .encode_fast(*t, false)
+                        .map_err(|e| format!("tokenizer failed: {e}"))
+                })
+                .collect(),
+        }
+    }
+
+    /// The identity of this tokenizer (equal for identical tokenizer files).
+    pub fn key(&self) -> u64 {
+        self.key
+    }
+
     /// Truncate (or window) a raw encoding and add the special tokens, as `encode` would.
     pub fn finish(&self, raw: Encoding) -> std::result::Result<Tokenized, String> {
         self.inner
@@ -297,9 +318,21 @@ pub type RawEncodings = Arc<Vec<std::result::Result<Encoding, String>>>;
 pub struct TokenCache {
     map: RefCell<HashMap<u64, RawEncodings>>,
     hits: RefCell<usize>,
+    /// Tokenizers (by key) whose tasks never map tokens back to the text: their tokenization
+    /// skips offset tracking.
+    without_offsets: std::collections::HashSet<u64>,
 }
 
 impl TokenCache {
+    /// A cache that tokenizes without character offsets for the tokenizers in
+    /// `without_offsets` (no task reading through them needs offsets).
+    pub fn without_offsets(keys: std::collections::HashSet<u64>) -> TokenCache {
+        TokenCache {
+            without_offsets: keys,
+            ..TokenCache::default()
+        }
+    }
+
     /// Raw tokenizations of `texts` (`None` entries yield an error and are not tokenized).
     pub fn raw(&self, tokenizer: &TextTokenizer, texts: &[Option<Arc<str>>]) -> RawEncodings {
         if let Some(v) = self.map.borrow().get(&tokenizer.key) {
@@ -314,7 +347,12 @@ impl TokenCache {
         let mut out: Vec<std::result::Result<Encoding, String>> = (0..texts.len())
             .map(|_| Err("no text".to_string()))
             .collect();
-        for (i, r) in present.into_iter().zip(tokenizer.encode_raw(&strs)) {
+        let encoded = if self.without_offsets.contains(&tokenizer.key) {
+            tokenizer.encode_raw_fast(&strs)
+        } else {
+            tokenizer.encode_raw(&strs)
+        };
+        for (i, r) in present.into_iter().zip(encoded) {
             out[i] = r;
         }
         let out = Arc::new(out);
@@ -439,5 +477,40 @@ mod tests {
         .unwrap();
         assert_eq!(b.subword_prefix.as_deref(), Some("##"));
         assert_eq!(b.cls_id, b.inner().token_to_id("[CLS]"));
+    }
+
+    #[test]
+    fn tokenization_without_offsets_gives_the_same_ids() {
+        let t = TextTokenizer::load(
+            &fixture("bert-sentiment"),
+            Truncation {
+                max_length: 128,
+                stride: 0,
+                windows: false,
+                only_second: false,
+            },
+        )
+        .unwrap();
+        let texts = [
+            "Ünïcödé façade, naïve café.",
+            "東京は日本の首都です。 🙂🙂 don't stop  now",
+            "",
+            "a plain sentence with words",
+        ];
+        let with = t.encode_raw(&texts);
+        let without = t.encode_raw_fast(&texts);
+        for (a, b) in with.iter().zip(&without) {
+            let (a, b) = (a.as_ref().unwrap(), b.as_ref().unwrap());
+            assert_eq!(a.get_ids(), b.get_ids());
+            assert_eq!(a.get_type_ids(), b.get_type_ids());
+        }
+        let owned: Vec<Option<Arc<str>>> = texts.iter().map(|s| Some(Arc::from(*s))).collect();
+        let fast = TokenCache::without_offsets([t.key()].into()).raw(&t, &owned);
+        let slow = TokenCache::default().raw(&t, &owned);
+        for (a, b) in fast.iter().zip(slow.iter()) {
+            let (a, b) = (a.as_ref().unwrap(), b.as_ref().unwrap());
+            let (fa, fb) = (t.finish(a.clone()).unwrap(), t.finish(b.clone()).unwrap());
+            assert_eq!(fa.windows[0].get_ids(), fb.windows[0].get_ids());
+        }
     }
 }

@@ -234,6 +234,16 @@ pub(crate) fn tokenize_stage(
     tasks: Vec<Arc<dyn Task>>,
     stop: &Shutdown,
 ) -> Result<Flow> {
+    // Tokenizers none of whose tasks maps tokens back to the text skip offset tracking.
+    let fast: std::collections::HashSet<u64> = tasks
+        .iter()
+        .map(|t| t.tokenizer().key())
+        .filter(|k| {
+            !tasks
+                .iter()
+                .any(|t| t.tokenizer().key() == *k && t.needs_offsets())
+        })
+        .collect();
     loop {
         let chunk = match recv_or_stop(&rx, stop) {
             Ok(Some(c)) => c,
@@ -241,7 +251,7 @@ pub(crate) fn tokenize_stage(
             Err(flow) => return Ok(flow),
         };
         let t = Instant::now();
-        let cache = TokenCache::default();
+        let cache = TokenCache::without_offsets(fast.clone());
         let per_task = tasks
             .iter()
             .map(|task| task.featurize(&chunk, &cache))

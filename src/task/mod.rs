@@ -61,6 +61,12 @@ pub trait Task: Send + Sync {
     /// The tokenizer of the task's model.
     fn tokenizer(&self) -> &crate::model::TextTokenizer;
 
+    /// Whether the task maps tokens back to the text (entity spans, answers, passages); a task
+    /// that does not lets tokenization skip offset tracking (same token ids).
+    fn needs_offsets(&self) -> bool {
+        true
+    }
+
     /// Padding token id for this task's tokenizer.
     fn pad_id(&self) -> u32 {
         self.tokenizer().pad_id

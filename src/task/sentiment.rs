@@ -168,6 +168,10 @@ impl Task for SentimentTask {
         &self.tokenizer
     }
 
+    fn needs_offsets(&self) -> bool {
+        false
+    }
+
     fn model_outputs(&self) -> Vec<String> {
         vec![self.output.clone()]
     }

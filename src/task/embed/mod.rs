@@ -352,6 +352,11 @@ impl Task for EmbedTask {
         &self.tokenizer
     }
 
+    fn needs_offsets(&self) -> bool {
+        // Passages are cut at character offsets; whole texts are not.
+        self.chunking.is_some()
+    }
+
     fn model_outputs(&self) -> Vec<String> {
         vec![self.output.clone()]
     }
