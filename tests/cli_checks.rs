@@ -346,7 +346,7 @@ fn inspect_and_the_summary_say_what_really_runs() {
     );
     assert_ok(&r);
     assert!(
-        stdout(&r).contains("sentiment fp32 setting, graph int8, dynamic quantisation"),
+        stdout(&r).contains("sentiment fp32 (graph: int8, dynamic quantisation)"),
         "{}",
         stdout(&r)
     );

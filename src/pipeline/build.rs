@@ -76,7 +76,7 @@ pub fn load_tasks(
             }
             // A graph quantised by its maker runs as it is: say so rather than "fp32".
             None => match crate::model::precision::quantised_ops(&graph) {
-                Some(q) => format!("{precision} setting, graph {q}"),
+                Some(q) => format!("{precision} (graph: {q})"),
                 None => precision.to_string(),
             },
         };
