@@ -5,7 +5,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/bertflow/target
 CARGO ?= cargo
 
-.PHONY: setup build demo stream-demo vector-demo gpu-check kafka postgres s3 test fmt lint clean reference refenv bench config-docs
+.PHONY: setup build demo stream-demo vector-demo gpu-check kafka postgres s3 test fmt lint clean reference refenv bench config-docs image-check
 
 setup:
 	@bash scripts/setup.sh
@@ -40,6 +40,11 @@ kafka:
 
 test: setup
 	bash scripts/test.sh
+
+# Build docker/Dockerfile (and Dockerfile.cuda) with podman and check the images as a user runs
+# them (scripts/images.sh). Not part of `make test`: it compiles bertflow inside the image.
+image-check: setup
+	bash scripts/images.sh
 
 fmt:
 	$(CARGO) fmt --all
