@@ -120,6 +120,7 @@ impl PipelineConfig {
         }
         self.source.spec().validate()?;
         let facts = self.source.spec().facts();
+        crate::connector::ErrorSinkConfig::check(self.sink.errors.as_ref(), &facts)?;
         self.sink
             .spec()
             .validate(&facts, self.sink.errors.as_ref())?;

@@ -486,7 +486,8 @@ pub struct SinkContext<'a> {
 /// A sink connector's configuration: its checks against the source and the shared sink keys,
 /// and how it opens.
 pub trait SinkSpec {
-    /// Checks serde cannot express, before anything is opened.
+    /// Checks serde cannot express, before anything is opened (`sink.errors` itself is checked
+    /// for every sink by [`ErrorSinkConfig::check`] before this).
     fn validate(&self, source: &SourceFacts, errors: Option<&ErrorSinkConfig>) -> Result<()>;
 
     /// The sink commits the source's positions itself, with its output (exactly-once

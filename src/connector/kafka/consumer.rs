@@ -88,8 +88,9 @@ pub struct KafkaSource {
     events: Receiver<GroupEvent>,
     link: SourceLink,
     cfg: KafkaSourceConfig,
-    /// Further text fields the tasks read, with the column name each fills.
-    columns: Vec<(Arc<str>, ColumnField)>,
+    /// Further text fields the tasks read, and the column name each fills (same order).
+    column_fields: Vec<ColumnField>,
+    column_names: Vec<Arc<str>>,
     passthrough: Vec<(String, Passthrough)>,
     fields: Vec<FieldRef>,
     window: usize,
@@ -174,7 +175,8 @@ impl KafkaSource {
             events,
             link,
             cfg: cfg.clone(),
-            columns,
+            column_names: columns.iter().map(|(n, _)| n.clone()).collect(),
+            column_fields: columns.into_iter().map(|(_, f)| f).collect(),
             passthrough,
             fields,
             window: opts.window.max(1),
@@ -371,8 +373,7 @@ impl KafkaSource {
     }
 
     fn decode(&self, m: &KafkaMessage) -> Decoded {
-        let fields: Vec<ColumnField> = self.columns.iter().map(|(_, f)| f.clone()).collect();
-        decode(&self.cfg, &fields, m)
+        decode(&self.cfg, &self.column_fields, m)
     }
 
     fn build_chunk(&mut self, messages: Vec<KafkaMessage>) -> Chunk {
@@ -380,7 +381,7 @@ impl KafkaSource {
         let mut ids = Vec::with_capacity(n);
         let mut texts = Vec::with_capacity(n);
         let mut columns: Vec<Vec<Option<Arc<str>>>> =
-            vec![Vec::with_capacity(n); self.columns.len()];
+            vec![Vec::with_capacity(n); self.column_names.len()];
         let mut errors = Vec::new();
         let mut jsons = Vec::with_capacity(n);
         for (row, m) in messages.iter().enumerate() {
@@ -437,10 +438,10 @@ impl KafkaSource {
             ids: Arc::new(StringArray::from(ids)),
             texts,
             columns: self
-                .columns
+                .column_names
                 .iter()
                 .zip(columns)
-                .map(|((name, _), values)| TextColumn {
+                .map(|(name, values)| TextColumn {
                     name: name.clone(),
                     values,
                 })

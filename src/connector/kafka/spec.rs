@@ -53,7 +53,6 @@ impl SourceSpec for KafkaSourceConfig {
 
 impl SinkSpec for KafkaSinkConfig {
     fn validate(&self, source: &SourceFacts, errors: Option<&ErrorSinkConfig>) -> Result<()> {
-        ErrorSinkConfig::check(errors, source)?;
         if self.topic.trim().is_empty() {
             return Err(Error::config(
                 "sink.kafka.topic is empty: name the output topic",

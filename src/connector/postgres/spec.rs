@@ -6,8 +6,7 @@ use crate::connector::{chunk_rows, ErrorSinkConfig, Sink, SinkContext, SinkSpec,
 use crate::error::{Error, Result};
 
 impl SinkSpec for PostgresSinkConfig {
-    fn validate(&self, source: &SourceFacts, errors: Option<&ErrorSinkConfig>) -> Result<()> {
-        ErrorSinkConfig::check(errors, source)?;
+    fn validate(&self, source: &SourceFacts, _errors: Option<&ErrorSinkConfig>) -> Result<()> {
         if self.exactly_once && source.stream.is_none() {
             return Err(Error::config(
                 "sink.postgres.exactly_once needs a Kafka source (with a Parquet source, mode: upsert makes re-runs idempotent)",

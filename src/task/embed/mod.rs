@@ -555,15 +555,7 @@ impl EmbedTask {
             }
             let dim = shape[1];
             for r in 0..rows {
-                let mut v = data[r * dim..(r + 1) * dim].to_vec();
-                if self.normalize {
-                    l2_normalize(&mut v);
-                }
-                if v.iter().any(|x| !x.is_finite()) {
-                    results.push(Err("the model produced a non-finite embedding".to_string()));
-                } else {
-                    results.push(Ok(TaskOutput::Embedding(v)));
-                }
+                results.push(self.finish(data[r * dim..(r + 1) * dim].to_vec()));
             }
             return Ok(results);
         }
@@ -580,16 +572,21 @@ impl EmbedTask {
             for &p in &self.pools {
                 pool(tokens, batch.mask(r), hidden, p, &mut v);
             }
-            if self.normalize {
-                l2_normalize(&mut v);
-            }
-            if v.iter().any(|x| !x.is_finite()) {
-                results.push(Err("the model produced a non-finite embedding".to_string()));
-            } else {
-                results.push(Ok(TaskOutput::Embedding(v)));
-            }
+            results.push(self.finish(v));
         }
         Ok(results)
+    }
+
+    /// A pooled vector as the record's embedding: normalised when configured; a non-finite one
+    /// fails the record.
+    fn finish(&self, mut v: Vec<f32>) -> std::result::Result<TaskOutput, String> {
+        if self.normalize {
+            l2_normalize(&mut v);
+        }
+        if v.iter().any(|x| !x.is_finite()) {
+            return Err("the model produced a non-finite embedding".to_string());
+        }
+        Ok(TaskOutput::Embedding(v))
     }
 
     fn vector_column(&self, outputs: Vec<TaskOutput>) -> Result<Vec<ArrayRef>> {
