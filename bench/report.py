@@ -106,6 +106,9 @@ def main(d):
     prec = pathlib.Path(d) / "precision" / "table.md"
     if prec.exists():
         print(precision_section(prec.read_text()))
+    pairs = pathlib.Path(d) / "pairs" / "table.md"
+    if pairs.exists():
+        print(pairs_section(pairs.read_text()))
     print(open(pathlib.Path(__file__).parent / "notes.md").read())
 
 
@@ -121,6 +124,20 @@ def precision_section(table):
             "the all-MiniLM-L6-v2 base (the stand-ins' architecture; the stand-ins themselves are "
             "int8 already), shared by both sides. Cosines are to sentence-transformers' own "
             "embeddings of the same texts.\n\n" + table)
+
+
+def pairs_section(table):
+    """Zero-shot and cross-encoder against transformers / sentence-transformers (bench/pairs.sh)."""
+    return ("## Pair tasks: zero-shot labels and cross-encoder scores\n\n"
+            "`bench/pairs.sh`, one run: the bundled sample's non-empty texts, zero-shot "
+            "classification with 10 labels (10 model inputs per record) against transformers' "
+            "zero-shot-classification pipeline, and cross-encoder scores for 4 queries against "
+            "sentence-transformers' `CrossEncoder.predict` (torch fp32, batch_size=32, same "
+            "threads, same texts). Both models are MiniLM-L6 (the all-MiniLM-L6-v2 body with a "
+            "seeded NLI head and a seeded one-logit head: the size of the MiniLM NLI models and "
+            "ms-marco cross-encoders users run), fp32 on both sides. `raw ORT / bertflow time` is "
+            "`bertflow bench`'s ratio: the same pair batches through bare ONNX Runtime sessions "
+            "over bertflow's whole run (1.0 would be no overhead at all).\n\n" + table)
 
 
 def postgres_section(r):

@@ -137,7 +137,8 @@ enum ModelsCommand {
         /// fp32 (fused graph), int8, fp16 or bf16.
         #[arg(long, value_parser = parse_precision)]
         precision: bertflow::model::Precision,
-        /// Judge only these tasks (default: every task the model serves).
+        /// Judge only these tasks (default: every task the model serves; of the pair tasks only the
+        /// one its config.json declares: zero_shot for an NLI head, cross_encoder for a cross-encoder).
         #[arg(long = "task")]
         tasks: Vec<String>,
         /// Calibration texts: JSON lines {"text": ..., "question": ...} or one text per line

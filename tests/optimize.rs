@@ -299,6 +299,34 @@ fn every_architecture_fuses_and_keeps_its_results() {
 }
 
 #[test]
+fn pair_task_models_are_judged_on_their_pair_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let pairs = root().join("tests/fixtures/pairs");
+    // An NLI model is judged on zero_shot (and sentiment); a cross-encoder on cross_encoder.
+    for (name, tasks) in [
+        ("bert-nli", &["zero_shot", "sentiment"][..]),
+        ("bert-cross", &["cross_encoder", "sentiment"][..]),
+    ] {
+        let m = copy_model(&pairs.join(name), dir.path());
+        let o = optimize(&m, &["--precision", "fp32"]);
+        assert_ok(&o);
+        let quality = meta(&m, "fp32")["quality"].clone();
+        let judged: Vec<&str> = quality
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|q| q["task"].as_str().unwrap())
+            .collect();
+        assert_eq!(judged, tasks, "{name}");
+        let q = &quality[0];
+        assert_eq!(q["label_agreement"].as_f64(), Some(1.0), "{name}: {q}");
+        let diff = q["max_score_diff"].as_f64().unwrap();
+        assert!(diff < 1e-3, "{name}: {q}");
+        assert!(q["records"].as_u64().unwrap() >= 20, "{name}: {q}");
+    }
+}
+
+#[test]
 fn models_that_cannot_be_made_into_a_variant_are_refused_clearly() {
     let dir = tempfile::tempdir().unwrap();
     // Already quantized.

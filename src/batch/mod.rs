@@ -26,7 +26,9 @@ pub struct BatchingConfig {
     /// Records read, tokenized and sorted by length together; also the Parquet read batch size, and
     /// with a Kafka source the most records in one micro-batch (which also closes after
     /// `source.kafka.max_wait_ms`; with `exactly_once`, one transaction). Larger windows give less
-    /// padding and use more memory.
+    /// padding and use more memory. With a pair task (`zero_shot`, `cross_encoder`) it counts
+    /// model inputs: a window holds `window_records / n` records when each record becomes `n`
+    /// (label or query) pairs.
     #[serde(default = "default_window_records")]
     pub window_records: usize,
     /// Windows buffered between two stages. Bounds memory; 2 lets tokenization of the next window

@@ -219,6 +219,12 @@ impl PipelineConfig {
                 }
             }
         }
+        for z in self.tasks.zero_shot.iter() {
+            crate::task::zero_shot::check_settings(z)?;
+        }
+        for c in self.tasks.cross_encoder.iter() {
+            crate::task::cross_encoder::check_settings(c)?;
+        }
         for e in self.tasks.embed.iter() {
             if e.max_length == Some(0) || e.max_length.is_some_and(|m| m < 2) {
                 return Err(Error::config(

@@ -70,13 +70,22 @@ fn sections() -> Vec<Section> {
         "tasks",
         2,
         Some("TasksConfig"),
-        &["embed", "sentiment", "ner", "qa"],
+        &[
+            "embed",
+            "sentiment",
+            "ner",
+            "qa",
+            "zero_shot",
+            "cross_encoder",
+        ],
     ));
     for (key, def) in [
         ("embed", "EmbedConfig"),
         ("sentiment", "SentimentConfig"),
         ("ner", "NerConfig"),
         ("qa", "QaConfig"),
+        ("zero_shot", "ZeroShotConfig"),
+        ("cross_encoder", "CrossEncoderConfig"),
     ] {
         out.push(section(&format!("tasks.{key}"), 3, Some(def), &[]));
     }

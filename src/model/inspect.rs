@@ -32,20 +32,22 @@ pub fn tasks_served(dir: &ModelDir, outputs: &[TensorInfo]) -> Vec<&'static str>
         })
         .unwrap_or_default();
     if let Some(l) = has("logits") {
-        match l.shape.len() {
-            2 => tasks.push("sentiment"),
-            3 => tasks.push("ner"),
-            _ => {
-                if arch
-                    .iter()
-                    .any(|a| a.ends_with("ForSequenceClassification"))
-                {
-                    tasks.push("sentiment");
-                }
-                if arch.iter().any(|a| a.ends_with("ForTokenClassification")) {
-                    tasks.push("ner");
-                }
+        let sequence = match l.shape.len() {
+            2 => true,
+            3 => false,
+            _ => arch
+                .iter()
+                .any(|a| a.ends_with("ForSequenceClassification")),
+        };
+        if sequence {
+            // A sequence classifier also scores pairs; the likeliest use comes first.
+            match pair_head(dir) {
+                Some(PairHead::Nli(_)) => tasks.extend(["zero_shot", "sentiment", "cross_encoder"]),
+                Some(PairHead::CrossEncoder(_)) => tasks.extend(["cross_encoder", "sentiment"]),
+                None => tasks.extend(["sentiment", "cross_encoder"]),
             }
+        } else if l.shape.len() == 3 || arch.iter().any(|a| a.ends_with("ForTokenClassification")) {
+            tasks.push("ner");
         }
     }
     if [
@@ -61,16 +63,52 @@ pub fn tasks_served(dir: &ModelDir, outputs: &[TensorInfo]) -> Vec<&'static str>
     tasks
 }
 
+/// What a sequence classifier's `config.json` says it reads pairs for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PairHead {
+    /// An NLI model: the entailment label's index and name (zero-shot classification).
+    Nli(String),
+    /// A sentence-transformers cross-encoder: its activation (`config.json`
+    /// `sentence_transformers.activation_fn`).
+    CrossEncoder(String),
+}
+
+/// The pair head a model folder declares, if any.
+pub fn pair_head(dir: &ModelDir) -> Option<PairHead> {
+    let cfg = dir.config.as_ref()?;
+    if let Some((name, id)) = cfg
+        .get("label2id")
+        .and_then(Value::as_object)
+        .and_then(|m| {
+            m.iter()
+                .find(|(n, _)| n.to_lowercase().starts_with("entail"))
+        })
+    {
+        return Some(PairHead::Nli(format!("entailment label {id} ({name})")));
+    }
+    let activation = cfg
+        .get("sentence_transformers")
+        .and_then(|s| s.get("activation_fn"))
+        .or_else(|| cfg.get("sbert_ce_default_activation_function"))
+        .and_then(Value::as_str)?;
+    Some(PairHead::CrossEncoder(format!(
+        "sentence-transformers cross-encoder, activation {}",
+        activation.rsplit('.').next().unwrap_or(activation)
+    )))
+}
+
 /// Why a model cannot serve `task`, if it cannot; also catches a tokenizer that does not belong
 /// to the model.
 pub fn check_for_task(task: &str, dir: &ModelDir, model: &OnnxModel) -> Result<()> {
     let (_, outputs) = model.io();
     let served = tasks_served(dir, &outputs);
-    // Outputs with unusual names are left to the task to judge.
-    if !served.is_empty() && !served.contains(&task) {
+    // Outputs with unusual names are left to the task to judge, and so is a sequence classifier
+    // without an entailment label given to zero_shot (the task says what its config lacks).
+    let classifier_for_zero_shot = task == "zero_shot" && served.contains(&"sentiment");
+    if !served.is_empty() && !served.contains(&task) && !classifier_for_zero_shot {
         let names: Vec<&str> = outputs.iter().map(|o| o.name.as_str()).collect();
         let hint = if served.is_empty() {
-            "it serves none of embed, sentiment, ner, qa".to_string()
+            "it serves none of embed, sentiment, ner, qa, zero_shot, cross_encoder".to_string()
         } else {
             format!(
                 "it can serve {}: configure it under tasks.{} instead",
@@ -135,6 +173,8 @@ pub struct Inspection {
     pub tokenizer_type: String,
     pub tokenizer_vocab_size: usize,
     pub pooling: Option<String>,
+    /// What a sequence classifier reads pairs for (an NLI head, a cross-encoder).
+    pub pair_head: Option<String>,
     pub tasks: Vec<&'static str>,
     /// Precision variants stored beside the graph, with their measured quality.
     pub variants: Vec<String>,
@@ -162,7 +202,7 @@ pub fn inspect(rt: &Arc<OrtRuntime>, dir: &std::path::Path) -> Result<Inspection
     let mut problems = Vec::new();
     if tasks.is_empty() {
         problems.push(
-            "no task recognised: outputs should include last_hidden_state (embed), logits (sentiment: 2-D, ner: 3-D) or start_logits/end_logits (qa)"
+            "no task recognised: outputs should include last_hidden_state (embed), logits (sentiment, zero_shot, cross_encoder: 2-D; ner: 3-D) or start_logits/end_logits (qa)"
                 .to_string(),
         );
     }
@@ -214,6 +254,9 @@ pub fn inspect(rt: &Arc<OrtRuntime>, dir: &std::path::Path) -> Result<Inspection
         tokenizer_type,
         tokenizer_vocab_size: tok.get_vocab_size(true),
         pooling,
+        pair_head: pair_head(&md).map(|h| match h {
+            PairHead::Nli(s) | PairHead::CrossEncoder(s) => s,
+        }),
         tasks,
         variants: variants(&md, &mut problems),
         cpu: super::precision::CpuFeatures::detect().to_string(),
@@ -318,6 +361,9 @@ impl fmt::Display for Inspection {
         )?;
         if let Some(p) = &self.pooling {
             writeln!(f, "pooling       {p}")?;
+        }
+        if let Some(h) = &self.pair_head {
+            writeln!(f, "pair head     {h}")?;
         }
         writeln!(
             f,

@@ -200,6 +200,10 @@ pub struct Quality {
     /// Question answering: share of questions with exactly the fp32 answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exact_match: Option<f64>,
+    /// Pair scores (zero-shot labels, cross-encoder queries): the largest difference of a
+    /// score from its fp32 score.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_score_diff: Option<f64>,
 }
 
 impl Quality {
@@ -228,6 +232,9 @@ impl std::fmt::Display for Quality {
         if let Some(v) = self.exact_match {
             parts.push(format!("exact match {v:.4}"));
         }
+        if let Some(v) = self.max_score_diff {
+            parts.push(format!("max score difference {v:.5}"));
+        }
         write!(
             f,
             "{}: {} over {} records",
@@ -245,24 +252,35 @@ pub struct Thresholds {
     pub min_cosine: f64,
     /// Lowest share of equal labels / exact answers / entity F1 allowed.
     pub min_agreement: f64,
+    /// Largest difference of a pair score (zero-shot, cross-encoder) from fp32's allowed.
+    #[serde(default = "default_max_score_diff")]
+    pub max_score_diff: f64,
+}
+
+fn default_max_score_diff() -> f64 {
+    0.05
 }
 
 impl Thresholds {
-    /// Defaults per precision: int8 (and bf16) 0.99 / 0.99; fp16 0.999 / 0.995; fused fp32
-    /// 0.9999 / 1.0 (exact up to rounding).
+    /// Defaults per precision (cosine / agreement / pair score difference): int8 (and bf16)
+    /// 0.99 / 0.99 / 0.05; fp16 0.999 / 0.995 / 0.01; fused fp32 0.9999 / 1.0 / 0.001 (exact up
+    /// to rounding).
     pub fn default_for(p: Precision) -> Thresholds {
         match p {
             Precision::Fp32 => Thresholds {
                 min_cosine: 0.9999,
                 min_agreement: 1.0,
+                max_score_diff: 1e-3,
             },
             Precision::Int8 | Precision::Bf16 => Thresholds {
                 min_cosine: 0.99,
                 min_agreement: 0.99,
+                max_score_diff: 0.05,
             },
             Precision::Fp16 => Thresholds {
                 min_cosine: 0.999,
                 min_agreement: 0.995,
+                max_score_diff: 0.01,
             },
         }
     }
@@ -287,6 +305,12 @@ impl Thresholds {
                     q.task, self.min_agreement
                 ));
             }
+        }
+        if let Some(v) = q.max_score_diff.filter(|v| *v > self.max_score_diff) {
+            out.push(format!(
+                "{}: max score difference {v:.5} is above the threshold {}",
+                q.task, self.max_score_diff
+            ));
         }
         out
     }
@@ -349,10 +373,20 @@ impl VariantMeta {
 
     /// One line for summaries: `int8 (min cosine 0.99612)` / `int8 (forced: ...)`.
     pub fn describe(&self) -> String {
+        // With several judged tasks each figure names its task.
+        let named = self.quality.len() > 1;
         let figures: Vec<String> = self
             .quality
             .iter()
-            .filter_map(|q| q.headline().map(|(n, v)| format!("{n} {v:.4}")))
+            .filter_map(|q| {
+                q.headline().map(|(n, v)| {
+                    if named {
+                        format!("{}: {n} {v:.4}", q.task)
+                    } else {
+                        format!("{n} {v:.4}")
+                    }
+                })
+            })
             .collect();
         let forced = if self.forced {
             ", forced below its threshold"

@@ -24,6 +24,9 @@ pub struct Truncation {
     pub windows: bool,
     /// Truncate only the second sequence of a pair (question answering).
     pub only_second: bool,
+    /// Truncate only the first sequence of a pair (zero-shot classification: the text, never
+    /// the hypothesis).
+    pub only_first: bool,
 }
 
 /// A tokenizer configured for one task: no padding (the batcher pads), truncation as configured.
@@ -124,6 +127,8 @@ impl TextTokenizer {
                     TruncationStrategy::OnlyFirst
                 } else if truncation.only_second {
                     TruncationStrategy::OnlySecond
+                } else if truncation.only_first {
+                    TruncationStrategy::OnlyFirst
                 } else {
                     TruncationStrategy::LongestFirst
                 },
@@ -251,6 +256,20 @@ impl TextTokenizer {
     pub fn finish(&self, raw: Encoding) -> std::result::Result<Tokenized, String> {
         self.inner
             .post_process(raw, None, true)
+            .map(|e| self.wrap(e))
+            .map_err(|e| format!("tokenizer failed: {e}"))
+    }
+
+    /// Join two raw encodings into a pair (truncated as configured, special tokens added), as
+    /// encoding the two texts together would; a pair that cannot be cut to the maximum length
+    /// (the sequence to cut is too short) is an error.
+    pub fn finish_pair(
+        &self,
+        first: Encoding,
+        second: Encoding,
+    ) -> std::result::Result<Tokenized, String> {
+        self.inner
+            .post_process(first, Some(second), true)
             .map(|e| self.wrap(e))
             .map_err(|e| format!("tokenizer failed: {e}"))
     }
@@ -393,6 +412,7 @@ mod tests {
                     stride: 8,
                     windows,
                     only_second: false,
+                    only_first: false,
                 },
             )
             .unwrap();
@@ -414,6 +434,7 @@ mod tests {
                 stride: 0,
                 windows: false,
                 only_second: false,
+                only_first: false,
             },
         )
         .unwrap();
@@ -424,6 +445,7 @@ mod tests {
                 stride: 4,
                 windows: true,
                 only_second: false,
+                only_first: false,
             },
         )
         .unwrap();
@@ -434,6 +456,7 @@ mod tests {
                 stride: 0,
                 windows: false,
                 only_second: false,
+                only_first: false,
             },
         )
         .unwrap();
@@ -459,6 +482,7 @@ mod tests {
                 stride: 16,
                 windows: true,
                 only_second: true,
+                only_first: false,
             },
         )
         .unwrap();
@@ -472,6 +496,7 @@ mod tests {
                 stride: 16,
                 windows: true,
                 only_second: true,
+                only_first: false,
             },
         )
         .unwrap();
@@ -488,6 +513,7 @@ mod tests {
                 stride: 0,
                 windows: false,
                 only_second: false,
+                only_first: false,
             },
         )
         .unwrap();

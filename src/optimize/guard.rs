@@ -27,6 +27,18 @@ pub struct Sample {
 /// entities, and questions over short passages.
 const BUNDLED: &str = include_str!("calibration.jsonl");
 
+/// The candidate labels a zero-shot variant is judged with (over every calibration text).
+pub const ZERO_SHOT_LABELS: [&str; 8] = [
+    "positive",
+    "negative",
+    "a question",
+    "a complaint",
+    "business",
+    "sports",
+    "technology",
+    "travel",
+];
+
 pub fn bundled() -> Vec<Sample> {
     parse(BUNDLED, "bundled calibration sample").expect("bundled calibration sample")
 }

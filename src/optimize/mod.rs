@@ -89,8 +89,10 @@ impl std::fmt::Display for OptimizeReport {
         }
         writeln!(
             f,
-            "thresholds    cosine >= {}, agreement/F1/exact match >= {}",
-            self.meta.thresholds.min_cosine, self.meta.thresholds.min_agreement
+            "thresholds    cosine >= {}, agreement/F1/exact match >= {}, pair score difference <= {}",
+            self.meta.thresholds.min_cosine,
+            self.meta.thresholds.min_agreement,
+            self.meta.thresholds.max_score_diff
         )?;
         for b in &self.below {
             writeln!(f, "FORCED        {b}")?;
@@ -116,7 +118,13 @@ pub fn optimize(rt: &Arc<OrtRuntime>, opts: &OptimizeOptions) -> Result<Optimize
     let mut fp32 = OnnxModel::load(rt, &dir.onnx)?;
     let served = crate::model::inspect::tasks_served(&dir, &fp32.io().1);
     let tasks: Vec<&'static str> = if opts.tasks.is_empty() {
-        served.clone()
+        // Every task served, but pair tasks only when the model is made for them (listed first).
+        served
+            .iter()
+            .enumerate()
+            .filter(|(i, t)| *i == 0 || !matches!(**t, "zero_shot" | "cross_encoder"))
+            .map(|(_, t)| *t)
+            .collect()
     } else {
         let mut v = Vec::new();
         for t in &opts.tasks {
@@ -493,7 +501,7 @@ fn references(
         let model = dir.dir.display().to_string();
         let cfg = task_config(name, &model)?;
         let task = crate::task::load(cfg.as_ref(), dir, fp32)?;
-        let picked: Vec<guard::Sample> = if name == "qa" {
+        let picked: Vec<guard::Sample> = if name == "qa" || name == "cross_encoder" {
             samples
                 .iter()
                 .filter(|s| s.question.is_some())
@@ -510,7 +518,7 @@ fn references(
         };
         if picked.is_empty() {
             return Err(Error::config(
-                "the calibration texts have no question, so question answering cannot be judged: add lines {\"text\": ..., \"question\": ...}",
+                "the calibration texts have no question, so question answering and cross-encoders cannot be judged: add lines {\"text\": ..., \"question\": ...}",
             ));
         }
         let results = guard::run_task(task.as_ref(), fp32, &picked)?;
@@ -545,11 +553,21 @@ fn judge(
 /// The task's configuration with every default (the question read from the calibration record).
 fn task_config(task: &str, model: &str) -> Result<Box<dyn TaskSpec>> {
     use crate::task::config::{EmbedConfig, NerConfig, QaConfig, SentimentConfig};
+    use crate::task::cross_encoder::CrossEncoderConfig;
+    use crate::task::zero_shot::ZeroShotConfig;
     let none = serde_json::json!({});
     Ok(match task {
         "embed" => Box::new(task_defaults::<EmbedConfig>(model, none)?),
         "sentiment" => Box::new(task_defaults::<SentimentConfig>(model, none)?),
         "ner" => Box::new(task_defaults::<NerConfig>(model, none)?),
+        "zero_shot" => Box::new(task_defaults::<ZeroShotConfig>(
+            model,
+            serde_json::json!({ "labels": guard::ZERO_SHOT_LABELS }),
+        )?),
+        "cross_encoder" => Box::new(task_defaults::<CrossEncoderConfig>(
+            model,
+            serde_json::json!({ "query_column": "question" }),
+        )?),
         _ => Box::new(task_defaults::<QaConfig>(
             model,
             serde_json::json!({ "question_column": "question" }),

@@ -70,7 +70,7 @@ pub(crate) fn open_source(
     cfg.source.spec().open(SourceOptions {
         passthrough: &cfg.sink.passthrough,
         text_columns: &text_columns,
-        window: cfg.batching.window_records,
+        window: cfg.tasks.window_records(cfg.batching.window_records),
         sink_commits,
         shutdown,
     })

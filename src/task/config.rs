@@ -1,4 +1,5 @@
-//! Configuration of the tasks: `tasks.embed`, `tasks.sentiment`, `tasks.ner`, `tasks.qa`.
+//! Configuration of the tasks: `tasks.embed`, `tasks.sentiment`, `tasks.ner`, `tasks.qa` (the
+//! pair tasks `tasks.zero_shot` and `tasks.cross_encoder` keep theirs beside their code).
 
 use std::path::PathBuf;
 
@@ -23,6 +24,10 @@ pub struct TasksConfig {
     pub ner: OneOrMany<NerConfig>,
     #[serde(default)]
     pub qa: OneOrMany<QaConfig>,
+    #[serde(default)]
+    pub zero_shot: OneOrMany<crate::task::zero_shot::ZeroShotConfig>,
+    #[serde(default)]
+    pub cross_encoder: OneOrMany<crate::task::cross_encoder::CrossEncoderConfig>,
 }
 
 /// One configured task instance: what the pipeline asks of every task's configuration, and
@@ -48,6 +53,13 @@ pub trait TaskSpec: std::fmt::Debug + Send + Sync {
     /// folder's configuration gives); `validate` and `run` both make them before any model loads.
     fn preflight(&self, _dir: &crate::model::ModelDir) -> crate::error::Result<()> {
         Ok(())
+    }
+
+    /// Model inputs one record becomes, as far as the configuration says (pair tasks: one per
+    /// fixed label or query, one more for a column); a window of `batching.window_records`
+    /// records is cut so that it holds about that many model inputs.
+    fn inputs_per_record(&self) -> usize {
+        1
     }
 
     /// The column of passages this task writes (chunked embeddings), which sinks that store one
@@ -84,22 +96,34 @@ macro_rules! task_spec_basics {
 pub(crate) use task_spec_basics;
 
 impl TasksConfig {
-    /// Every task instance, in output order: embed, sentiment, ner, qa (the task registry:
-    /// a new task adds its key above and one line here).
+    /// Every task instance, in output order: embed, sentiment, ner, qa, zero_shot,
+    /// cross_encoder (the task registry: a new task adds its key above and one line here).
     pub fn all(&self) -> Vec<&dyn TaskSpec> {
         let mut v: Vec<&dyn TaskSpec> = Vec::new();
         v.extend(self.embed.iter().map(|c| c as &dyn TaskSpec));
         v.extend(self.sentiment.iter().map(|c| c as &dyn TaskSpec));
         v.extend(self.ner.iter().map(|c| c as &dyn TaskSpec));
         v.extend(self.qa.iter().map(|c| c as &dyn TaskSpec));
+        v.extend(self.zero_shot.iter().map(|c| c as &dyn TaskSpec));
+        v.extend(self.cross_encoder.iter().map(|c| c as &dyn TaskSpec));
         v
     }
 
     pub fn is_empty(&self) -> bool {
-        self.embed.is_empty()
-            && self.sentiment.is_empty()
-            && self.ner.is_empty()
-            && self.qa.is_empty()
+        self.all().is_empty()
+    }
+
+    /// Records per window for `window_records` model inputs: fewer when a pair task turns each
+    /// record into many inputs, so that memory stays bounded whatever the number of labels.
+    pub fn window_records(&self, window_inputs: usize) -> usize {
+        let per_record = self
+            .all()
+            .iter()
+            .map(|t| t.inputs_per_record())
+            .max()
+            .unwrap_or(1)
+            .max(1);
+        (window_inputs / per_record).max(1)
     }
 }
 

@@ -4,11 +4,14 @@
 
 pub mod chunking;
 pub mod config;
+pub mod cross_encoder;
 pub mod embed;
 pub mod ner;
+pub mod pairs;
 pub mod qa;
 pub mod quality;
 pub mod sentiment;
+pub mod zero_shot;
 
 use std::sync::Arc;
 
@@ -40,6 +43,20 @@ pub enum TaskOutput {
     Answers(Vec<Answer>),
     /// Passage embeddings of a record (one per feature, then all of the record in order).
     Chunks(Vec<embed::ChunkEmbedding>),
+    /// Scores of a record against other texts (zero-shot labels, cross-encoder queries): one
+    /// pair per feature, then all of the record's in output order.
+    Scored(Vec<Scored>),
+}
+
+/// A record's score against one other text (a zero-shot label, a cross-encoder query).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scored {
+    /// The label or query.
+    pub name: std::sync::Arc<str>,
+    pub score: f32,
+    /// The pair's logits (before a record's pairs are combined), or a multi-logit model's
+    /// scores per class.
+    pub logits: Vec<f32>,
 }
 
 /// Model features of a chunk for one task, with the records that could not be featurized.

@@ -124,6 +124,7 @@ impl NerTask {
                 stride,
                 windows: stride > 0,
                 only_second: false,
+                only_first: false,
             },
         )?;
         let room = max_length.saturating_sub(tokenizer.added_tokens(false));

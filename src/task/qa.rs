@@ -171,6 +171,7 @@ impl QaTask {
                 stride: doc_stride,
                 windows: true,
                 only_second: true,
+                only_first: false,
             },
         )?;
         let mut task = QaTask {

@@ -67,6 +67,33 @@ pub fn set_f1<K: Eq + Hash>(q: &mut Figures, pairs: impl IntoIterator<Item = (Ve
     });
 }
 
+/// Pair scores (zero-shot labels, cross-encoder queries): the share of records whose best-scored
+/// name is fp32's, and the largest difference of a name's score from its fp32 score.
+pub fn ranked_scores<'a>(
+    q: &mut Figures,
+    pairs: impl IntoIterator<Item = (&'a [super::Scored], &'a [super::Scored])>,
+) {
+    let best = |v: &[super::Scored]| {
+        v.iter()
+            .reduce(|a, b| if b.score > a.score { b } else { a })
+            .map(|s| s.name.clone())
+    };
+    let (mut same, mut n, mut diff) = (0usize, 0usize, 0f64);
+    for (want, got) in pairs {
+        n += 1;
+        same += usize::from(best(want) == best(got));
+        for w in want {
+            if let Some(g) = got.iter().find(|g| g.name == w.name) {
+                diff = diff.max((w.score as f64 - g.score as f64).abs());
+            }
+        }
+    }
+    if n > 0 {
+        q.label_agreement = Some(same as f64 / n as f64);
+        q.max_score_diff = Some(diff);
+    }
+}
+
 /// Share of items (answers, in order) equal to fp32's.
 pub fn exact_match<T: PartialEq>(q: &mut Figures, pairs: impl IntoIterator<Item = (T, T)>) {
     let (mut exact, mut asked) = (0usize, 0usize);
@@ -128,5 +155,18 @@ mod tests {
             ],
         );
         assert_eq!(q.exact_match, Some(0.5));
+
+        let s = |name: &str, score: f32| crate::task::Scored {
+            name: name.into(),
+            score,
+            logits: vec![],
+        };
+        let mut q = Figures::default();
+        let a = [s("billing", 0.7), s("login", 0.3)];
+        let b = [s("login", 0.55), s("billing", 0.45)];
+        let c = [s("billing", 0.69), s("login", 0.31)];
+        ranked_scores(&mut q, [(&a[..], &b[..]), (&a[..], &c[..])]);
+        assert_eq!(q.label_agreement, Some(0.5));
+        assert!((q.max_score_diff.unwrap() - 0.25).abs() < 1e-6);
     }
 }

@@ -113,6 +113,7 @@ impl SentimentTask {
                 stride: 0,
                 windows: false,
                 only_second: false,
+                only_first: false,
             },
         )?;
         let ranked = match &cfg.top_k {

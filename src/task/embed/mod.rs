@@ -121,6 +121,7 @@ impl EmbedTask {
                 stride: 0,
                 windows: false,
                 only_second: false,
+                only_first: false,
             },
         )?;
 

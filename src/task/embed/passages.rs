@@ -149,6 +149,7 @@ mod tests {
                 stride: 0,
                 windows: false,
                 only_second: false,
+                only_first: false,
             },
         )
         .unwrap();
