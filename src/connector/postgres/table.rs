@@ -5,85 +5,17 @@
 use std::collections::{BTreeMap, HashMap};
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, FixedSizeListArray, Float32Array, Float64Array,
-    RecordBatch,
+    Array, ArrayRef, AsArray, BooleanArray, FixedSizeListArray, Float16Array, Float32Array,
+    Float64Array, RecordBatch,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use bytes::BytesMut;
 use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 
-use super::config::{PostgresSinkConfig, VectorType, WriteMode};
+use super::config::{PostgresSinkConfig, WriteMode};
 use crate::error::{Error, Result};
 
-/// What kind of SQL value an output column becomes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Text,
-    Int,
-    Float,
-    Bool,
-    Bytes,
-    /// An embedding of this dimension.
-    Vector(usize),
-    /// Lists, structs and anything else: their JSON form.
-    Json,
-}
-
-impl Kind {
-    fn of(dt: &DataType) -> Kind {
-        match dt {
-            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Kind::Text,
-            DataType::Int8
-            | DataType::Int16
-            | DataType::Int32
-            | DataType::Int64
-            | DataType::UInt8
-            | DataType::UInt16
-            | DataType::UInt32
-            | DataType::UInt64 => Kind::Int,
-            DataType::Float16 | DataType::Float32 | DataType::Float64 => Kind::Float,
-            DataType::Boolean => Kind::Bool,
-            DataType::Binary | DataType::LargeBinary | DataType::FixedSizeBinary(_) => Kind::Bytes,
-            DataType::FixedSizeList(item, n) if item.data_type() == &DataType::Float32 => {
-                Kind::Vector(*n as usize)
-            }
-            _ => Kind::Json,
-        }
-    }
-
-    /// The SQL type `create_table` gives the column.
-    fn create_type(self, dt: &DataType, vt: VectorType) -> String {
-        match self {
-            Kind::Text => "text".into(),
-            Kind::Int => match dt {
-                DataType::Int8 | DataType::Int16 | DataType::UInt8 => "smallint".into(),
-                DataType::Int32 | DataType::UInt16 => "integer".into(),
-                _ => "bigint".into(),
-            },
-            Kind::Float => match dt {
-                DataType::Float64 => "double precision".into(),
-                _ => "real".into(),
-            },
-            Kind::Bool => "boolean".into(),
-            Kind::Bytes => "bytea".into(),
-            Kind::Vector(n) => format!("{}({n})", vt.sql_name()),
-            Kind::Json => "jsonb".into(),
-        }
-    }
-
-    /// Table column types (`pg_type.typname`) that take this kind.
-    fn accepts(self, typname: &str) -> bool {
-        match self {
-            Kind::Text => matches!(typname, "text" | "varchar" | "bpchar" | "citext"),
-            Kind::Int => matches!(typname, "int2" | "int4" | "int8"),
-            Kind::Float => matches!(typname, "float4" | "float8"),
-            Kind::Bool => typname == "bool",
-            Kind::Bytes => typname == "bytea",
-            Kind::Vector(_) => matches!(typname, "vector" | "halfvec"),
-            Kind::Json => matches!(typname, "json" | "jsonb"),
-        }
-    }
-}
+pub use super::kind::Kind;
 
 /// One column written: where it comes from in the output and where it goes.
 #[derive(Debug, Clone)]
@@ -196,13 +128,10 @@ impl Plan {
                 Some(None) => continue,
                 None => f.name().clone(),
             };
-            let kind = Kind::of(f.data_type());
-            let sql_type = kind.create_type(f.data_type(), cfg.vector_type);
-            let typname = match kind {
-                Kind::Vector(_) => cfg.vector_type.sql_name().to_string(),
-                Kind::Json => "jsonb".into(),
-                _ => String::new(),
-            };
+            let kind = Kind::of(f);
+            let vt = Kind::vector_type(f, cfg.vector_type);
+            let sql_type = kind.create_type(f.data_type(), vt);
+            let typname = kind.create_typname(vt);
             columns.push(Column {
                 output: i,
                 output_name: f.name().clone(),
@@ -262,7 +191,7 @@ impl Plan {
     pub fn vectors(&self) -> impl Iterator<Item = &Column> {
         self.columns
             .iter()
-            .filter(|c| matches!(c.kind, Kind::Vector(_)))
+            .filter(|c| matches!(c.kind, Kind::Vector(_) | Kind::Bits(_)))
     }
 
     /// `CREATE TABLE IF NOT EXISTS` for this plan.
@@ -316,13 +245,20 @@ impl Plan {
                 )),
                 Some((sql_type, typname, _)) => {
                     if !c.kind.accepts(typname) {
+                        let hint = match c.kind {
+                            Kind::Bits(_) => " (tasks.embed.output binary/ubinary writes bit strings)",
+                            Kind::Vector(_) if typname == "bit" => {
+                                " (bit columns take tasks.embed.output: binary or ubinary)"
+                            }
+                            _ => "",
+                        };
                         problems.push(format!(
-                            "column {:?} is {sql_type}, which cannot hold output column {:?} (expected {})",
+                            "column {:?} is {sql_type}, which cannot hold output column {:?} (expected {}){hint}",
                             c.name, c.output_name, c.sql_type
                         ));
                         continue;
                     }
-                    if let Kind::Vector(n) = c.kind {
+                    if let Kind::Vector(n) | Kind::Bits(n) = c.kind {
                         if let Some(dim) = type_dimension(sql_type) {
                             if dim != n {
                                 problems.push(format!(
@@ -388,6 +324,8 @@ pub enum Cell<'a> {
     Json(&'a [u8]),
     Vector(pgvector::Vector),
     HalfVec(pgvector::HalfVector),
+    /// A `bit(n)` value: its length in bits and its bytes (first bit in the highest bit).
+    Bits(usize, Vec<u8>),
 }
 
 impl ToSql for Cell<'_> {
@@ -416,6 +354,12 @@ impl ToSql for Cell<'_> {
             }
             Cell::Vector(v) => v.to_sql(ty, out),
             Cell::HalfVec(v) => v.to_sql(ty, out),
+            Cell::Bits(len, bytes) => {
+                // bit's binary form: the length in bits, then the bytes.
+                out.extend_from_slice(&(*len as i32).to_be_bytes());
+                out.extend_from_slice(bytes);
+                Ok(IsNull::No)
+            }
         }
     }
 
@@ -551,6 +495,13 @@ fn cell<'a>(
                 .downcast_ref::<FixedSizeListArray>()
                 .expect("fixed-size list");
             let n = list.value_length() as usize;
+            if let Some(halves) = list.values().as_any().downcast_ref::<Float16Array>() {
+                let v = &halves.values()[row * n..(row + 1) * n];
+                if v.iter().any(|x| !x.is_finite()) {
+                    return Err("the embedding holds NaN or infinite values".into());
+                }
+                return Ok(Cell::HalfVec(pgvector::HalfVector::from(v.to_vec())));
+            }
             let values = list
                 .values()
                 .as_any()
@@ -565,6 +516,28 @@ fn cell<'a>(
             } else {
                 Cell::Vector(pgvector::Vector::from(v.to_vec()))
             }
+        }
+        Kind::Bits(dims) => {
+            let list = array
+                .as_any()
+                .downcast_ref::<FixedSizeListArray>()
+                .expect("fixed-size list");
+            let item = list.value(row);
+            // ubinary bytes as they are; binary's int8 values are the bytes minus 128.
+            let bytes: Vec<u8> = match item.data_type() {
+                DataType::UInt8 => item
+                    .as_primitive::<arrow::datatypes::UInt8Type>()
+                    .values()
+                    .to_vec(),
+                DataType::Int8 => item
+                    .as_primitive::<arrow::datatypes::Int8Type>()
+                    .values()
+                    .iter()
+                    .map(|&b| (b as i16 + 128) as u8)
+                    .collect(),
+                other => return Err(format!("unexpected bit vector type {other}")),
+            };
+            Cell::Bits(dims, bytes)
         }
         Kind::Json => unreachable!("JSON columns are encoded beforehand"),
     })

@@ -1,6 +1,6 @@
 //! Sentence embeddings, as sentence-transformers computes them: token embeddings pooled over the
 //! attention mask (mean, CLS, max, ... as configured in `1_Pooling/config.json`), then optionally
-//! L2-normalised.
+//! L2-normalised, then optionally cut to `dimensions` and written as `output` ([`output`]).
 
 use std::sync::Arc;
 
@@ -8,9 +8,11 @@ use arrow::array::{ArrayRef, FixedSizeListArray, Float32Array};
 use arrow::datatypes::{DataType, Field, FieldRef};
 use serde_json::Value;
 
+pub mod output;
 mod passages;
 mod pooling;
 
+pub use output::EmbeddingOutput;
 pub use passages::{
     chunk_fields, document_embedding, encode_segmented, ChunkEmbedding, SEGMENT_BYTES,
 };
@@ -60,6 +62,28 @@ fn check_chunking(cfg: &EmbedConfig, dir: &ModelDir) -> Result<()> {
     Ok(())
 }
 
+/// `dimensions` and `output` against the model's embedding size (`dim`, when known).
+fn check_output(cfg: &EmbedConfig, dim: usize) -> Result<()> {
+    if let Some(d) = cfg.dimensions {
+        if d == 0 || d > dim {
+            return Err(Error::config(format!(
+                "tasks.embed.dimensions is {d}: the model's embeddings have {dim} dimensions; give 1 to {dim} (Matryoshka models keep most of their quality at 1/2 or 1/4)"
+            )));
+        }
+    } else if cfg.normalize_dimensions {
+        return Err(Error::config(
+            "tasks.embed.normalize_dimensions needs tasks.embed.dimensions",
+        ));
+    }
+    if cfg.chunking.is_some() && cfg.output != EmbeddingOutput::Float32 {
+        return Err(Error::config(format!(
+            "tasks.embed.output is {}: passages (tasks.embed.chunking) are written as float32; remove one of the two",
+            cfg.output.name()
+        )));
+    }
+    Ok(())
+}
+
 /// `tasks.embed.chunking`, resolved against the model.
 struct Chunking {
     /// Tokens per passage without the special tokens.
@@ -82,6 +106,10 @@ pub struct EmbedTask {
     dim: usize,
     column: String,
     chunking: Option<Chunking>,
+    /// `tasks.embed.dimensions` and `normalize_dimensions`.
+    dimensions: Option<usize>,
+    normalize_dimensions: bool,
+    output_type: EmbeddingOutput,
 }
 
 impl EmbedTask {
@@ -182,6 +210,7 @@ impl EmbedTask {
                 })
             }
         };
+        check_output(cfg, dim)?;
         if let Some(c) = &chunking {
             if c.document && c.column == cfg.column {
                 return Err(Error::config(format!(
@@ -199,7 +228,15 @@ impl EmbedTask {
             dim,
             column: cfg.column.clone(),
             chunking,
+            dimensions: cfg.dimensions,
+            normalize_dimensions: cfg.normalize_dimensions,
+            output_type: cfg.output,
         })
+    }
+
+    /// Dimensions of the written embeddings (`dimensions`, else the model's).
+    pub fn out_dim(&self) -> usize {
+        self.dimensions.unwrap_or(self.dim)
     }
 
     /// Passages of every record of a chunk as features (`part` = passage index).
@@ -335,16 +372,13 @@ impl Task for EmbedTask {
     }
 
     fn fields(&self) -> Vec<FieldRef> {
-        let vector = DataType::FixedSizeList(
-            Arc::new(Field::new("item", DataType::Float32, false)),
-            self.dim as i32,
-        );
+        let dim = self.out_dim();
         let Some(c) = &self.chunking else {
-            return vec![Arc::new(Field::new(&self.column, vector, false))];
+            return vec![Arc::new(self.output_type.field(&self.column, dim, false))];
         };
-        let mut fields = vec![super::list_of_structs(&c.column, chunk_fields(self.dim))];
+        let mut fields = vec![super::list_of_structs(&c.column, chunk_fields(dim))];
         if c.document {
-            fields.push(Arc::new(Field::new(&self.column, vector, true)));
+            fields.push(Arc::new(self.output_type.field(&self.column, dim, true)));
         }
         fields
     }
@@ -460,6 +494,7 @@ impl Task for EmbedTask {
         let Some(c) = &self.chunking else {
             return self.vector_column(outputs);
         };
+        let dim = self.out_dim();
         let mut lengths = Vec::with_capacity(outputs.len());
         let (mut index, mut start, mut end, mut flat) = (vec![], vec![], vec![], vec![]);
         let mut docs: Vec<Option<Vec<f32>>> = Vec::with_capacity(outputs.len());
@@ -469,11 +504,11 @@ impl Task for EmbedTask {
             };
             lengths.push(chunks.len());
             for ch in &chunks {
-                if ch.embedding.len() != self.dim {
+                if ch.embedding.len() != dim {
                     return Err(Error::Inference(format!(
                         "embedding of size {} where {} was expected",
                         ch.embedding.len(),
-                        self.dim
+                        dim
                     )));
                 }
                 index.push(ch.index as i32);
@@ -485,8 +520,8 @@ impl Task for EmbedTask {
                 docs.push(document_embedding(&chunks));
             }
         }
-        let fields = chunk_fields(self.dim);
-        let vectors = vector_array(self.dim, flat, None)?;
+        let fields = chunk_fields(dim);
+        let vectors = vector_array(dim, flat, None)?;
         let structs = arrow::array::StructArray::try_new(
             fields.clone(),
             vec![
@@ -509,15 +544,15 @@ impl Task for EmbedTask {
         let mut cols: Vec<ArrayRef> = vec![Arc::new(list)];
         if c.document {
             let valid: Vec<bool> = docs.iter().map(Option::is_some).collect();
-            let mut flat = Vec::with_capacity(docs.len() * self.dim);
+            let mut flat = Vec::with_capacity(docs.len() * dim);
             for d in docs {
                 match d {
                     Some(v) => flat.extend(v),
-                    None => flat.extend(std::iter::repeat_n(0.0, self.dim)),
+                    None => flat.extend(std::iter::repeat_n(0.0, dim)),
                 }
             }
             cols.push(Arc::new(vector_array(
-                self.dim,
+                dim,
                 flat,
                 Some(arrow::buffer::NullBuffer::from(valid)),
             )?));
@@ -584,6 +619,7 @@ impl EmbedTask {
         if self.normalize {
             l2_normalize(&mut v);
         }
+        output::truncate(&mut v, self.dimensions, self.normalize_dimensions);
         if v.iter().any(|x| !x.is_finite()) {
             return Err("the model produced a non-finite embedding".to_string());
         }
@@ -591,21 +627,21 @@ impl EmbedTask {
     }
 
     fn vector_column(&self, outputs: Vec<TaskOutput>) -> Result<Vec<ArrayRef>> {
-        let mut flat = Vec::with_capacity(outputs.len() * self.dim);
+        let dim = self.out_dim();
+        let mut flat = Vec::with_capacity(outputs.len() * dim);
         for o in outputs {
             match o {
-                TaskOutput::Embedding(v) if v.len() == self.dim => flat.extend(v),
+                TaskOutput::Embedding(v) if v.len() == dim => flat.extend(v),
                 TaskOutput::Embedding(v) => {
                     return Err(Error::Inference(format!(
-                        "embedding of size {} where {} was expected",
-                        v.len(),
-                        self.dim
+                        "embedding of size {} where {dim} was expected",
+                        v.len()
                     )))
                 }
                 other => return Err(Error::Inference(format!("internal: embed got {other:?}"))),
             }
         }
-        Ok(vec![Arc::new(vector_array(self.dim, flat, None)?)])
+        Ok(vec![Arc::new(self.output_type.column(dim, &flat, None)?)])
     }
 }
 

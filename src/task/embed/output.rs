@@ -1,0 +1,156 @@
+//! How embeddings are written: Matryoshka truncation (`dimensions`) and the element type
+//! (`output`), with sentence-transformers' semantics: `truncate_dim` cuts the vector after the
+//! model's own normalisation (and `normalize_embeddings` normalises again after it), and
+//! `quantize_embeddings` packs `binary` / `ubinary` as one bit per dimension (`> 0`, first
+//! dimension in the highest bit, the last byte padded with zeros; `binary` stores each byte minus
+//! 128 as int8).
+
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, FixedSizeListArray, Float16Array, Float32Array, Int8Array, UInt8Array,
+};
+use arrow::datatypes::{DataType, Field};
+
+pub use crate::record::{EMBEDDING_DIMENSIONS_KEY, EMBEDDING_TYPE_KEY};
+pub use crate::task::config::EmbeddingOutput;
+
+use crate::error::{Error, Result};
+
+impl EmbeddingOutput {
+    pub fn name(self) -> &'static str {
+        match self {
+            EmbeddingOutput::Float32 => "float32",
+            EmbeddingOutput::Float16 => "float16",
+            EmbeddingOutput::Binary => "binary",
+            EmbeddingOutput::Ubinary => "ubinary",
+        }
+    }
+
+    /// Values per embedding of `dim` dimensions.
+    pub fn width(self, dim: usize) -> usize {
+        match self {
+            EmbeddingOutput::Float32 | EmbeddingOutput::Float16 => dim,
+            EmbeddingOutput::Binary | EmbeddingOutput::Ubinary => dim.div_ceil(8),
+        }
+    }
+
+    fn item_type(self) -> DataType {
+        match self {
+            EmbeddingOutput::Float32 => DataType::Float32,
+            EmbeddingOutput::Float16 => DataType::Float16,
+            EmbeddingOutput::Binary => DataType::Int8,
+            EmbeddingOutput::Ubinary => DataType::UInt8,
+        }
+    }
+
+    /// The column type of embeddings of `dim` dimensions.
+    pub fn data_type(self, dim: usize) -> DataType {
+        DataType::FixedSizeList(
+            Arc::new(Field::new("item", self.item_type(), false)),
+            self.width(dim) as i32,
+        )
+    }
+
+    /// The output field, with metadata telling sinks the element type and dimensions.
+    pub fn field(self, name: &str, dim: usize, nullable: bool) -> Field {
+        let f = Field::new(name, self.data_type(dim), nullable);
+        if self == EmbeddingOutput::Float32 {
+            return f;
+        }
+        f.with_metadata(std::collections::HashMap::from([
+            (EMBEDDING_TYPE_KEY.to_string(), self.name().to_string()),
+            (EMBEDDING_DIMENSIONS_KEY.to_string(), dim.to_string()),
+        ]))
+    }
+
+    /// Build the column from `flat` float vectors of `dim` dimensions each (`nulls`: rows
+    /// without an embedding, their values ignored).
+    pub fn column(
+        self,
+        dim: usize,
+        flat: &[f32],
+        nulls: Option<arrow::buffer::NullBuffer>,
+    ) -> Result<FixedSizeListArray> {
+        let values: ArrayRef = match self {
+            EmbeddingOutput::Float32 => Arc::new(Float32Array::from(flat.to_vec())),
+            EmbeddingOutput::Float16 => Arc::new(Float16Array::from(
+                flat.iter()
+                    .map(|&x| half::f16::from_f32(x))
+                    .collect::<Vec<_>>(),
+            )),
+            EmbeddingOutput::Ubinary => Arc::new(UInt8Array::from(pack_bits(flat, dim))),
+            EmbeddingOutput::Binary => Arc::new(Int8Array::from(
+                pack_bits(flat, dim)
+                    .into_iter()
+                    .map(|b| (b as i16 - 128) as i8)
+                    .collect::<Vec<_>>(),
+            )),
+        };
+        let item = Arc::new(Field::new("item", self.item_type(), false));
+        FixedSizeListArray::try_new(item, self.width(dim) as i32, values, nulls)
+            .map_err(|e| Error::Inference(e.to_string()))
+    }
+}
+
+/// numpy's `packbits(v > 0)` per vector of `dim` values: bit 7 of byte 0 is dimension 0.
+pub fn pack_bits(flat: &[f32], dim: usize) -> Vec<u8> {
+    let bytes = dim.div_ceil(8);
+    let mut out = Vec::with_capacity(flat.len() / dim.max(1) * bytes);
+    for v in flat.chunks(dim.max(1)) {
+        for byte in v.chunks(8) {
+            let mut b = 0u8;
+            for (i, &x) in byte.iter().enumerate() {
+                if x > 0.0 {
+                    b |= 0x80 >> i;
+                }
+            }
+            out.push(b);
+        }
+    }
+    out
+}
+
+/// Matryoshka truncation as sentence-transformers applies it: keep the first `dimensions`
+/// values, then L2-normalise again when `normalize` (its `normalize_embeddings=True`).
+pub fn truncate(v: &mut Vec<f32>, dimensions: Option<usize>, normalize: bool) {
+    if let Some(d) = dimensions {
+        v.truncate(d);
+        if normalize {
+            super::l2_normalize(v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bits_pack_as_numpy_packbits() {
+        // 10 dimensions: two bytes, the second padded with zeros.
+        let v = [1.0, -1.0, 0.0, 2.0, 0.5, -0.1, -3.0, 0.1, 0.2, -0.2];
+        assert_eq!(pack_bits(&v, 10), vec![0b1001_1001, 0b1000_0000]);
+        let col = EmbeddingOutput::Binary.column(10, &v, None).unwrap();
+        let bytes = col.value(0);
+        let bytes = bytes.as_any().downcast_ref::<Int8Array>().unwrap();
+        assert_eq!(
+            bytes.values().to_vec(),
+            vec![(0b1001_1001i16 - 128) as i8, 0]
+        );
+        assert_eq!(EmbeddingOutput::Ubinary.width(384), 48);
+        assert_eq!(EmbeddingOutput::Float16.width(384), 384);
+    }
+
+    #[test]
+    fn truncation_keeps_the_first_dimensions_and_renormalises_on_request() {
+        let mut v = vec![3.0, 4.0, 12.0];
+        truncate(&mut v, Some(2), false);
+        assert_eq!(v, vec![3.0, 4.0]);
+        truncate(&mut v, Some(2), true);
+        assert!((v[0] - 0.6).abs() < 1e-7 && (v[1] - 0.8).abs() < 1e-7);
+        let mut w = vec![1.0, 2.0];
+        truncate(&mut w, None, true);
+        assert_eq!(w, vec![1.0, 2.0]);
+    }
+}
