@@ -43,6 +43,10 @@ echo "== CPU precisions: fp32, fused fp32, int8 against the Python stack (same r
 mkdir -p "$OUT/precision"
 bash bench/precision.sh > "$OUT/precision/table.md"
 
+echo "== Pair tasks: zero-shot labels and cross-encoder scores against the Python stack (same run)" >&2
+mkdir -p "$OUT/pairs"
+bash bench/pairs.sh > "$OUT/pairs/table.md"
+
 echo "== Python baselines" >&2
 if [ ! -f "$OUT/python.json" ]; then
   "$PY" bench/baseline.py "$OUT/corpus.parquet" \
