@@ -5,7 +5,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/bertflow/target
 CARGO ?= cargo
 
-.PHONY: setup build demo stream-demo vector-demo gpu-check kafka postgres s3 test fmt lint clean reference refenv bench config-docs image-check
+.PHONY: setup build demo stream-demo vector-demo hybrid-demo gpu-check kafka postgres s3 test fmt lint clean reference refenv bench config-docs image-check
 
 setup:
 	@bash scripts/setup.sh
@@ -24,6 +24,11 @@ stream-demo: build
 # Vector store: a local Postgres with pgvector, the sample embedded into it, a nearest-neighbour query.
 vector-demo: build
 	bash scripts/vector_demo.sh
+
+# Hybrid search: the sample with dense and sparse (SPLADE) vectors in pgvector; for one review, the
+# dense, sparse and reciprocal-rank-fused top 5.
+hybrid-demo: build
+	bash scripts/hybrid_demo.sh
 
 # A local PostgreSQL + pgvector server on 127.0.0.1:55432 (scripts/postgres.sh stop to end it).
 postgres:
@@ -70,12 +75,14 @@ config-docs:
 REFENV ?= $(HOME)/.cache/bertflow/refenv
 refenv:
 	@[ -x $(REFENV)/bin/python ] || python3 -m venv $(REFENV)
-	$(REFENV)/bin/pip install -q torch sentence-transformers "transformers==4.53.*" "tokenizers==0.21.*" onnxruntime==1.31.1 pyarrow onnx
+	$(REFENV)/bin/pip install -q torch "sentence-transformers==5.*" "transformers==4.53.*" "tokenizers==0.21.*" onnxruntime==1.31.1 pyarrow onnx
 
 # Regenerate the committed reference outputs under tests/fixtures/.
 reference: setup refenv
 	$(REFENV)/bin/python scripts/make_reference.py
 	$(REFENV)/bin/python scripts/make_task_fixtures.py
+	$(REFENV)/bin/python scripts/make_pair_fixtures.py
+	$(REFENV)/bin/python scripts/make_sparse_fixtures.py
 
 # Benchmark against the Python stack and raw ONNX Runtime; writes docs/benchmarks.md.
 bench: build refenv

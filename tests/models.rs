@@ -232,7 +232,10 @@ fn pull_from_a_hub_mirror_then_run_an_hf_reference_offline() {
         .unwrap();
     assert_ok(&o);
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
-    assert_eq!(v["tasks"], serde_json::json!(["sentiment"]));
+    assert_eq!(
+        v["tasks"],
+        serde_json::json!(["sentiment", "cross_encoder"])
+    );
 }
 
 #[test]

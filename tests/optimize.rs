@@ -324,6 +324,15 @@ fn pair_task_models_are_judged_on_their_pair_task() {
         assert!(diff < 1e-3, "{name}: {q}");
         assert!(q["records"].as_u64().unwrap() >= 20, "{name}: {q}");
     }
+    // A masked-language model is judged on sparse vectors, by their cosine.
+    let m = copy_model(
+        &root().join("tests/fixtures/sparse/bert-splade"),
+        dir.path(),
+    );
+    assert_ok(&optimize(&m, &["--precision", "fp32"]));
+    let q = &meta(&m, "fp32")["quality"][0];
+    assert_eq!(q["task"], "sparse");
+    assert!(q["min_cosine"].as_f64().unwrap() >= 0.9999, "{q}");
 }
 
 #[test]

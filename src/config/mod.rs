@@ -225,6 +225,9 @@ impl PipelineConfig {
         for c in self.tasks.cross_encoder.iter() {
             crate::task::cross_encoder::check_settings(c)?;
         }
+        for c in self.tasks.sparse.iter() {
+            crate::task::sparse::check_settings(c)?;
+        }
         for e in self.tasks.embed.iter() {
             if e.max_length == Some(0) || e.max_length.is_some_and(|m| m < 2) {
                 return Err(Error::config(

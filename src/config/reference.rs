@@ -77,6 +77,7 @@ fn sections() -> Vec<Section> {
             "qa",
             "zero_shot",
             "cross_encoder",
+            "sparse",
         ],
     ));
     for (key, def) in [
@@ -86,6 +87,7 @@ fn sections() -> Vec<Section> {
         ("qa", "QaConfig"),
         ("zero_shot", "ZeroShotConfig"),
         ("cross_encoder", "CrossEncoderConfig"),
+        ("sparse", "SparseConfig"),
     ] {
         out.push(section(&format!("tasks.{key}"), 3, Some(def), &[]));
     }

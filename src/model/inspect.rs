@@ -46,6 +46,8 @@ pub fn tasks_served(dir: &ModelDir, outputs: &[TensorInfo]) -> Vec<&'static str>
                 Some(PairHead::CrossEncoder(_)) => tasks.extend(["cross_encoder", "sentiment"]),
                 None => tasks.extend(["sentiment", "cross_encoder"]),
             }
+        } else if is_masked_lm(dir, l, &arch) {
+            tasks.push("sparse");
         } else if l.shape.len() == 3 || arch.iter().any(|a| a.ends_with("ForTokenClassification")) {
             tasks.push("ner");
         }
@@ -61,6 +63,19 @@ pub fn tasks_served(dir: &ModelDir, outputs: &[TensorInfo]) -> Vec<&'static str>
         tasks.push("embed");
     }
     tasks
+}
+
+/// Whether `logits` are a masked-language model's (one per vocabulary entry): the
+/// architecture says so, or the last dimension is `config.json`'s `vocab_size`.
+fn is_masked_lm(dir: &ModelDir, logits: &TensorInfo, arch: &[String]) -> bool {
+    let vocab = dir
+        .config
+        .as_ref()
+        .and_then(|c| c.get("vocab_size"))
+        .and_then(Value::as_u64);
+    arch.iter().any(|a| a.ends_with("ForMaskedLM"))
+        || (logits.shape.len() == 3
+            && vocab.is_some_and(|v| logits.shape.last().is_some_and(|&d| d as u64 == v && d > 0)))
 }
 
 /// What a sequence classifier's `config.json` says it reads pairs for.
@@ -108,7 +123,8 @@ pub fn check_for_task(task: &str, dir: &ModelDir, model: &OnnxModel) -> Result<(
     if !served.is_empty() && !served.contains(&task) && !classifier_for_zero_shot {
         let names: Vec<&str> = outputs.iter().map(|o| o.name.as_str()).collect();
         let hint = if served.is_empty() {
-            "it serves none of embed, sentiment, ner, qa, zero_shot, cross_encoder".to_string()
+            "it serves none of embed, sentiment, ner, qa, zero_shot, cross_encoder, sparse"
+                .to_string()
         } else {
             format!(
                 "it can serve {}: configure it under tasks.{} instead",
@@ -202,7 +218,7 @@ pub fn inspect(rt: &Arc<OrtRuntime>, dir: &std::path::Path) -> Result<Inspection
     let mut problems = Vec::new();
     if tasks.is_empty() {
         problems.push(
-            "no task recognised: outputs should include last_hidden_state (embed), logits (sentiment, zero_shot, cross_encoder: 2-D; ner: 3-D) or start_logits/end_logits (qa)"
+            "no task recognised: outputs should include last_hidden_state (embed), logits (sentiment, zero_shot, cross_encoder: 2-D; ner, sparse (masked-language model): 3-D) or start_logits/end_logits (qa)"
                 .to_string(),
         );
     }

@@ -552,7 +552,7 @@ fn judge(
 
 /// The task's configuration with every default (the question read from the calibration record).
 fn task_config(task: &str, model: &str) -> Result<Box<dyn TaskSpec>> {
-    use crate::task::config::{CrossEncoderConfig, ZeroShotConfig};
+    use crate::task::config::{CrossEncoderConfig, SparseConfig, ZeroShotConfig};
     use crate::task::config::{EmbedConfig, NerConfig, QaConfig, SentimentConfig};
     let none = serde_json::json!({});
     Ok(match task {
@@ -563,6 +563,7 @@ fn task_config(task: &str, model: &str) -> Result<Box<dyn TaskSpec>> {
             model,
             serde_json::json!({ "labels": guard::ZERO_SHOT_LABELS }),
         )?),
+        "sparse" => Box::new(task_defaults::<SparseConfig>(model, none)?),
         "cross_encoder" => Box::new(task_defaults::<CrossEncoderConfig>(
             model,
             serde_json::json!({ "query_column": "question" }),

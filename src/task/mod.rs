@@ -11,6 +11,7 @@ pub mod pairs;
 pub mod qa;
 pub mod quality;
 pub mod sentiment;
+pub mod sparse;
 pub mod zero_shot;
 
 use std::sync::Arc;
@@ -46,6 +47,8 @@ pub enum TaskOutput {
     /// Scores of a record against other texts (zero-shot labels, cross-encoder queries): one
     /// pair per feature, then all of the record's in output order.
     Scored(Vec<Scored>),
+    /// A sparse (SPLADE) vector.
+    Sparse(sparse::SparseVector),
 }
 
 /// A record's score against one other text (a zero-shot label, a cross-encoder query).

@@ -179,7 +179,9 @@ impl Distance {
         };
         let bits = matches!(self, Distance::Hamming | Distance::Jaccard);
         match (typname, bits) {
-            ("bit", true) | ("vector" | "halfvec", false) => Ok(format!("{typname}_{d}_ops")),
+            ("bit", true) | ("vector" | "halfvec" | "sparsevec", false) => {
+                Ok(format!("{typname}_{d}_ops"))
+            }
             ("bit", false) => Err(format!(
                 "{d} does not apply to bit vectors: use hamming or jaccard"
             )),

@@ -1,10 +1,11 @@
 //! What kind of SQL value an output column becomes, from its Arrow type and the embedding
-//! metadata the embed task sets (`float16` -> `halfvec`, `binary` / `ubinary` -> `bit(n)`).
+//! metadata the tasks set (`float16` -> `halfvec`, `binary` / `ubinary` -> `bit(n)`, sparse
+//! vectors -> `sparsevec(n)`).
 
 use arrow::datatypes::{DataType, Field};
 
 use super::config::VectorType;
-use crate::record::{EMBEDDING_DIMENSIONS_KEY, EMBEDDING_TYPE_KEY};
+use crate::record::{EMBEDDING_DIMENSIONS_KEY, EMBEDDING_TYPE_KEY, SPARSE_DIMENSIONS_KEY};
 
 /// What kind of SQL value an output column becomes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,6 +19,8 @@ pub enum Kind {
     Vector(usize),
     /// A binary-quantized embedding of this many dimensions (`bit(n)`).
     Bits(usize),
+    /// A sparse vector over a vocabulary of this size (`sparsevec(n)`), from `tasks.sparse`.
+    Sparse(usize),
     /// Lists, structs and anything else: their JSON form.
     Json,
 }
@@ -26,6 +29,9 @@ impl Kind {
     /// The kind of an output field (embedding metadata first, then the Arrow type).
     pub(super) fn of(field: &Field) -> Kind {
         let meta = field.metadata();
+        if let Some(n) = meta.get(SPARSE_DIMENSIONS_KEY).and_then(|d| d.parse().ok()) {
+            return Kind::Sparse(n);
+        }
         if let Some("binary" | "ubinary") = meta.get(EMBEDDING_TYPE_KEY).map(String::as_str) {
             if let Some(n) = meta
                 .get(EMBEDDING_DIMENSIONS_KEY)
@@ -71,6 +77,7 @@ impl Kind {
         match self {
             Kind::Vector(_) => vt.sql_name().to_string(),
             Kind::Bits(_) => "bit".into(),
+            Kind::Sparse(_) => "sparsevec".into(),
             Kind::Json => "jsonb".into(),
             _ => String::new(),
         }
@@ -93,6 +100,7 @@ impl Kind {
             Kind::Bytes => "bytea".into(),
             Kind::Vector(n) => format!("{}({n})", vt.sql_name()),
             Kind::Bits(n) => format!("bit({n})"),
+            Kind::Sparse(n) => format!("sparsevec({n})"),
             Kind::Json => "jsonb".into(),
         }
     }
@@ -107,6 +115,7 @@ impl Kind {
             Kind::Bytes => typname == "bytea",
             Kind::Vector(_) => matches!(typname, "vector" | "halfvec"),
             Kind::Bits(_) => typname == "bit",
+            Kind::Sparse(_) => typname == "sparsevec",
             Kind::Json => matches!(typname, "json" | "jsonb"),
         }
     }

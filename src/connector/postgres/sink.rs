@@ -582,6 +582,9 @@ async fn prepare_table(
     })?;
     if let (true, Some(index)) = (cfg.create_table, &cfg.index) {
         for col in plan.vectors() {
+            if col.typname == "sparsevec" {
+                sparse_index_fits(index, &plan.output.fields()[col.output])?;
+            }
             let opclass = index.distance.opclass_for(&col.typname).map_err(|e| {
                 format!(
                     "sink.postgres.index.distance: {e} (column {:?} is {})",
@@ -620,6 +623,34 @@ async fn prepare_table(
             .map_err(|e| err(&format!("cannot create the offsets table {}", o.table), e))?;
     }
     Ok(())
+}
+
+/// pgvector indexes sparse vectors with HNSW only, of at most 1,000 non-zero elements: the
+/// task must cap them (`tasks.sparse.max_active_dims`).
+fn sparse_index_fits(
+    index: &super::config::IndexConfig,
+    field: &arrow::datatypes::Field,
+) -> std::result::Result<(), String> {
+    use super::table::SPARSEVEC_INDEX_MAX_NNZ;
+    if index.method != IndexMethod::Hnsw {
+        return Err(format!(
+            "sink.postgres.index: pgvector indexes sparsevec column {:?} with hnsw only; set method: hnsw",
+            field.name()
+        ));
+    }
+    let cap: Option<usize> = field
+        .metadata()
+        .get(crate::record::SPARSE_MAX_ACTIVE_KEY)
+        .and_then(|v| v.parse().ok());
+    match cap {
+        Some(k) if k <= SPARSEVEC_INDEX_MAX_NNZ => Ok(()),
+        Some(k) => Err(format!(
+            "sink.postgres.index: an HNSW index on sparsevec takes at most {SPARSEVEC_INDEX_MAX_NNZ} non-zero elements, but tasks.sparse.max_active_dims is {k}; lower it to {SPARSEVEC_INDEX_MAX_NNZ} or less"
+        )),
+        None => Err(format!(
+            "sink.postgres.index: an HNSW index on sparsevec takes at most {SPARSEVEC_INDEX_MAX_NNZ} non-zero elements, but tasks.sparse.max_active_dims is not set, so vectors may hold more; set it (e.g. 256), or leave out the index"
+        )),
+    }
 }
 
 impl Sink for PostgresSink {

@@ -17,6 +17,11 @@ use crate::error::{Error, Result};
 
 pub use super::kind::Kind;
 
+/// The most non-zero elements pgvector stores in one `sparsevec`.
+pub const SPARSEVEC_MAX_NNZ: usize = 16_000;
+/// The most non-zero elements of a `sparsevec` an HNSW index takes.
+pub const SPARSEVEC_INDEX_MAX_NNZ: usize = 1_000;
+
 /// One column written: where it comes from in the output and where it goes.
 #[derive(Debug, Clone)]
 pub struct Column {
@@ -191,7 +196,7 @@ impl Plan {
     pub fn vectors(&self) -> impl Iterator<Item = &Column> {
         self.columns
             .iter()
-            .filter(|c| matches!(c.kind, Kind::Vector(_) | Kind::Bits(_)))
+            .filter(|c| matches!(c.kind, Kind::Vector(_) | Kind::Bits(_) | Kind::Sparse(_)))
     }
 
     /// `CREATE TABLE IF NOT EXISTS` for this plan.
@@ -258,7 +263,7 @@ impl Plan {
                         ));
                         continue;
                     }
-                    if let Kind::Vector(n) | Kind::Bits(n) = c.kind {
+                    if let Kind::Vector(n) | Kind::Bits(n) | Kind::Sparse(n) = c.kind {
                         if let Some(dim) = type_dimension(sql_type) {
                             if dim != n {
                                 problems.push(format!(
@@ -326,6 +331,8 @@ pub enum Cell<'a> {
     HalfVec(pgvector::HalfVector),
     /// A `bit(n)` value: its length in bits and its bytes (first bit in the highest bit).
     Bits(usize, Vec<u8>),
+    /// A `sparsevec(n)` value: its dimension, ascending indices and their values.
+    Sparse(usize, Vec<u32>, Vec<f32>),
 }
 
 impl ToSql for Cell<'_> {
@@ -354,6 +361,19 @@ impl ToSql for Cell<'_> {
             }
             Cell::Vector(v) => v.to_sql(ty, out),
             Cell::HalfVec(v) => v.to_sql(ty, out),
+            Cell::Sparse(dim, indices, values) => {
+                // sparsevec's binary form: dimension, non-zero count, 0, indices, values.
+                out.extend_from_slice(&(*dim as i32).to_be_bytes());
+                out.extend_from_slice(&(indices.len() as i32).to_be_bytes());
+                out.extend_from_slice(&0i32.to_be_bytes());
+                for i in indices {
+                    out.extend_from_slice(&(*i as i32).to_be_bytes());
+                }
+                for v in values {
+                    out.extend_from_slice(&v.to_be_bytes());
+                }
+                Ok(IsNull::No)
+            }
             Cell::Bits(len, bytes) => {
                 // bit's binary form: the length in bits, then the bytes.
                 out.extend_from_slice(&(*len as i32).to_be_bytes());
@@ -516,6 +536,24 @@ fn cell<'a>(
             } else {
                 Cell::Vector(pgvector::Vector::from(v.to_vec()))
             }
+        }
+        Kind::Sparse(dim) => {
+            let s = array.as_struct();
+            let indices = s.column(0).as_list::<i32>().value(row);
+            let values = s.column(1).as_list::<i32>().value(row);
+            let indices = indices
+                .as_primitive::<arrow::datatypes::UInt32Type>()
+                .values();
+            let values = values
+                .as_primitive::<arrow::datatypes::Float32Type>()
+                .values();
+            if indices.len() > SPARSEVEC_MAX_NNZ {
+                return Err(format!(
+                    "the sparse vector has {} non-zero weights; sparsevec stores at most {SPARSEVEC_MAX_NNZ} (set tasks.sparse.max_active_dims)",
+                    indices.len()
+                ));
+            }
+            Cell::Sparse(dim, indices.to_vec(), values.to_vec())
         }
         Kind::Bits(dims) => {
             let list = array

@@ -1,11 +1,17 @@
 //! Configuration of the tasks: `tasks.embed`, `tasks.sentiment`, `tasks.ner`, `tasks.qa`,
-//! `tasks.zero_shot`, `tasks.cross_encoder`.
+//! `tasks.zero_shot`, `tasks.cross_encoder`, `tasks.sparse`.
 
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
 use crate::record::TextColumnRequest;
+
+mod pairs;
+mod sparse;
+
+pub use pairs::{Activation, CrossEncoderConfig, ZeroShotConfig};
+pub use sparse::{SparseConfig, SpladeActivation, SpladePoolingMode};
 
 /// At least one task. Each task key takes one mapping, or a list of mappings to run the same kind
 /// of task with several models (give each its own output column), or `null` (to remove it with an
@@ -28,6 +34,8 @@ pub struct TasksConfig {
     pub zero_shot: OneOrMany<ZeroShotConfig>,
     #[serde(default)]
     pub cross_encoder: OneOrMany<CrossEncoderConfig>,
+    #[serde(default)]
+    pub sparse: OneOrMany<SparseConfig>,
 }
 
 /// One configured task instance: what the pipeline asks of every task's configuration, and
@@ -97,7 +105,7 @@ pub(crate) use task_spec_basics;
 
 impl TasksConfig {
     /// Every task instance, in output order: embed, sentiment, ner, qa, zero_shot,
-    /// cross_encoder (the task registry: a new task adds its key above and one line here).
+    /// cross_encoder, sparse (the task registry: a new task adds its key above and one line here).
     pub fn all(&self) -> Vec<&dyn TaskSpec> {
         let mut v: Vec<&dyn TaskSpec> = Vec::new();
         v.extend(self.embed.iter().map(|c| c as &dyn TaskSpec));
@@ -106,6 +114,7 @@ impl TasksConfig {
         v.extend(self.qa.iter().map(|c| c as &dyn TaskSpec));
         v.extend(self.zero_shot.iter().map(|c| c as &dyn TaskSpec));
         v.extend(self.cross_encoder.iter().map(|c| c as &dyn TaskSpec));
+        v.extend(self.sparse.iter().map(|c| c as &dyn TaskSpec));
         v
     }
 
@@ -581,148 +590,4 @@ pub enum EmbeddingOutput {
     /// One bit per dimension (`> 0`), packed into uint8 (sentence-transformers' `ubinary`;
     /// Postgres `bit(n)`).
     Ubinary,
-}
-
-/// Zero-shot classification with an NLI model (transformers' `zero-shot-classification`
-/// pipeline): any labels, no training. One model input per (record, label) pair.
-#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ZeroShotConfig {
-    /// Model directory of a sequence-classification model trained on NLI: `model.onnx`,
-    /// `tokenizer.json`, `config.json` whose `label2id` has an entailment label (a name starting
-    /// with "entail").
-    ///
-    /// Type: path
-    pub model: PathBuf,
-    /// When the model directory does not exist, skip the task with a warning and a `skipped` line
-    /// in the summary instead of failing.
-    ///
-    /// Default: `false`
-    #[serde(default)]
-    pub optional: bool,
-    /// Numeric precision of the model (as for the other tasks); variants are judged by top-label
-    /// agreement and score difference. See [performance.md](performance.md).
-    ///
-    /// Default: fp32
-    #[serde(default)]
-    pub precision: crate::model::Precision,
-    /// Candidate labels of every record. `labels` or `labels_column` is required.
-    ///
-    /// Default: `[]`
-    #[serde(default)]
-    pub labels: Vec<String>,
-    /// Input column (or JSON field) with more labels per record, comma-separated as the pipeline
-    /// reads a string of labels (`"billing, shipping"`); they follow `labels`. A null value, or
-    /// a record left with no label, is an error of this task for that record.
-    #[serde(default)]
-    pub labels_column: Option<String>,
-    /// The hypothesis each label becomes; `{}` (or `{0}`) stands for the label, `{{` and `}}`
-    /// for braces.
-    #[serde(default = "default_template")]
-    pub hypothesis_template: String,
-    /// `false`: scores over a record's labels sum to 1 (one label is true). `true`: each label
-    /// is scored alone (entailment against contradiction).
-    #[serde(default)]
-    pub multi_label: bool,
-    /// Write at most this many labels, best first.
-    ///
-    /// Default: every label
-    #[serde(default)]
-    pub top_k: Option<usize>,
-    /// Write only labels scoring at least this.
-    ///
-    /// Default: none
-    #[serde(default)]
-    pub threshold: Option<f32>,
-    /// Tokens per (text, hypothesis) pair; only the text is cut. Default: `model_max_length` of
-    /// `tokenizer_config.json`, capped by the model's positions (512 when unknown).
-    ///
-    /// Default: from model
-    #[serde(default)]
-    pub max_length: Option<usize>,
-    /// Output column: a list of `{label, score}`, best first.
-    #[serde(default = "default_zero_shot_column")]
-    pub column: String,
-}
-
-fn default_template() -> String {
-    "This example is {}.".into()
-}
-fn default_zero_shot_column() -> String {
-    "zero_shot".into()
-}
-
-/// The function applied to a cross-encoder's logits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Activation {
-    /// As sentence-transformers: the `activation_fn` of `config.json`'s `sentence_transformers`
-    /// section, else sigmoid for one logit and identity for several.
-    Auto,
-    Sigmoid,
-    Identity,
-    Tanh,
-    /// Softmax over the classes (sentence-transformers' `apply_softmax=True`); several logits only.
-    Softmax,
-}
-
-/// Relevance of every record to standing queries with a cross-encoder (sentence-transformers
-/// `CrossEncoder.predict`; rerankers are cross-encoders). One model input per (query, record)
-/// pair.
-#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CrossEncoderConfig {
-    /// Model directory of a sequence-classification model trained on (query, text) pairs:
-    /// `model.onnx`, `tokenizer.json`, `config.json` (its `sentence_transformers.activation_fn`
-    /// is read).
-    ///
-    /// Type: path
-    pub model: PathBuf,
-    /// When the model directory does not exist, skip the task with a warning and a `skipped` line
-    /// in the summary instead of failing.
-    ///
-    /// Default: `false`
-    #[serde(default)]
-    pub optional: bool,
-    /// Numeric precision of the model (as for the other tasks); variants are judged by
-    /// best-query agreement and score difference. See [performance.md](performance.md).
-    ///
-    /// Default: fp32
-    #[serde(default)]
-    pub precision: crate::model::Precision,
-    /// Queries every record is scored against. `queries` or `query_column` is required.
-    ///
-    /// Default: `[]`
-    #[serde(default)]
-    pub queries: Vec<String>,
-    /// Input column (or JSON field) with one more query per record (after `queries`). A null or
-    /// empty value is an error of this task for that record.
-    #[serde(default)]
-    pub query_column: Option<String>,
-    /// Function applied to the logits.
-    #[serde(default = "default_activation")]
-    pub activation: Activation,
-    /// Write only the queries whose score is at least this.
-    ///
-    /// Default: none
-    #[serde(default)]
-    pub threshold: Option<f32>,
-    /// Tokens per (query, text) pair; the longer of the two is cut first. Default:
-    /// `model_max_length` of `tokenizer_config.json`, capped by the model's positions (512 when
-    /// unknown).
-    ///
-    /// Default: from model
-    #[serde(default)]
-    pub max_length: Option<usize>,
-    /// Output column: a list of `{query, score}` in query order (a model with several logits
-    /// adds `label`, the best class, and `scores`, every class's score).
-    #[serde(default = "default_cross_column")]
-    pub column: String,
-}
-
-fn default_activation() -> Activation {
-    Activation::Auto
-}
-fn default_cross_column() -> String {
-    "cross_scores".into()
 }

@@ -1,0 +1,87 @@
+"""Create tiny random-weight masked-language models (BERT and RoBERTa bodies with MLM heads,
+seeded, with the small trained vocabularies of scripts/make_task_fixtures.py), save them as
+sentence-transformers SparseEncoder folders (MLMTransformer + SpladePooling), export the MLM to
+ONNX, and record what SparseEncoder.encode returns for a varied text set.
+
+    make reference          (runs this with the reference virtualenv)
+
+Writes tests/fixtures/sparse/<name>/{model.onnx,tokenizer.json,config.json,modules.json,
+1_SpladePooling/config.json,...} and tests/fixtures/sparse/expected.json (per text the active
+dimensions, ascending, and their values). The weights are random: the vectors say nothing about
+language (a trained SPLADE model, e.g. `bertflow models pull hf:naver/splade-v3`, is needed for
+search quality), only that bertflow computes what sentence-transformers computes.
+"""
+
+import json
+import pathlib
+import shutil
+import sys
+
+import numpy as np
+import torch
+from transformers import AutoModelForMaskedLM, PreTrainedTokenizerFast
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import make_task_fixtures as tf  # noqa: E402
+
+from sentence_transformers import SparseEncoder  # noqa: E402
+from sentence_transformers.sparse_encoder.modules import MLMTransformer, SpladePooling  # noqa: E402
+
+OUT = tf.ROOT / "tests" / "fixtures" / "sparse"
+
+TEXTS = tf.TEXTS + [tf.LONG, "", "🙂🙂🙂", "The capital of France is Paris."]
+
+# name -> (architecture, pooling strategy, activation)
+MODELS = {
+    "bert-splade": ("bert", "max", "relu"),
+    "roberta-splade": ("roberta", "sum", "log1p_relu"),
+}
+
+
+def sparse_rows(dense):
+    rows = []
+    for v in np.asarray(dense, dtype=np.float32):
+        idx = np.nonzero(v)[0]
+        rows.append({"indices": idx.tolist(), "values": [float(np.format_float_positional(x, unique=True)) for x in v[idx]]})
+    return rows
+
+
+def main():
+    if OUT.exists():
+        shutil.rmtree(OUT)
+    OUT.mkdir(parents=True)
+    torch.manual_seed(2)
+    toks = {"bert": tf.train_wordpiece(True), "roberta": tf.train_bytelevel()}
+    expected = {"texts": TEXTS, "models": {}}
+    for name, (arch, strategy, activation) in MODELS.items():
+        tok, specials = toks[arch]
+        fast = PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=128, **specials)
+        cfg = tf.make_config(arch, tok.get_vocab_size(), "mlm")
+        cfg.initializer_range = 0.1
+        mlm = AutoModelForMaskedLM.from_config(cfg)
+        mlm.eval()
+        d = OUT / name
+        tmp = OUT / f"{name}-torch"
+        mlm.save_pretrained(tmp)
+        fast.save_pretrained(tmp)
+        st = SparseEncoder(
+            modules=[MLMTransformer(str(tmp)), SpladePooling(pooling_strategy=strategy, activation_function=activation)],
+            device="cpu",
+        )
+        st.save(str(d))
+        tf.export(mlm, fast, arch, "ner", d)  # [batch, sequence, vocab] logits, as a token head
+        for f in ["model.safetensors", "vocab.txt", "merges.txt", "vocab.json", "README.md"]:
+            (d / f).unlink(missing_ok=True)
+        shutil.rmtree(tmp)
+        cases = {}
+        for k in [None, 8]:
+            dense = st.encode(TEXTS, batch_size=4, max_active_dims=k, convert_to_tensor=True).to_dense().numpy()
+            cases["all" if k is None else f"top{k}"] = sparse_rows(dense)
+        expected["models"][name] = {"pooling": strategy, "activation": activation, "vocab": tok.get_vocab_size(), **cases}
+    (OUT / "expected.json").write_text(json.dumps(expected, ensure_ascii=False) + "\n")
+    size = sum(f.stat().st_size for f in OUT.rglob("*") if f.is_file())
+    print(f"wrote {OUT} ({size / 1e6:.1f} MB)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+//! Configuration of `tasks.sparse` (SPLADE sparse embeddings).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Pooling over tokens of a SPLADE model (sentence-transformers' `SpladePooling`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SpladePoolingMode {
+    /// The largest value per vocabulary entry (SPLADE v2 and later).
+    Max,
+    /// The sum over tokens (the first SPLADE).
+    Sum,
+}
+
+/// The activation of a SPLADE model before pooling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SpladeActivation {
+    /// log(1 + relu(x)).
+    Relu,
+    /// log(1 + log(1 + relu(x))) (OpenSearch's SPLADE models).
+    Log1pRelu,
+}
+
+/// Sparse lexical embeddings for hybrid search (SPLADE), as sentence-transformers'
+/// `SparseEncoder.encode`: a masked-language model's logits, activated and pooled over the
+/// tokens of the attention mask, one weight per vocabulary entry, most of them zero.
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SparseConfig {
+    /// Model directory of a masked-language model (`...ForMaskedLM` export whose `logits` are
+    /// `[batch, sequence, vocabulary]`): `model.onnx`, `tokenizer.json`, `config.json`;
+    /// optional `1_SpladePooling/config.json` and `sentence_bert_config.json`
+    /// (sentence-transformers layout).
+    ///
+    /// Type: path
+    pub model: PathBuf,
+    /// When the model directory does not exist, skip the task with a warning and a `skipped` line
+    /// in the summary instead of failing.
+    ///
+    /// Default: `false`
+    #[serde(default)]
+    pub optional: bool,
+    /// Numeric precision of the model (as for the other tasks); variants are judged by the
+    /// cosine of the sparse vectors. See [performance.md](performance.md).
+    ///
+    /// Default: fp32
+    #[serde(default)]
+    pub precision: crate::model::Precision,
+    /// `max` or `sum` over tokens. Default: `pooling_strategy` of
+    /// `1_SpladePooling/config.json`, else `max`.
+    ///
+    /// Default: from model
+    #[serde(default)]
+    pub pooling: Option<SpladePoolingMode>,
+    /// `relu` (log(1 + relu)) or `log1p_relu`. Default: `activation_function` of
+    /// `1_SpladePooling/config.json`, else `relu`.
+    ///
+    /// Default: from model
+    #[serde(default)]
+    pub activation: Option<SpladeActivation>,
+    /// Keep only the N largest weights of each vector (sentence-transformers'
+    /// `max_active_dims`). Needed for a Postgres `sparsevec` index (at most 1,000).
+    ///
+    /// Default: every non-zero weight
+    #[serde(default)]
+    pub max_active_dims: Option<usize>,
+    /// Tokens per input, special tokens included. Default: `max_seq_length` of
+    /// `sentence_bert_config.json`, else `model_max_length`, capped by the model's positions.
+    ///
+    /// Default: from model
+    #[serde(default)]
+    pub max_length: Option<usize>,
+    /// Also write the N largest weights as tokens (`<column>_tokens`: a list of `{token,
+    /// weight}`, largest first), to inspect what a vector holds.
+    ///
+    /// Default: none
+    #[serde(default)]
+    pub top_tokens: Option<usize>,
+    /// Output column: `{indices: [uint32], values: [float32]}`, the active vocabulary entries in
+    /// ascending order and their weights.
+    #[serde(default = "default_sparse_column")]
+    pub column: String,
+}
+
+fn default_sparse_column() -> String {
+    "sparse".into()
+}

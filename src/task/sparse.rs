@@ -1,0 +1,431 @@
+//! Sparse lexical embeddings (SPLADE), as sentence-transformers' `SparseEncoder` with
+//! `SpladePooling`: the masked-language model's logits of every token of the attention mask go
+//! through log(1 + relu(x)) (twice log1p for `log1p_relu`) and are pooled per vocabulary entry by
+//! max or sum; `max_active_dims` keeps the largest weights. Max pooling takes the maximum logit
+//! first and activates it once (the activation never decreases, so the result is the same).
+
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, Float32Builder, ListBuilder, StringBuilder, StructArray, UInt32Builder,
+};
+use arrow::datatypes::{DataType, Field, FieldRef, Fields};
+use serde_json::Value;
+
+use super::{list_of_structs, list_of_structs_builder, Task, TaskOutput};
+use crate::batch::{Feature, PaddedBatch};
+use crate::error::{Error, Result};
+use crate::model::labels::default_max_length;
+use crate::model::tokenizer::Truncation;
+use crate::model::{ModelDir, ModelOutputs, OnnxModel, TextTokenizer};
+use crate::record::{SPARSE_DIMENSIONS_KEY, SPARSE_MAX_ACTIVE_KEY};
+use crate::task::config::{SparseConfig, SpladeActivation, SpladePoolingMode};
+use crate::task::quality;
+
+/// A sparse vector: active vocabulary entries in ascending order and their weights.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SparseVector {
+    pub indices: Vec<u32>,
+    pub values: Vec<f32>,
+}
+
+impl SparseVector {
+    /// Cosine similarity of two sparse vectors (1 when both are empty).
+    pub fn cosine(&self, other: &SparseVector) -> f64 {
+        let (mut i, mut j, mut dot) = (0, 0, 0f64);
+        while i < self.indices.len() && j < other.indices.len() {
+            match self.indices[i].cmp(&other.indices[j]) {
+                std::cmp::Ordering::Less => i += 1,
+                std::cmp::Ordering::Greater => j += 1,
+                std::cmp::Ordering::Equal => {
+                    dot += self.values[i] as f64 * other.values[j] as f64;
+                    i += 1;
+                    j += 1;
+                }
+            }
+        }
+        let na: f64 = self.values.iter().map(|v| (*v as f64).powi(2)).sum();
+        let nb: f64 = other.values.iter().map(|v| (*v as f64).powi(2)).sum();
+        if na == 0.0 && nb == 0.0 {
+            return 1.0;
+        }
+        dot / (na.sqrt() * nb.sqrt()).max(1e-30)
+    }
+}
+
+/// The SPLADE settings of `1_SpladePooling/config.json`, when the folder has one.
+fn splade_config(dir: &ModelDir) -> Result<(Option<SpladePoolingMode>, Option<SpladeActivation>)> {
+    let Some(c) = dir.json("1_SpladePooling/config.json")? else {
+        return Ok((None, None));
+    };
+    let file = dir.dir.join("1_SpladePooling/config.json");
+    let pooling = match c.get("pooling_strategy").and_then(Value::as_str) {
+        None => None,
+        Some("max") => Some(SpladePoolingMode::Max),
+        Some("sum") => Some(SpladePoolingMode::Sum),
+        Some(other) => {
+            return Err(Error::model(
+                &file,
+                format!("pooling_strategy '{other}' is not max or sum"),
+            ))
+        }
+    };
+    let activation = match c.get("activation_function").and_then(Value::as_str) {
+        None => None,
+        Some("relu") => Some(SpladeActivation::Relu),
+        Some("log1p_relu") => Some(SpladeActivation::Log1pRelu),
+        Some(other) => {
+            return Err(Error::model(
+                &file,
+                format!("activation_function '{other}' is not relu or log1p_relu"),
+            ))
+        }
+    };
+    Ok((pooling, activation))
+}
+
+pub struct SparseTask {
+    tokenizer: TextTokenizer,
+    pooling: SpladePoolingMode,
+    activation: SpladeActivation,
+    vocab: usize,
+    max_active_dims: Option<usize>,
+    top_tokens: Option<usize>,
+    column: String,
+}
+
+pub(crate) fn check_settings(cfg: &SparseConfig) -> Result<()> {
+    if cfg.max_active_dims == Some(0) {
+        return Err(Error::config(
+            "tasks.sparse.max_active_dims is 0: give at least 1, or leave it out to keep every weight",
+        ));
+    }
+    if cfg.top_tokens == Some(0) {
+        return Err(Error::config(
+            "tasks.sparse.top_tokens is 0: give at least 1, or leave it out",
+        ));
+    }
+    Ok(())
+}
+
+impl SparseTask {
+    pub fn new(cfg: &SparseConfig, dir: &ModelDir, model: &OnnxModel) -> Result<Self> {
+        check_settings(cfg)?;
+        if !model.output_names.iter().any(|n| n == "logits")
+            || model.output_rank("logits").is_some_and(|r| r != 3)
+        {
+            return Err(Error::model(
+                &dir.onnx,
+                format!(
+                    "tasks.sparse needs a masked-language model whose 'logits' are [batch, sequence, vocabulary] (outputs: {}); export the ...ForMaskedLM head (scripts/bert_to_onnx.py does not, optimum's fill-mask export does)",
+                    model.output_names.join(", ")
+                ),
+            ));
+        }
+        let config_vocab = dir
+            .config
+            .as_ref()
+            .and_then(|c| c.get("vocab_size"))
+            .and_then(Value::as_u64)
+            .map(|v| v as usize);
+        let vocab = match (model.output_last_dim("logits"), config_vocab) {
+            (Some(w), Some(v)) if w != v => {
+                return Err(Error::model(
+                    &dir.dir,
+                    format!("the logits have {w} entries per token but config.json's vocab_size is {v}: this is a token classifier, not a masked-language model (configure it under tasks.ner)"),
+                ))
+            }
+            (Some(w), _) => w,
+            (None, Some(v)) => v,
+            (None, None) => {
+                return Err(Error::model(
+                    &dir.dir,
+                    "cannot tell the vocabulary size: the logits have a dynamic last dimension and config.json has no vocab_size",
+                ))
+            }
+        };
+        let (st_pooling, st_activation) = splade_config(dir)?;
+        let max_length = match cfg.max_length {
+            Some(m) => m,
+            None => {
+                let model_len = default_max_length(dir);
+                dir.st_max_seq_length()?
+                    .map_or(model_len, |m| m.min(model_len))
+            }
+        };
+        let tokenizer = TextTokenizer::load(
+            &dir.tokenizer,
+            Truncation {
+                max_length,
+                stride: 0,
+                windows: false,
+                only_second: false,
+                only_first: false,
+            },
+        )?;
+        Ok(SparseTask {
+            tokenizer,
+            pooling: cfg.pooling.or(st_pooling).unwrap_or(SpladePoolingMode::Max),
+            activation: cfg
+                .activation
+                .or(st_activation)
+                .unwrap_or(SpladeActivation::Relu),
+            vocab,
+            max_active_dims: cfg.max_active_dims,
+            top_tokens: cfg.top_tokens,
+            column: cfg.column.clone(),
+        })
+    }
+
+    fn activate(&self, x: f32) -> f32 {
+        let v = x.max(0.0).ln_1p();
+        match self.activation {
+            SpladeActivation::Relu => v,
+            SpladeActivation::Log1pRelu => v.ln_1p(),
+        }
+    }
+
+    /// The sparse vector of one row of logits (`tokens` x `vocab`, the first `n` real).
+    fn pool(&self, logits: &[f32], n: usize) -> SparseVector {
+        let vocab = self.vocab;
+        let mut pooled = vec![0f32; vocab];
+        match self.pooling {
+            SpladePoolingMode::Max => {
+                let mut best = vec![f32::NEG_INFINITY; vocab];
+                for t in 0..n {
+                    for (b, &x) in best.iter_mut().zip(&logits[t * vocab..(t + 1) * vocab]) {
+                        if x > *b {
+                            *b = x;
+                        }
+                    }
+                }
+                for (p, b) in pooled.iter_mut().zip(best) {
+                    *p = if n == 0 { 0.0 } else { self.activate(b) };
+                }
+            }
+            SpladePoolingMode::Sum => {
+                for t in 0..n {
+                    for (p, &x) in pooled.iter_mut().zip(&logits[t * vocab..(t + 1) * vocab]) {
+                        if x > 0.0 {
+                            *p += self.activate(x);
+                        }
+                    }
+                }
+            }
+        }
+        let mut active: Vec<u32> = (0..vocab as u32)
+            .filter(|&i| pooled[i as usize] != 0.0)
+            .collect();
+        if let Some(k) = self.max_active_dims {
+            if active.len() > k {
+                // The k largest weights (ties: the lower index), then back in index order.
+                active.sort_by(|&a, &b| {
+                    pooled[b as usize]
+                        .total_cmp(&pooled[a as usize])
+                        .then(a.cmp(&b))
+                });
+                active.truncate(k);
+                active.sort_unstable();
+            }
+        }
+        SparseVector {
+            values: active.iter().map(|&i| pooled[i as usize]).collect(),
+            indices: active,
+        }
+    }
+
+    fn vector_fields() -> Fields {
+        Fields::from(vec![
+            Field::new(
+                "indices",
+                DataType::List(Arc::new(Field::new("item", DataType::UInt32, false))),
+                false,
+            ),
+            Field::new(
+                "values",
+                DataType::List(Arc::new(Field::new("item", DataType::Float32, false))),
+                false,
+            ),
+        ])
+    }
+
+    fn token_fields() -> Fields {
+        Fields::from(vec![
+            Field::new("token", DataType::Utf8, false),
+            Field::new("weight", DataType::Float32, false),
+        ])
+    }
+}
+
+impl Task for SparseTask {
+    fn name(&self) -> &'static str {
+        "sparse"
+    }
+
+    fn fields(&self) -> Vec<FieldRef> {
+        let mut meta = std::collections::HashMap::from([(
+            SPARSE_DIMENSIONS_KEY.to_string(),
+            self.vocab.to_string(),
+        )]);
+        if let Some(k) = self.max_active_dims {
+            meta.insert(SPARSE_MAX_ACTIVE_KEY.to_string(), k.to_string());
+        }
+        let mut v: Vec<FieldRef> = vec![Arc::new(
+            Field::new(&self.column, DataType::Struct(Self::vector_fields()), false)
+                .with_metadata(meta),
+        )];
+        if self.top_tokens.is_some() {
+            v.push(list_of_structs(
+                &format!("{}_tokens", self.column),
+                Self::token_fields(),
+            ));
+        }
+        v
+    }
+
+    fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
+    }
+
+    fn needs_offsets(&self) -> bool {
+        false
+    }
+
+    fn model_outputs(&self) -> Vec<String> {
+        vec!["logits".into()]
+    }
+
+    fn postprocess(
+        &self,
+        features: &[&Feature],
+        batch: &PaddedBatch,
+        outputs: &ModelOutputs<'_, '_>,
+    ) -> Result<Vec<std::result::Result<TaskOutput, String>>> {
+        let (shape, data) = outputs.f32("logits")?;
+        let rows = features.len();
+        if shape.len() != 3
+            || shape[0] != rows
+            || shape[1] != batch.seq_len
+            || shape[2] != self.vocab
+        {
+            return Err(Error::Inference(format!(
+                "output 'logits' has shape {shape:?}, expected [{rows}, {}, {}]",
+                batch.seq_len, self.vocab
+            )));
+        }
+        let per_row = shape[1] * shape[2];
+        Ok((0..rows)
+            .map(|r| {
+                let logits = &data[r * per_row..(r + 1) * per_row];
+                // Right padding: the mask's real tokens come first.
+                let n = batch.mask(r).iter().filter(|&&m| m != 0).count();
+                let v = self.pool(logits, n);
+                if v.values.iter().any(|x| !x.is_finite()) {
+                    Err("the model produced non-finite weights".to_string())
+                } else {
+                    Ok(TaskOutput::Sparse(v))
+                }
+            })
+            .collect())
+    }
+
+    fn quality(&self, pairs: &[(&TaskOutput, &TaskOutput)], figures: &mut quality::Figures) {
+        let cos: Vec<f64> = pairs
+            .iter()
+            .filter_map(|(a, b)| match (a, b) {
+                (TaskOutput::Sparse(x), TaskOutput::Sparse(y)) => Some(x.cosine(y)),
+                _ => None,
+            })
+            .collect();
+        if !cos.is_empty() {
+            figures.min_cosine = cos.iter().copied().reduce(f64::min);
+            figures.mean_cosine = Some(cos.iter().sum::<f64>() / cos.len() as f64);
+        }
+    }
+
+    fn columns(&self, outputs: Vec<TaskOutput>) -> Result<Vec<ArrayRef>> {
+        let mut indices = ListBuilder::new(UInt32Builder::new()).with_field(Arc::new(Field::new(
+            "item",
+            DataType::UInt32,
+            false,
+        )));
+        let mut values = ListBuilder::new(Float32Builder::new()).with_field(Arc::new(Field::new(
+            "item",
+            DataType::Float32,
+            false,
+        )));
+        let mut tokens = list_of_structs_builder(Self::token_fields());
+        for o in outputs {
+            let TaskOutput::Sparse(v) = o else {
+                return Err(Error::Inference(
+                    "internal: sparse got another output".into(),
+                ));
+            };
+            indices.values().append_slice(&v.indices);
+            indices.append(true);
+            values.values().append_slice(&v.values);
+            values.append(true);
+            if let Some(k) = self.top_tokens {
+                let mut order: Vec<usize> = (0..v.indices.len()).collect();
+                order.sort_by(|&a, &b| v.values[b].total_cmp(&v.values[a]).then(a.cmp(&b)));
+                let sb = tokens.values();
+                for &i in order.iter().take(k) {
+                    sb.field_builder::<StringBuilder>(0)
+                        .expect("token")
+                        .append_value(self.tokenizer.id_to_token(v.indices[i]));
+                    sb.field_builder::<Float32Builder>(1)
+                        .expect("weight")
+                        .append_value(v.values[i]);
+                    sb.append(true);
+                }
+                tokens.append(true);
+            }
+        }
+        let vector = StructArray::try_new(
+            Self::vector_fields(),
+            vec![Arc::new(indices.finish()), Arc::new(values.finish())],
+            None,
+        )
+        .map_err(|e| Error::Inference(e.to_string()))?;
+        let mut cols: Vec<ArrayRef> = vec![Arc::new(vector)];
+        if self.top_tokens.is_some() {
+            cols.push(Arc::new(tokens.finish()));
+        }
+        Ok(cols)
+    }
+}
+
+impl crate::task::config::TaskSpec for SparseConfig {
+    crate::task::config::task_spec_basics!("sparse");
+
+    fn preflight(&self, _dir: &ModelDir) -> Result<()> {
+        check_settings(self)
+    }
+
+    fn load(&self, dir: &ModelDir, model: &OnnxModel) -> Result<Arc<dyn Task>> {
+        Ok(Arc::new(SparseTask::new(self, dir, model)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sparse_cosine() {
+        let a = SparseVector {
+            indices: vec![1, 5],
+            values: vec![1.0, 1.0],
+        };
+        let b = SparseVector {
+            indices: vec![5, 9],
+            values: vec![1.0, 1.0],
+        };
+        assert!((a.cosine(&b) - 0.5).abs() < 1e-12);
+        assert!((a.cosine(&a) - 1.0).abs() < 1e-12);
+        assert_eq!(
+            SparseVector::default().cosine(&SparseVector::default()),
+            1.0
+        );
+    }
+}

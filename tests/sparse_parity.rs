@@ -1,0 +1,306 @@
+//! Sparse (SPLADE) vectors against sentence-transformers' `SparseEncoder.encode` on tiny
+//! seeded masked-language models (tests/fixtures/sparse, made by scripts/make_sparse_fixtures.py):
+//! the same active dimensions, values within 1e-4 relative, cosine >= 0.9999, with and without
+//! `max_active_dims`; how Kafka JSON and Postgres `sparsevec` carry them; start-up errors.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
+use arrow::datatypes::{Float32Type, UInt32Type};
+use common::*;
+use serde_json::Value;
+
+fn expected() -> Value {
+    let text = std::fs::read_to_string(root().join("tests/fixtures/sparse/expected.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn sparse_model(name: &str) -> String {
+    root()
+        .join("tests/fixtures/sparse")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+type Sparse = (Vec<u32>, Vec<f32>);
+
+fn sparse_rows(b: &RecordBatch, col: &str) -> Vec<Sparse> {
+    let s = b.column_by_name(col).unwrap().as_struct().clone();
+    let idx = s.column(0).as_list::<i32>().clone();
+    let val = s.column(1).as_list::<i32>().clone();
+    (0..s.len())
+        .map(|r| {
+            (
+                idx.value(r).as_primitive::<UInt32Type>().values().to_vec(),
+                val.value(r).as_primitive::<Float32Type>().values().to_vec(),
+            )
+        })
+        .collect()
+}
+
+fn want_rows(v: &Value) -> Vec<Sparse> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["indices"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_u64().unwrap() as u32)
+                    .collect(),
+                r["values"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_f64().unwrap() as f32)
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+fn sparse_cosine(a: &Sparse, b: &Sparse) -> f64 {
+    let dense = |s: &Sparse| -> std::collections::HashMap<u32, f64> {
+        s.0.iter().zip(&s.1).map(|(i, v)| (*i, *v as f64)).collect()
+    };
+    let (da, db) = (dense(a), dense(b));
+    let dot: f64 = da.iter().map(|(i, v)| v * db.get(i).unwrap_or(&0.0)).sum();
+    let na = da.values().map(|v| v * v).sum::<f64>().sqrt();
+    let nb = db.values().map(|v| v * v).sum::<f64>().sqrt();
+    dot / (na * nb).max(1e-30)
+}
+
+fn run(dir: &Path, texts: &[String], task_yaml: &str, sink: &str) -> std::process::Output {
+    let input = dir.join("in.parquet");
+    let ids: Vec<String> = (0..texts.len()).map(|i| format!("r{i}")).collect();
+    write_parquet(
+        &input,
+        vec![
+            ("id", Arc::new(StringArray::from(ids)) as ArrayRef),
+            ("text", Arc::new(StringArray::from(texts.to_vec()))),
+        ],
+    );
+    let p = dir.join("p.yaml");
+    std::fs::write(
+        &p,
+        format!(
+            "source:\n  parquet:\n    path: {}\n    id_column: id\ntasks:\n{task_yaml}batching:\n  max_batch_size: 4\nsink:\n{sink}",
+            input.display()
+        ),
+    )
+    .unwrap();
+    run_pipeline(&p, &[])
+}
+
+fn texts(e: &Value) -> Vec<String> {
+    e["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn sparse_vectors_match_sparse_encoder() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = expected();
+    let texts = texts(&e);
+    let out = dir.path().join("out.parquet");
+    let sink = format!("  parquet:\n    path: {}\n", out.display());
+    for (name, m) in e["models"].as_object().unwrap() {
+        for (case, k) in [("all", None), ("top8", Some(8))] {
+            let cap = k
+                .map(|k| format!("    max_active_dims: {k}\n"))
+                .unwrap_or_default();
+            let o = run(
+                dir.path(),
+                &texts,
+                &format!("  sparse:\n    model: {}\n{cap}", sparse_model(name)),
+                &sink,
+            );
+            assert_ok(&o);
+            let b = read_parquet(&out);
+            let field = b.schema().field_with_name("sparse").unwrap().clone();
+            assert_eq!(
+                field.metadata()["bertflow.sparse_dimensions"],
+                m["vocab"].as_u64().unwrap().to_string()
+            );
+            let got = sparse_rows(&b, "sparse");
+            let want = want_rows(&m[case]);
+            assert_eq!(got.len(), texts.len());
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                let what = format!("{name} {case} text {i} ({:?})", texts[i]);
+                assert_eq!(g.0, w.0, "{what}: active dimensions");
+                // Relative to the value, or for weights near zero to the vector's largest weight
+                // (a logit's last-bit difference between torch and ONNX Runtime is 1e-7 of it).
+                let scale = w.1.iter().fold(0f32, |m, v| m.max(v.abs()));
+                for (d, (a, b)) in g.1.iter().zip(&w.1).enumerate() {
+                    let rel = (a - b).abs() / b.abs().max(scale * 0.01).max(1e-6);
+                    assert!(rel <= 1e-4, "{what} dimension {}: {a} vs {b}", g.0[d]);
+                }
+                assert!(sparse_cosine(g, w) >= 0.9999, "{what}");
+                if let Some(k) = k {
+                    assert!(g.0.len() <= k, "{what}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn top_tokens_kafka_json_and_postgres_sparsevec() {
+    use common::kafka::{bootstrap, create_topics, read_topic_to_end, unique};
+    use common::postgres::{table, url, Db};
+    let dir = tempfile::tempdir().unwrap();
+    let e = expected();
+    let texts = texts(&e);
+    let want = want_rows(&e["models"]["bert-splade"]["top8"]);
+    let task = format!(
+        "  sparse:\n    model: {}\n    max_active_dims: 8\n    top_tokens: 3\n",
+        sparse_model("bert-splade")
+    );
+    // Parquet: the top tokens are the three largest weights, as tokens.
+    let out = dir.path().join("out.parquet");
+    assert_ok(&run(
+        dir.path(),
+        &texts,
+        &task,
+        &format!("  parquet:\n    path: {}\n", out.display()),
+    ));
+    let b = read_parquet(&out);
+    let tokens = b
+        .column_by_name("sparse_tokens")
+        .unwrap()
+        .as_list::<i32>()
+        .clone();
+    for (i, w) in want.iter().enumerate() {
+        let t = tokens.value(i);
+        let t = t.as_struct();
+        let weights = t.column(1).as_primitive::<Float32Type>();
+        assert_eq!(t.len(), 3.min(w.0.len()), "text {i}");
+        let mut best = w.1.clone();
+        best.sort_by(|a, b| b.total_cmp(a));
+        for (k, b) in best.iter().enumerate().take(t.len()) {
+            assert!((weights.value(k) - b).abs() <= 1e-4 * b.abs().max(1.0));
+            assert!(!t.column(0).as_string::<i32>().value(k).is_empty());
+        }
+    }
+    // Kafka JSON: {indices: [...], values: [...]}.
+    let servers = bootstrap();
+    let topic = unique("sparse-out");
+    create_topics(&servers, &[(&topic, 1)]);
+    assert_ok(&run(
+        dir.path(),
+        &texts,
+        &task,
+        &format!("  kafka:\n    bootstrap_servers: {servers}\n    topic: {topic}\n"),
+    ));
+    let msgs = read_topic_to_end(&servers, &topic, false, std::time::Duration::from_secs(60));
+    assert_eq!(msgs.len(), texts.len());
+    for m in msgs {
+        let v = m.json();
+        let i: usize = v["id"].as_str().unwrap()[1..].parse().unwrap();
+        let idx: Vec<u32> = v["sparse"]["indices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect();
+        assert_eq!(idx, want[i].0, "kafka text {i}");
+    }
+    // Postgres: sparsevec(vocab) with an HNSW index; the same non-zero entries.
+    let db = Db::connect(&url());
+    let tbl = table("sparse");
+    let sink = format!(
+        "  postgres:\n    url: {}\n    table: {tbl}\n    create_table: true\n    index: {{method: hnsw, distance: inner_product}}\n",
+        url()
+    );
+    assert_ok(&run(dir.path(), &texts, &task, &sink));
+    let rows = db.query(&format!("SELECT id, sparse::text FROM \"{tbl}\""));
+    assert_eq!(rows.len(), texts.len());
+    let vocab = e["models"]["bert-splade"]["vocab"].as_u64().unwrap();
+    for r in rows {
+        let id: String = r.get(0);
+        let text: String = r.get(1);
+        let i: usize = id[1..].parse().unwrap();
+        // '{1:0.5,7:1.25}/700': 1-based indices in the text form.
+        let (body, dim) = text.rsplit_once('/').unwrap();
+        assert_eq!(dim, vocab.to_string());
+        let idx: Vec<u32> = body
+            .trim_matches(|c| c == '{' || c == '}')
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(|kv| kv.split(':').next().unwrap().parse::<u32>().unwrap() - 1)
+            .collect();
+        assert_eq!(idx, want[i].0, "postgres {id}");
+    }
+    db.execute(&format!("DROP TABLE \"{tbl}\""));
+    // An index without max_active_dims (or above 1,000) is refused at start-up.
+    let uncapped = format!("  sparse:\n    model: {}\n", sparse_model("bert-splade"));
+    let o = run(dir.path(), &texts, &uncapped, &sink);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("max_active_dims is not set"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(
+        dir.path(),
+        &texts,
+        &uncapped.replace("\n    model", "\n    max_active_dims: 2000\n    model"),
+        &sink,
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("lower it to 1000"), "{}", stderr(&o));
+    db.execute(&format!("DROP TABLE IF EXISTS \"{tbl}\""));
+}
+
+#[test]
+fn sparse_on_a_model_without_a_masked_lm_head_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for (m, want) in [
+        (
+            fixture_model("bert-sentiment"),
+            "not those of a model for the sparse task",
+        ),
+        (fixture_model("bert-ner"), "configure it under tasks.ner"),
+    ] {
+        let o = run_tasks(
+            dir.path(),
+            &[Some("text")],
+            None,
+            &format!("  sparse:\n    model: {m}\n"),
+        );
+        assert!(!o.status.success(), "{m}");
+        assert!(stderr(&o).contains(want), "{m}: {}", stderr(&o));
+    }
+    let o = run_tasks(
+        dir.path(),
+        &[Some("text")],
+        None,
+        &format!(
+            "  sparse:\n    model: {}\n    max_active_dims: 0\n",
+            sparse_model("bert-splade")
+        ),
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("tasks.sparse.max_active_dims is 0"));
+    // models inspect recognises the masked-language head.
+    let o = bin()
+        .args(["models", "inspect", &sparse_model("bert-splade")])
+        .output()
+        .unwrap();
+    assert_ok(&o);
+    assert!(
+        stdout(&o).contains("tasks         sparse"),
+        "{}",
+        stdout(&o)
+    );
+}
