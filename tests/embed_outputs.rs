@@ -354,3 +354,144 @@ fn postgres_stores_bits_and_halfvec_with_their_indexes() {
     );
     db.execute(&format!("DROP TABLE \"{tbl}\""));
 }
+
+#[test]
+fn int8_and_uint8_use_the_given_ranges_as_quantize_embeddings_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let want = outputs();
+    let st = st_fp32();
+    let ranges = dir.path().join("ranges.json");
+    std::fs::write(&ranges, want["scalar_ranges"].to_string()).unwrap();
+    let min: Vec<f32> = floats(&Value::from(vec![want["scalar_ranges"]["min"].clone()]))[0].clone();
+    let max: Vec<f32> = floats(&Value::from(vec![want["scalar_ranges"]["max"].clone()]))[0].clone();
+    for (output, offset) in [("uint8", 0i64), ("int8", 128)] {
+        let out = embed(
+            dir.path(),
+            &format!(
+                "    output: {output}\n    output_ranges: {}\n",
+                ranges.display()
+            ),
+        );
+        let got = byte_rows(&out, "embedding");
+        let expect = ints(&want[output]);
+        let mut near_edge = 0;
+        for (i, (g, w)) in got.iter().zip(&expect).enumerate() {
+            assert_eq!(g.len(), 384);
+            for d in 0..384 {
+                if g[d] == w[d] {
+                    continue;
+                }
+                // A value within 1e-3 of a bucket edge may land on either side in ONNX Runtime's
+                // arithmetic (its values differ from torch's by about 1e-7).
+                let step = (max[d] - min[d]) / 255.0;
+                let pos = (st[i][d] - min[d]) / step;
+                assert!(
+                    (g[d] - w[d]).abs() == 1 && (pos - pos.round()).abs() < 1e-3,
+                    "{output} text {i} dimension {d}: {} vs {} (bucket position {pos})",
+                    g[d] + offset,
+                    w[d] + offset
+                );
+                near_edge += 1;
+            }
+        }
+        // Each dimension has its minimum and maximum among these texts (the ranges come from
+        // them): those sit exactly on the outer edges; few others may.
+        assert!(
+            near_edge <= 2 * 384 + 20,
+            "{output}: {near_edge} values off by one bucket"
+        );
+    }
+    // `bertflow models ranges` over the same texts gives those ranges (bertflow's arithmetic).
+    let texts = read_parquet(&root().join("tests/fixtures/embed/texts.parquet"));
+    let lines: Vec<String> = strings(&texts, "text")
+        .into_iter()
+        .map(|t| serde_json::json!({ "text": t.unwrap() }).to_string())
+        .collect();
+    let calibration = dir.path().join("texts.jsonl");
+    std::fs::write(&calibration, lines.join("\n")).unwrap();
+    let made = dir.path().join("made.json");
+    let o = bin()
+        .args(["models", "ranges"])
+        .arg(model("all-MiniLM-L6-v2"))
+        .arg("--calibration")
+        .arg(&calibration)
+        .arg("--output")
+        .arg(&made)
+        .output()
+        .unwrap();
+    assert_ok(&o);
+    assert!(
+        stderr(&o).contains("384 dimensions from 24 texts"),
+        "{}",
+        stderr(&o)
+    );
+    let m: Value = serde_json::from_str(&std::fs::read_to_string(&made).unwrap()).unwrap();
+    for key in ["min", "max"] {
+        let got: Vec<f64> = m[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        let want: Vec<f64> = want["scalar_ranges"][key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        assert_eq!(got.len(), 384);
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g - w).abs() < 1e-5, "{key}: {g} vs {w}");
+        }
+    }
+    // Mistakes: no ranges, ranges for a float output, ranges of another size, int8 into Postgres.
+    for (extra, err) in [
+        (
+            "    output: int8\n".to_string(),
+            "needs tasks.embed.output_ranges",
+        ),
+        (
+            format!("    output_ranges: {}\n", ranges.display()),
+            "applies to output int8 or uint8",
+        ),
+        (
+            format!(
+                "    output: uint8\n    dimensions: 128\n    output_ranges: {}\n",
+                ranges.display()
+            ),
+            "holds 384 / 384 values, but the embeddings written have 128",
+        ),
+    ] {
+        let o = run_tasks(
+            dir.path(),
+            &[Some("text")],
+            None,
+            &format!(
+                "  embed:\n    model: {}\n{extra}",
+                model("all-MiniLM-L6-v2").display()
+            ),
+        );
+        assert!(!o.status.success(), "{extra}");
+        assert!(stderr(&o).contains(err), "{extra}: {}", stderr(&o));
+    }
+    let p = dir.path().join("pg.yaml");
+    std::fs::write(
+        &p,
+        format!(
+            "source:\n  parquet:\n    path: {}\n    id_column: id\ntasks:\n  embed:\n    model: {}\n    output: int8\n    output_ranges: {}\nsink:\n  postgres:\n    url: {}\n    table: {}\n    create_table: true\n",
+            root().join("tests/fixtures/embed/texts.parquet").display(),
+            model("all-MiniLM-L6-v2").display(),
+            ranges.display(),
+            url(),
+            table("int8")
+        ),
+    )
+    .unwrap();
+    let o = run_pipeline(&p, &[]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("pgvector has no int8 vector type"),
+        "{}",
+        stderr(&o)
+    );
+}

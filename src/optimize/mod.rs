@@ -9,6 +9,7 @@
 //! into the binary); everything measured runs through bertflow's own sessions and task code.
 
 pub mod guard;
+pub mod ranges;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -133,6 +133,15 @@ impl Plan {
                 Some(None) => continue,
                 None => f.name().clone(),
             };
+            if let Some(t @ ("int8" | "uint8")) = f
+                .metadata()
+                .get(crate::record::EMBEDDING_TYPE_KEY)
+                .map(String::as_str)
+            {
+                return Err(Error::config(format!(
+                    "tasks.embed.output is {t}: pgvector has no {t} vector type; with sink.postgres use float32, float16 (halfvec) or binary / ubinary (bit), and keep {t} for Parquet and Kafka"
+                )));
+            }
             let kind = Kind::of(f);
             let vt = Kind::vector_type(f, cfg.vector_type);
             let sql_type = kind.create_type(f.data_type(), vt);

@@ -522,11 +522,19 @@ pub struct EmbedConfig {
     pub normalize_dimensions: bool,
     /// Element type written: `float32`, `float16` (Postgres `halfvec`), `binary` or `ubinary`
     /// (one bit per dimension, `> 0`, packed as sentence-transformers' `quantize_embeddings`;
-    /// Postgres `bit(n)`). Passages (`chunking`) are written as float32.
+    /// Postgres `bit(n)`), `int8` or `uint8` (one byte per dimension from `output_ranges`;
+    /// Parquet and Kafka only). Passages (`chunking`) are written as float32.
     ///
     /// Default: `float32`
     #[serde(default)]
     pub output: EmbeddingOutput,
+    /// For `output: int8 / uint8`: a JSON file `{"min": [...], "max": [...]}` with each written
+    /// dimension's range (sentence-transformers' `ranges`), as `bertflow models ranges` makes it
+    /// from calibration texts.
+    ///
+    /// Type: path
+    #[serde(default)]
+    pub output_ranges: Option<PathBuf>,
 }
 
 /// Passages of long texts, one embedding each: `chunks` column of `{index, start, end,
@@ -590,4 +598,9 @@ pub enum EmbeddingOutput {
     /// One bit per dimension (`> 0`), packed into uint8 (sentence-transformers' `ubinary`;
     /// Postgres `bit(n)`).
     Ubinary,
+    /// One byte per dimension: the value's bucket of 256 between the dimension's calibrated
+    /// minimum and maximum, minus 128 (sentence-transformers' `int8`; needs `output_ranges`).
+    Int8,
+    /// The same bucket as uint8 (sentence-transformers' `uint8`; needs `output_ranges`).
+    Uint8,
 }

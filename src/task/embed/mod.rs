@@ -75,6 +75,21 @@ fn check_output(cfg: &EmbedConfig, dim: usize) -> Result<()> {
             "tasks.embed.normalize_dimensions needs tasks.embed.dimensions",
         ));
     }
+    match (cfg.output.scalar(), &cfg.output_ranges) {
+        (true, None) => {
+            return Err(Error::config(format!(
+                "tasks.embed.output is {}: it needs tasks.embed.output_ranges, each dimension's range (make them with `bertflow models ranges MODEL --calibration TEXTS --output ranges.json`)",
+                cfg.output.name()
+            )))
+        }
+        (false, Some(_)) => {
+            return Err(Error::config(format!(
+                "tasks.embed.output_ranges applies to output int8 or uint8, not {}",
+                cfg.output.name()
+            )))
+        }
+        _ => {}
+    }
     if cfg.chunking.is_some() && cfg.output != EmbeddingOutput::Float32 {
         return Err(Error::config(format!(
             "tasks.embed.output is {}: passages (tasks.embed.chunking) are written as float32; remove one of the two",
@@ -110,6 +125,8 @@ pub struct EmbedTask {
     dimensions: Option<usize>,
     normalize_dimensions: bool,
     output_type: EmbeddingOutput,
+    /// Per-dimension ranges of int8 / uint8 output.
+    ranges: Option<output::Ranges>,
 }
 
 impl EmbedTask {
@@ -231,6 +248,10 @@ impl EmbedTask {
             dimensions: cfg.dimensions,
             normalize_dimensions: cfg.normalize_dimensions,
             output_type: cfg.output,
+            ranges: match &cfg.output_ranges {
+                Some(path) => Some(output::Ranges::read(path, cfg.dimensions.unwrap_or(dim))?),
+                None => None,
+            },
         })
     }
 
@@ -641,7 +662,12 @@ impl EmbedTask {
                 other => return Err(Error::Inference(format!("internal: embed got {other:?}"))),
             }
         }
-        Ok(vec![Arc::new(self.output_type.column(dim, &flat, None)?)])
+        Ok(vec![Arc::new(self.output_type.column(
+            dim,
+            &flat,
+            None,
+            self.ranges.as_ref(),
+        )?)])
     }
 }
 

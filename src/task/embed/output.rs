@@ -24,13 +24,23 @@ impl EmbeddingOutput {
             EmbeddingOutput::Float16 => "float16",
             EmbeddingOutput::Binary => "binary",
             EmbeddingOutput::Ubinary => "ubinary",
+            EmbeddingOutput::Int8 => "int8",
+            EmbeddingOutput::Uint8 => "uint8",
         }
+    }
+
+    /// Whether this type needs per-dimension ranges.
+    pub fn scalar(self) -> bool {
+        matches!(self, EmbeddingOutput::Int8 | EmbeddingOutput::Uint8)
     }
 
     /// Values per embedding of `dim` dimensions.
     pub fn width(self, dim: usize) -> usize {
         match self {
-            EmbeddingOutput::Float32 | EmbeddingOutput::Float16 => dim,
+            EmbeddingOutput::Float32
+            | EmbeddingOutput::Float16
+            | EmbeddingOutput::Int8
+            | EmbeddingOutput::Uint8 => dim,
             EmbeddingOutput::Binary | EmbeddingOutput::Ubinary => dim.div_ceil(8),
         }
     }
@@ -39,8 +49,8 @@ impl EmbeddingOutput {
         match self {
             EmbeddingOutput::Float32 => DataType::Float32,
             EmbeddingOutput::Float16 => DataType::Float16,
-            EmbeddingOutput::Binary => DataType::Int8,
-            EmbeddingOutput::Ubinary => DataType::UInt8,
+            EmbeddingOutput::Binary | EmbeddingOutput::Int8 => DataType::Int8,
+            EmbeddingOutput::Ubinary | EmbeddingOutput::Uint8 => DataType::UInt8,
         }
     }
 
@@ -65,13 +75,20 @@ impl EmbeddingOutput {
     }
 
     /// Build the column from `flat` float vectors of `dim` dimensions each (`nulls`: rows
-    /// without an embedding, their values ignored).
+    /// without an embedding, their values ignored; `ranges`: for int8 / uint8).
     pub fn column(
         self,
         dim: usize,
         flat: &[f32],
         nulls: Option<arrow::buffer::NullBuffer>,
+        ranges: Option<&Ranges>,
     ) -> Result<FixedSizeListArray> {
+        let buckets = || -> Result<Vec<u8>> {
+            let r = ranges.ok_or_else(|| {
+                Error::Inference(format!("internal: {} output without ranges", self.name()))
+            })?;
+            Ok(r.buckets(flat))
+        };
         let values: ArrayRef = match self {
             EmbeddingOutput::Float32 => Arc::new(Float32Array::from(flat.to_vec())),
             EmbeddingOutput::Float16 => Arc::new(Float16Array::from(
@@ -86,10 +103,78 @@ impl EmbeddingOutput {
                     .map(|b| (b as i16 - 128) as i8)
                     .collect::<Vec<_>>(),
             )),
+            EmbeddingOutput::Uint8 => Arc::new(UInt8Array::from(buckets()?)),
+            EmbeddingOutput::Int8 => Arc::new(Int8Array::from(
+                buckets()?
+                    .into_iter()
+                    .map(|b| (b as i16 - 128) as i8)
+                    .collect::<Vec<_>>(),
+            )),
         };
         let item = Arc::new(Field::new("item", self.item_type(), false));
         FixedSizeListArray::try_new(item, self.width(dim) as i32, values, nulls)
             .map_err(|e| Error::Inference(e.to_string()))
+    }
+}
+
+/// Per-dimension ranges of int8 / uint8 output: `{"min": [...], "max": [...]}`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ranges {
+    pub min: Vec<f32>,
+    pub max: Vec<f32>,
+}
+
+impl Ranges {
+    /// Read a ranges file for embeddings of `dim` dimensions.
+    pub fn read(path: &std::path::Path, dim: usize) -> Result<Ranges> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::config(format!(
+                "tasks.embed.output_ranges: cannot read {}: {e}",
+                path.display()
+            ))
+        })?;
+        let r: Ranges = serde_json::from_str(&text).map_err(|e| {
+            Error::config(format!(
+                "tasks.embed.output_ranges: {} is not {{\"min\": [...], \"max\": [...]}}: {e}",
+                path.display()
+            ))
+        })?;
+        if r.min.len() != dim || r.max.len() != dim {
+            return Err(Error::config(format!(
+                "tasks.embed.output_ranges: {} holds {} / {} values, but the embeddings written have {dim} dimensions (make it again with `bertflow models ranges` and the same dimensions)",
+                path.display(),
+                r.min.len(),
+                r.max.len()
+            )));
+        }
+        Ok(r)
+    }
+
+    /// The bucket (0..=255) of every value, as `quantize_embeddings`: `floor((x - min) / step)`
+    /// clipped, with `step = (max - min) / 255` (1 where max equals min), in float32.
+    pub fn buckets(&self, flat: &[f32]) -> Vec<u8> {
+        let dim = self.min.len().max(1);
+        let steps: Vec<f32> = self
+            .min
+            .iter()
+            .zip(&self.max)
+            .map(|(lo, hi)| {
+                let s = (hi - lo) / 255.0;
+                if s == 0.0 {
+                    1.0
+                } else {
+                    s
+                }
+            })
+            .collect();
+        flat.iter()
+            .enumerate()
+            .map(|(i, &x)| {
+                let d = i % dim;
+                ((x - self.min[d]) / steps[d]).floor().clamp(0.0, 255.0) as u8
+            })
+            .collect()
     }
 }
 
@@ -131,7 +216,7 @@ mod tests {
         // 10 dimensions: two bytes, the second padded with zeros.
         let v = [1.0, -1.0, 0.0, 2.0, 0.5, -0.1, -3.0, 0.1, 0.2, -0.2];
         assert_eq!(pack_bits(&v, 10), vec![0b1001_1001, 0b1000_0000]);
-        let col = EmbeddingOutput::Binary.column(10, &v, None).unwrap();
+        let col = EmbeddingOutput::Binary.column(10, &v, None, None).unwrap();
         let bytes = col.value(0);
         let bytes = bytes.as_any().downcast_ref::<Int8Array>().unwrap();
         assert_eq!(
@@ -140,6 +225,20 @@ mod tests {
         );
         assert_eq!(EmbeddingOutput::Ubinary.width(384), 48);
         assert_eq!(EmbeddingOutput::Float16.width(384), 384);
+    }
+
+    #[test]
+    fn scalar_buckets_as_quantize_embeddings() {
+        let r = Ranges {
+            min: vec![-1.0, 0.0],
+            max: vec![1.0, 0.0],
+        };
+        // Step 2/255 for the first dimension (in float32 the maximum lands at 254.99998, bucket
+        // 254, as numpy's float32 arithmetic gives too); a constant dimension gets step 1.
+        assert_eq!(
+            r.buckets(&[-1.0, 0.0, 1.0, 5.0, 0.0, -3.0]),
+            vec![0, 0, 254, 5, 127, 0]
+        );
     }
 
     #[test]
