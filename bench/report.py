@@ -106,6 +106,9 @@ def main(d):
     prec = pathlib.Path(d) / "precision" / "table.md"
     if prec.exists():
         print(precision_section(prec.read_text()))
+    hybrid = pathlib.Path(d) / "hybrid" / "table.md"
+    if hybrid.exists():
+        print(hybrid_section(hybrid.read_text()))
     pairs = pathlib.Path(d) / "pairs" / "table.md"
     if pairs.exists():
         print(pairs_section(pairs.read_text()))
@@ -124,6 +127,17 @@ def precision_section(table):
             "the all-MiniLM-L6-v2 base (the stand-ins' architecture; the stand-ins themselves are "
             "int8 already), shared by both sides. Cosines are to sentence-transformers' own "
             "embeddings of the same texts.\n\n" + table)
+
+
+def hybrid_section(table):
+    """Dense cut and quantized, sparse in and outside the graph (bench/hybrid.sh)."""
+    return ("## Hybrid vectors: shorter, quantized and sparse\n\n"
+            "`bench/hybrid.sh`, one run: the bundled sample, `bertflow bench` of dense MiniLM-L6 "
+            "embeddings as float32 and cut to 128 dimensions written as ubinary bits, and of sparse "
+            "vectors from the SPLADE stand-in (`models/splade-standin`, `max_active_dims: 128`) with "
+            "the pooling outside the graph and inside it (`bert_to_onnx.py --tied-mlm --splade`). "
+            "`raw ORT / bertflow time`: the same batches through bare sessions over bertflow's whole "
+            "run.\n\n" + table)
 
 
 def pairs_section(table):

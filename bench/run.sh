@@ -43,6 +43,10 @@ echo "== CPU precisions: fp32, fused fp32, int8 against the Python stack (same r
 mkdir -p "$OUT/precision"
 bash bench/precision.sh > "$OUT/precision/table.md"
 
+echo "== Hybrid vectors: dense cut and quantized, sparse with the pooling in and outside the graph" >&2
+mkdir -p "$OUT/hybrid"
+bash bench/hybrid.sh > "$OUT/hybrid/table.md"
+
 echo "== Pair tasks: zero-shot labels and cross-encoder scores against the Python stack (same run)" >&2
 mkdir -p "$OUT/pairs"
 bash bench/pairs.sh > "$OUT/pairs/table.md"

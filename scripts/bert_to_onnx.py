@@ -2,7 +2,7 @@
 graph with the inputs input_ids / attention_mask / token_type_ids (int64, [batch, sequence],
 dynamic) and the output last_hidden_state (float32, [batch, sequence, hidden]).
 
-    python scripts/bert_to_onnx.py MODEL_DIR OUT.onnx [--pooled | --tied-mlm]
+    python scripts/bert_to_onnx.py MODEL_DIR OUT.onnx [--pooled | --tied-mlm [--splade]]
 
 MODEL_DIR holds config.json and model.safetensors. Needs numpy and onnx only (no torch): the
 graph is written node by node with the same arithmetic as transformers' BertModel (absolute
@@ -17,7 +17,10 @@ they are copied back), and bertflow uses them as they are.
 With --tied-mlm the graph ends in a masked-language-model head made of the word embeddings alone
 (logits = last_hidden_state x word_embeddings^T, no transform, no bias) and its one output is
 `logits` [batch, sequence, vocabulary]: a stand-in for a SPLADE model's head when only the
-encoder's weights are at hand (the demo's; a trained SPLADE model has a trained head).
+encoder's weights are at hand (the demo's; a trained SPLADE model has a trained head). With
+--splade as well, the graph ends in SPLADE's max pooling (log(1 + relu(logits)) masked, the
+maximum over tokens) and its one output is `sparse_embedding` [batch, vocabulary]: one vector per
+text leaves ONNX Runtime instead of one per token.
 """
 
 import json
@@ -50,7 +53,7 @@ def load_safetensors(path):
     return out
 
 
-def export(model_dir, out_path, pooled=False, tied_mlm=False):
+def export(model_dir, out_path, pooled=False, tied_mlm=False, splade=False):
     cfg = json.load(open(f"{model_dir}/config.json"))
     if cfg.get("model_type") not in ("bert", None):
         raise SystemExit(f"model_type {cfg.get('model_type')} is not BERT")
@@ -149,8 +152,18 @@ def export(model_dir, out_path, pooled=False, tied_mlm=False):
     if tied_mlm:
         table = w["embeddings.word_embeddings.weight"]
         decoder = node("Transpose", [word_table], perm=[1, 0])
-        nodes.append(helper.make_node("MatMul", [x, decoder], ["logits"]))
-        output = helper.make_tensor_value_info("logits", TensorProto.FLOAT, dims + [table.shape[0]])
+        if splade:
+            logits = node("MatMul", [x, decoder])
+            mask = node("Unsqueeze", [node("Cast", ["attention_mask"], to=TensorProto.FLOAT),
+                                      const(np.array([-1], np.int64))])
+            act = node("Log", [node("Add", [node("Relu", [node("Mul", [logits, mask])]),
+                                            const(np.array(1.0, np.float32))])])
+            nodes.append(helper.make_node("ReduceMax", [act], ["sparse_embedding"], axes=[1], keepdims=0))
+            output = helper.make_tensor_value_info("sparse_embedding", TensorProto.FLOAT,
+                                                   ["batch", table.shape[0]])
+        else:
+            nodes.append(helper.make_node("MatMul", [x, decoder], ["logits"]))
+            output = helper.make_tensor_value_info("logits", TensorProto.FLOAT, dims + [table.shape[0]])
     elif pooled:
         mask = node("Unsqueeze", [node("Cast", ["attention_mask"], to=TensorProto.FLOAT), const(np.array([-1], np.int64))])
         summed = node("ReduceSum", [node("Mul", [x, mask]), const(np.array([1], np.int64))], keepdims=0)
@@ -183,8 +196,9 @@ def export(model_dir, out_path, pooled=False, tied_mlm=False):
 
 
 if __name__ == "__main__":
-    flags = {"--pooled", "--tied-mlm"}
+    flags = {"--pooled", "--tied-mlm", "--splade"}
     args = [a for a in sys.argv[1:] if a not in flags]
     if len(args) != 2:
         raise SystemExit(__doc__)
-    export(args[0], args[1], pooled="--pooled" in sys.argv[1:], tied_mlm="--tied-mlm" in sys.argv[1:])
+    export(args[0], args[1], pooled="--pooled" in sys.argv[1:], tied_mlm="--tied-mlm" in sys.argv[1:],
+           splade="--splade" in sys.argv[1:])

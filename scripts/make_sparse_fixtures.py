@@ -6,7 +6,8 @@ ONNX, and record what SparseEncoder.encode returns for a varied text set.
     make reference          (runs this with the reference virtualenv)
 
 Writes tests/fixtures/sparse/<name>/{model.onnx,tokenizer.json,config.json,modules.json,
-1_SpladePooling/config.json,...} and tests/fixtures/sparse/expected.json (per text the active
+1_SpladePooling/config.json,...}, bert-splade-pooled/ (the same graph ending in SPLADE's max
+pooling, output `sparse_embedding`) and tests/fixtures/sparse/expected.json (per text the active
 dimensions, ascending, and their values). The weights are random: the vectors say nothing about
 language (a trained SPLADE model, e.g. `bertflow models pull hf:naver/splade-v3`, is needed for
 search quality), only that bertflow computes what sentence-transformers computes.
@@ -46,6 +47,35 @@ def sparse_rows(dense):
     return rows
 
 
+def pooled_copy(src, dst):
+    """The graph of `src` with SPLADE max pooling (relu, log1p, masked, max over tokens) appended."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    shutil.copytree(src, dst)
+    m = onnx.load(str(dst / "model.onnx"))
+    g = m.graph
+    logits = g.output[0].name
+    g.initializer.extend([
+        numpy_helper.from_array(np.array([-1], np.int64), "splade_axis"),
+        numpy_helper.from_array(np.array(1.0, np.float32), "splade_one"),
+    ])
+    g.node.extend([
+        helper.make_node("Cast", ["attention_mask"], ["splade_mask_f"], to=TensorProto.FLOAT),
+        helper.make_node("Unsqueeze", ["splade_mask_f", "splade_axis"], ["splade_mask"]),
+        helper.make_node("Mul", [logits, "splade_mask"], ["splade_masked"]),
+        helper.make_node("Relu", ["splade_masked"], ["splade_relu"]),
+        helper.make_node("Add", ["splade_relu", "splade_one"], ["splade_plus1"]),
+        helper.make_node("Log", ["splade_plus1"], ["splade_log"]),
+        helper.make_node("ReduceMax", ["splade_log"], ["sparse_embedding"], axes=[1], keepdims=0),
+    ])
+    vocab = g.output[0].type.tensor_type.shape.dim[2].dim_value
+    del g.output[:]
+    g.output.append(helper.make_tensor_value_info("sparse_embedding", TensorProto.FLOAT, ["batch", vocab]))
+    onnx.checker.check_model(m)
+    onnx.save(m, str(dst / "model.onnx"))
+
+
 def main():
     if OUT.exists():
         shutil.rmtree(OUT)
@@ -78,6 +108,7 @@ def main():
             dense = st.encode(TEXTS, batch_size=4, max_active_dims=k, convert_to_tensor=True).to_dense().numpy()
             cases["all" if k is None else f"top{k}"] = sparse_rows(dense)
         expected["models"][name] = {"pooling": strategy, "activation": activation, "vocab": tok.get_vocab_size(), **cases}
+    pooled_copy(OUT / "bert-splade", OUT / "bert-splade-pooled")
     (OUT / "expected.json").write_text(json.dumps(expected, ensure_ascii=False) + "\n")
     size = sum(f.stat().st_size for f in OUT.rglob("*") if f.is_file())
     print(f"wrote {OUT} ({size / 1e6:.1f} MB)")

@@ -304,3 +304,43 @@ fn sparse_on_a_model_without_a_masked_lm_head_is_refused() {
         stdout(&o)
     );
 }
+
+#[test]
+fn a_graph_that_pools_gives_the_same_vectors() {
+    // bert-splade-pooled is bert-splade's graph ending in SPLADE max pooling (output
+    // sparse_embedding [batch, vocabulary]): only one vector per text leaves ONNX Runtime.
+    let dir = tempfile::tempdir().unwrap();
+    let e = expected();
+    let texts = texts(&e);
+    let out = dir.path().join("out.parquet");
+    let sink = format!("  parquet:\n    path: {}\n", out.display());
+    for (case, k) in [("all", None), ("top8", Some(8))] {
+        let cap = k
+            .map(|k| format!("    max_active_dims: {k}\n"))
+            .unwrap_or_default();
+        assert_ok(&run(
+            dir.path(),
+            &texts,
+            &format!(
+                "  sparse:\n    model: {}\n{cap}",
+                sparse_model("bert-splade-pooled")
+            ),
+            &sink,
+        ));
+        let got = sparse_rows(&read_parquet(&out), "sparse");
+        let want = want_rows(&e["models"]["bert-splade"][case]);
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(g.0, w.0, "{case} text {i}");
+            assert!(sparse_cosine(g, w) >= 0.9999, "{case} text {i}");
+        }
+    }
+    let o = bin()
+        .args(["models", "inspect", &sparse_model("bert-splade-pooled")])
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&o).contains("tasks         sparse"),
+        "{}",
+        stdout(&o)
+    );
+}

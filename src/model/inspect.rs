@@ -52,6 +52,9 @@ pub fn tasks_served(dir: &ModelDir, outputs: &[TensorInfo]) -> Vec<&'static str>
             tasks.push("ner");
         }
     }
+    if has("sparse_embedding").is_some() {
+        tasks.push("sparse");
+    }
     if [
         "last_hidden_state",
         "token_embeddings",

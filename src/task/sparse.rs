@@ -2,7 +2,10 @@
 //! `SpladePooling`: the masked-language model's logits of every token of the attention mask go
 //! through log(1 + relu(x)) (twice log1p for `log1p_relu`) and are pooled per vocabulary entry by
 //! max or sum; `max_active_dims` keeps the largest weights. Max pooling takes the maximum logit
-//! first and activates it once (the activation never decreases, so the result is the same).
+//! first and activates it once (the activation never decreases, so the result is the same). A
+//! graph whose output is `sparse_embedding` `[batch, vocabulary]` has pooled already
+//! (`scripts/bert_to_onnx.py --tied-mlm --splade`): its vectors are taken as they are, and only
+//! one vector per text leaves ONNX Runtime instead of one per token.
 
 use std::sync::Arc;
 
@@ -86,6 +89,10 @@ fn splade_config(dir: &ModelDir) -> Result<(Option<SpladePoolingMode>, Option<Sp
 
 pub struct SparseTask {
     tokenizer: TextTokenizer,
+    /// The output read: `logits` `[batch, sequence, vocabulary]`, or `sparse_embedding`
+    /// `[batch, vocabulary]` pooled in the graph.
+    output: String,
+    pre_pooled: bool,
     pooling: SpladePoolingMode,
     activation: SpladeActivation,
     vocab: usize,
@@ -111,13 +118,20 @@ pub(crate) fn check_settings(cfg: &SparseConfig) -> Result<()> {
 impl SparseTask {
     pub fn new(cfg: &SparseConfig, dir: &ModelDir, model: &OnnxModel) -> Result<Self> {
         check_settings(cfg)?;
-        if !model.output_names.iter().any(|n| n == "logits")
-            || model.output_rank("logits").is_some_and(|r| r != 3)
+        let pre_pooled = model.output_names.iter().any(|n| n == "sparse_embedding");
+        let output = if pre_pooled {
+            "sparse_embedding"
+        } else {
+            "logits"
+        };
+        let rank = if pre_pooled { 2 } else { 3 };
+        if !model.output_names.iter().any(|n| n == output)
+            || model.output_rank(output).is_some_and(|r| r != rank)
         {
             return Err(Error::model(
                 &dir.onnx,
                 format!(
-                    "tasks.sparse needs a masked-language model whose 'logits' are [batch, sequence, vocabulary] (outputs: {}); export the ...ForMaskedLM head (scripts/bert_to_onnx.py does not, optimum's fill-mask export does)",
+                    "tasks.sparse needs a masked-language model whose 'logits' are [batch, sequence, vocabulary], or a graph with 'sparse_embedding' [batch, vocabulary] (outputs: {}); export the ...ForMaskedLM head (optimum's fill-mask export does)",
                     model.output_names.join(", ")
                 ),
             ));
@@ -128,7 +142,7 @@ impl SparseTask {
             .and_then(|c| c.get("vocab_size"))
             .and_then(Value::as_u64)
             .map(|v| v as usize);
-        let vocab = match (model.output_last_dim("logits"), config_vocab) {
+        let vocab = match (model.output_last_dim(output), config_vocab) {
             (Some(w), Some(v)) if w != v => {
                 return Err(Error::model(
                     &dir.dir,
@@ -165,6 +179,8 @@ impl SparseTask {
         )?;
         Ok(SparseTask {
             tokenizer,
+            output: output.to_string(),
+            pre_pooled,
             pooling: cfg.pooling.or(st_pooling).unwrap_or(SpladePoolingMode::Max),
             activation: cfg
                 .activation
@@ -194,9 +210,7 @@ impl SparseTask {
                 let mut best = vec![f32::NEG_INFINITY; vocab];
                 for t in 0..n {
                     for (b, &x) in best.iter_mut().zip(&logits[t * vocab..(t + 1) * vocab]) {
-                        if x > *b {
-                            *b = x;
-                        }
+                        *b = b.max(x);
                     }
                 }
                 for (p, b) in pooled.iter_mut().zip(best) {
@@ -213,13 +227,18 @@ impl SparseTask {
                 }
             }
         }
-        let mut active: Vec<u32> = (0..vocab as u32)
+        self.prune(&pooled)
+    }
+
+    /// The non-zero entries of a pooled vector, cut to `max_active_dims`.
+    fn prune(&self, pooled: &[f32]) -> SparseVector {
+        let mut active: Vec<u32> = (0..pooled.len() as u32)
             .filter(|&i| pooled[i as usize] != 0.0)
             .collect();
         if let Some(k) = self.max_active_dims {
             if active.len() > k {
                 // The k largest weights (ties: the lower index), then back in index order.
-                active.sort_by(|&a, &b| {
+                active.select_nth_unstable_by(k - 1, |&a, &b| {
                     pooled[b as usize]
                         .total_cmp(&pooled[a as usize])
                         .then(a.cmp(&b))
@@ -292,7 +311,7 @@ impl Task for SparseTask {
     }
 
     fn model_outputs(&self) -> Vec<String> {
-        vec!["logits".into()]
+        vec![self.output.clone()]
     }
 
     fn postprocess(
@@ -301,8 +320,26 @@ impl Task for SparseTask {
         batch: &PaddedBatch,
         outputs: &ModelOutputs<'_, '_>,
     ) -> Result<Vec<std::result::Result<TaskOutput, String>>> {
-        let (shape, data) = outputs.f32("logits")?;
+        let (shape, data) = outputs.f32(&self.output)?;
         let rows = features.len();
+        if self.pre_pooled {
+            if shape != [rows, self.vocab] {
+                return Err(Error::Inference(format!(
+                    "output 'sparse_embedding' has shape {shape:?}, expected [{rows}, {}]",
+                    self.vocab
+                )));
+            }
+            return Ok((0..rows)
+                .map(|r| {
+                    let v = self.prune(&data[r * self.vocab..(r + 1) * self.vocab]);
+                    if v.values.iter().any(|x| !x.is_finite()) {
+                        Err("the model produced non-finite weights".to_string())
+                    } else {
+                        Ok(TaskOutput::Sparse(v))
+                    }
+                })
+                .collect());
+        }
         if shape.len() != 3
             || shape[0] != rows
             || shape[1] != batch.seq_len
