@@ -333,6 +333,7 @@ fn pair_task_models_are_judged_on_their_pair_task() {
     let q = &meta(&m, "fp32")["quality"][0];
     assert_eq!(q["task"], "sparse");
     assert!(q["min_cosine"].as_f64().unwrap() >= 0.9999, "{q}");
+    assert!(q["top_overlap"].as_f64().unwrap() >= 0.99, "{q}");
 }
 
 #[test]

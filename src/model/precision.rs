@@ -204,6 +204,10 @@ pub struct Quality {
     /// score from its fp32 score.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_score_diff: Option<f64>,
+    /// Sparse vectors: the mean share of the fp32 vector's 32 largest entries that are among
+    /// the variant's 32 largest (reported; the guard judges the cosine).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_overlap: Option<f64>,
 }
 
 impl Quality {
@@ -234,6 +238,9 @@ impl std::fmt::Display for Quality {
         }
         if let Some(v) = self.max_score_diff {
             parts.push(format!("max score difference {v:.5}"));
+        }
+        if let Some(v) = self.top_overlap {
+            parts.push(format!("top-32 overlap {v:.4}"));
         }
         write!(
             f,

@@ -33,6 +33,24 @@ pub struct SparseVector {
 }
 
 impl SparseVector {
+    /// The indices of the `k` largest weights (ties: the lower index).
+    fn top(&self, k: usize) -> Vec<u32> {
+        let mut order: Vec<usize> = (0..self.indices.len()).collect();
+        order.sort_by(|&a, &b| self.values[b].total_cmp(&self.values[a]).then(a.cmp(&b)));
+        order.into_iter().take(k).map(|i| self.indices[i]).collect()
+    }
+
+    /// The share of this vector's `k` largest entries that are among `other`'s `k` largest (1
+    /// when this one has none).
+    pub fn top_overlap(&self, other: &SparseVector, k: usize) -> f64 {
+        let mine = self.top(k);
+        if mine.is_empty() {
+            return 1.0;
+        }
+        let theirs: std::collections::HashSet<u32> = other.top(k).into_iter().collect();
+        mine.iter().filter(|i| theirs.contains(i)).count() as f64 / mine.len() as f64
+    }
+
     /// Cosine similarity of two sparse vectors (1 when both are empty).
     pub fn cosine(&self, other: &SparseVector) -> f64 {
         let (mut i, mut j, mut dot) = (0, 0, 0f64);
@@ -367,17 +385,21 @@ impl Task for SparseTask {
     }
 
     fn quality(&self, pairs: &[(&TaskOutput, &TaskOutput)], figures: &mut quality::Figures) {
-        let cos: Vec<f64> = pairs
+        let vectors: Vec<(&SparseVector, &SparseVector)> = pairs
             .iter()
             .filter_map(|(a, b)| match (a, b) {
-                (TaskOutput::Sparse(x), TaskOutput::Sparse(y)) => Some(x.cosine(y)),
+                (TaskOutput::Sparse(x), TaskOutput::Sparse(y)) => Some((x, y)),
                 _ => None,
             })
             .collect();
-        if !cos.is_empty() {
-            figures.min_cosine = cos.iter().copied().reduce(f64::min);
-            figures.mean_cosine = Some(cos.iter().sum::<f64>() / cos.len() as f64);
+        if vectors.is_empty() {
+            return;
         }
+        let cos: Vec<f64> = vectors.iter().map(|(x, y)| x.cosine(y)).collect();
+        figures.min_cosine = cos.iter().copied().reduce(f64::min);
+        figures.mean_cosine = Some(cos.iter().sum::<f64>() / cos.len() as f64);
+        let overlap: f64 = vectors.iter().map(|(x, y)| x.top_overlap(y, 32)).sum();
+        figures.top_overlap = Some(overlap / vectors.len() as f64);
     }
 
     fn columns(&self, outputs: Vec<TaskOutput>) -> Result<Vec<ArrayRef>> {
