@@ -183,18 +183,19 @@ impl ZeroShotTask {
         })
     }
 
-    /// Scores of one record's labels from their pairs' logits (`width` per label).
-    fn scores(&self, logits: &[Vec<f32>]) -> Vec<f32> {
+    /// Scores of one record's labels from their pairs' logits.
+    fn scores(&self, pairs: &[Scored]) -> Vec<f32> {
         let e = self.entailment;
-        if self.multi_label || logits.len() == 1 {
-            let width = logits[0].len();
-            let c = if e == 0 { width - 1 } else { 0 };
-            logits
+        if self.multi_label || pairs.len() == 1 {
+            pairs
                 .iter()
-                .map(|l| super::softmax(&[l[c], l[e]])[1])
+                .map(|p| {
+                    let c = if e == 0 { p.logits.len() - 1 } else { 0 };
+                    super::softmax(&[p.logits[c], p.logits[e]])[1]
+                })
                 .collect()
         } else {
-            let entail: Vec<f32> = logits.iter().map(|l| l[e]).collect();
+            let entail: Vec<f32> = pairs.iter().map(|p| p.logits[e]).collect();
             super::softmax(&entail)
         }
     }
@@ -326,8 +327,7 @@ impl Task for ZeroShotTask {
         if pairs.is_empty() {
             return Err("internal: no label scored".into());
         }
-        let logits: Vec<Vec<f32>> = pairs.iter().map(|p| p.logits.clone()).collect();
-        let scores = self.scores(&logits);
+        let scores = self.scores(&pairs);
         // Best first; equal scores in reverse label order, as reversing numpy's argsort does.
         let mut order: Vec<usize> = (0..pairs.len()).collect();
         order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));

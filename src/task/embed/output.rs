@@ -228,6 +228,33 @@ mod tests {
     }
 
     #[test]
+    fn every_output_type_encodes_as_json_numbers() {
+        // The Kafka JSON output and Postgres jsonb columns encode these columns as JSON.
+        let v = [0.5f32, -0.25, 1.0, -1.0];
+        let r = Ranges {
+            min: vec![-1.0; 4],
+            max: vec![1.0; 4],
+        };
+        for t in [
+            EmbeddingOutput::Float32,
+            EmbeddingOutput::Float16,
+            EmbeddingOutput::Binary,
+            EmbeddingOutput::Ubinary,
+            EmbeddingOutput::Int8,
+            EmbeddingOutput::Uint8,
+        ] {
+            let col = t.column(4, &v, None, Some(&r)).unwrap();
+            let schema = Arc::new(arrow::datatypes::Schema::new(vec![t.field("e", 4, false)]));
+            let batch = arrow::array::RecordBatch::try_new(schema, vec![Arc::new(col)]).unwrap();
+            let rows = crate::connector::json_rows(&batch).unwrap();
+            let json: serde_json::Value = serde_json::from_slice(&rows[0]).unwrap();
+            let values = json["e"].as_array().unwrap();
+            assert_eq!(values.len(), t.width(4), "{}", t.name());
+            assert!(values.iter().all(|x| x.is_number()), "{}: {json}", t.name());
+        }
+    }
+
+    #[test]
     fn scalar_buckets_as_quantize_embeddings() {
         let r = Ranges {
             min: vec![-1.0, 0.0],
