@@ -8,15 +8,20 @@ ONNX, and record what SparseEncoder.encode returns for a varied text set.
 Writes tests/fixtures/sparse/<name>/{model.onnx,tokenizer.json,config.json,modules.json,
 1_SpladePooling/config.json,...}, bert-splade-pooled/ (the same graph ending in SPLADE's max
 pooling, output `sparse_embedding`) and tests/fixtures/sparse/expected.json (per text the active
-dimensions, ascending, and their values). The weights are random: the vectors say nothing about
+dimensions, ascending, and their values; under "passages", the passages bertflow cuts
+PASSAGE_TEXTS into with CHUNKING, each with SparseEncoder's vector of the passage's text: run
+`cargo build --release` first). The weights are random: the vectors say nothing about
 language (a trained SPLADE model, e.g. `bertflow models pull hf:naver/splade-v3`, is needed for
 search quality), only that bertflow computes what sentence-transformers computes.
 """
 
 import json
+import os
 import pathlib
 import shutil
+import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import torch
@@ -32,6 +37,15 @@ OUT = tf.ROOT / "tests" / "fixtures" / "sparse"
 
 TEXTS = tf.TEXTS + [tf.LONG, "", "🙂🙂🙂", "The capital of France is Paris."]
 
+# Long texts cut into passages (tasks.sparse.chunking; tests/sparse_parity.rs uses the same).
+PASSAGE_TEXTS = [
+    tf.LONG,
+    "The first sentence is short. " + "A second one goes on and on about the weather, the food and the trip. " * 6,
+    "Ünïcödé façade, naïve café! 東京は日本の首都です。 Great service 🙂🙂 but the app crashed twice. " * 4,
+    "",
+]
+CHUNKING = "{boundary: sentence, max_tokens: 24, overlap: 6}"
+
 # name -> (architecture, pooling strategy, activation)
 MODELS = {
     "bert-splade": ("bert", "max", "relu"),
@@ -45,6 +59,33 @@ def sparse_rows(dense):
         idx = np.nonzero(v)[0]
         rows.append({"indices": idx.tolist(), "values": [float(np.format_float_positional(x, unique=True)) for x in v[idx]]})
     return rows
+
+
+def passages(model_dir, st):
+    """The passages bertflow cuts PASSAGE_TEXTS into, each with SparseEncoder's vector of its text."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    target = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", pathlib.Path.home() / ".cache/bertflow/target"))
+    binary = target / "release" / "bertflow"
+    ids = [f"p{i}" for i in range(len(PASSAGE_TEXTS))]
+    with tempfile.TemporaryDirectory() as d:
+        d = pathlib.Path(d)
+        pq.write_table(pa.table({"id": ids, "text": PASSAGE_TEXTS}), d / "in.parquet")
+        (d / "p.yaml").write_text(
+            f"source:\n  parquet:\n    path: {d / 'in.parquet'}\n    id_column: id\n"
+            f"tasks:\n  sparse:\n    model: {model_dir}\n    chunking: {CHUNKING}\n"
+            f"sink:\n  parquet:\n    path: {d / 'out.parquet'}\n    one_row_per_chunk: true\n"
+        )
+        subprocess.run([str(binary), "run", str(d / "p.yaml"), "--no-progress"], check=True, cwd=tf.ROOT)
+        rows = pq.read_table(d / "out.parquet").to_pylist()
+    text_of = dict(zip(ids, PASSAGE_TEXTS))
+    pieces = [text_of[r["id"]][r["chunk_start"]:r["chunk_end"]] for r in rows]
+    dense = st.encode(pieces, batch_size=4, convert_to_tensor=True).to_dense().numpy()
+    return [
+        {"id": r["id"], "index": r["chunk_index"], "start": r["chunk_start"], "end": r["chunk_end"], **v}
+        for r, v in zip(rows, sparse_rows(dense))
+    ]
 
 
 def pooled_copy(src, dst):
@@ -82,7 +123,7 @@ def main():
     OUT.mkdir(parents=True)
     torch.manual_seed(2)
     toks = {"bert": tf.train_wordpiece(True), "roberta": tf.train_bytelevel()}
-    expected = {"texts": TEXTS, "models": {}}
+    expected = {"texts": TEXTS, "passage_texts": PASSAGE_TEXTS, "models": {}}
     for name, (arch, strategy, activation) in MODELS.items():
         tok, specials = toks[arch]
         fast = PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=128, **specials)
@@ -107,6 +148,7 @@ def main():
         for k in [None, 8]:
             dense = st.encode(TEXTS, batch_size=4, max_active_dims=k, convert_to_tensor=True).to_dense().numpy()
             cases["all" if k is None else f"top{k}"] = sparse_rows(dense)
+        cases["passages"] = passages(d, st)
         expected["models"][name] = {"pooling": strategy, "activation": activation, "vocab": tok.get_vocab_size(), **cases}
     pooled_copy(OUT / "bert-splade", OUT / "bert-splade-pooled")
     (OUT / "expected.json").write_text(json.dumps(expected, ensure_ascii=False) + "\n")

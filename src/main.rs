@@ -186,9 +186,11 @@ enum ModelsCommand {
         /// then both, keeping the first variant that passes the guard.
         #[arg(long, value_delimiter = ',')]
         keep_fp32: Option<Vec<String>>,
-        /// Embedding models: end the graph in the model's pooling (and normalisation), so a
-        /// batch returns [batch, dim] instead of every token's vector (much less to copy back
-        /// from a GPU). Only tasks.embed with the same pooling can use the variant.
+        /// End the graph in the model's pooling: for embedding models sentence-transformers'
+        /// pooling (and normalisation), so a batch returns [batch, dim] instead of every token's
+        /// vector (much less to copy back from a GPU); for masked-language (SPLADE) models the
+        /// sparse task's activation and pooling, so a batch returns [batch, vocabulary] instead
+        /// of every token's logits. Only the task with the same pooling can use the variant.
         #[arg(long)]
         pool: bool,
         /// Python interpreter with onnxruntime and onnx (default: $BERTFLOW_PYTHON, python3).

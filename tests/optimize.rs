@@ -546,7 +546,7 @@ fn pooled_variants_equal_pooling_outside_the_graph() {
     let o = optimize(&s, &["--precision", "fp32", "--pool"]);
     assert!(!o.status.success());
     assert!(
-        stderr(&o).contains("embedding models only") && stderr(&o).contains("serves sentiment"),
+        stderr(&o).contains("embedding models") && stderr(&o).contains("serves sentiment"),
         "{}",
         stderr(&o)
     );

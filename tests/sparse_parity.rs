@@ -344,3 +344,301 @@ fn a_graph_that_pools_gives_the_same_vectors() {
         stdout(&o)
     );
 }
+
+/// `models optimize --pool` ends a masked-language model in its SPLADE pooling (max with relu,
+/// sum with log1p_relu): the variant's vectors equal `SparseEncoder.encode`, and a pipeline that
+/// pools otherwise is refused at start-up, naming both.
+#[test]
+fn optimize_pool_builds_splade_pooling_into_the_graph() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = expected();
+    let texts = texts(&e);
+    let out = dir.path().join("out.parquet");
+    let sink = format!("  parquet:\n    path: {}\n", out.display());
+    for name in ["bert-splade", "roberta-splade"] {
+        let m = copy_model(Path::new(&sparse_model(name)), dir.path());
+        let o = bin()
+            .args(["models", "optimize"])
+            .arg(&m)
+            .args(["--precision", "fp32", "--pool"])
+            .env("BERTFLOW_PYTHON", tools_python())
+            .output()
+            .unwrap();
+        assert_ok(&o);
+        let (mode, act) = (
+            e["models"][name]["pooling"].as_str().unwrap(),
+            e["models"][name]["activation"].as_str().unwrap(),
+        );
+        assert!(
+            stdout(&o).contains(&format!(
+                "output        sparse_embedding: SPLADE {mode} pooling"
+            )),
+            "{}",
+            stdout(&o)
+        );
+        let rec: Value =
+            serde_json::from_str(&std::fs::read_to_string(m.join("model.fp32.json")).unwrap())
+                .unwrap();
+        assert_eq!(
+            rec["pooling"]["modes"],
+            serde_json::json!([format!("splade_{mode}")])
+        );
+        assert_eq!(rec["pooling"]["activation"], act);
+        for (case, k) in [("all", None), ("top8", Some(8))] {
+            let cap = k
+                .map(|k| format!("    max_active_dims: {k}\n"))
+                .unwrap_or_default();
+            let o = run(
+                dir.path(),
+                &texts,
+                &format!(
+                    "  sparse:\n    model: {}\n    precision: fp32\n{cap}",
+                    m.display()
+                ),
+                &sink,
+            );
+            assert_ok(&o);
+            assert!(stdout(&o).contains("in the graph"), "{}", stdout(&o));
+            let got = sparse_rows(&read_parquet(&out), "sparse");
+            let want = want_rows(&e["models"][name][case]);
+            assert_eq!(got.len(), want.len());
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(g.0, w.0, "{name} {case} text {i}: active dimensions");
+                assert!(sparse_cosine(g, w) >= 0.9999, "{name} {case} text {i}");
+            }
+        }
+        // The variant pools one way; a pipeline asking for the other is refused.
+        let other = if mode == "max" { "sum" } else { "max" };
+        let o = run(
+            dir.path(),
+            &texts,
+            &format!(
+                "  sparse:\n    model: {}\n    precision: fp32\n    pooling: {other}\n",
+                m.display()
+            ),
+            &sink,
+        );
+        assert!(!o.status.success());
+        assert!(
+            stderr(&o).contains(&format!("tasks.sparse asks for SPLADE {other} pooling")),
+            "{}",
+            stderr(&o)
+        );
+    }
+}
+
+/// The chunking `scripts/make_sparse_fixtures.py` pinned for the passage references.
+const CHUNKING: &str = "{boundary: sentence, max_tokens: 24, overlap: 6}";
+
+/// Rows of a passages list column: per record, its passages `(index, start, end, vector)`.
+type PassageRow = (i32, i64, i64, Sparse);
+
+fn passage_rows(b: &RecordBatch, col: &str) -> Vec<Vec<PassageRow>> {
+    let list = b.column_by_name(col).unwrap().as_list::<i32>().clone();
+    (0..list.len())
+        .map(|r| {
+            let p = list.value(r);
+            let p = p.as_struct();
+            let index = p.column(0).as_primitive::<arrow::datatypes::Int32Type>();
+            let start = p.column(1).as_primitive::<arrow::datatypes::Int64Type>();
+            let end = p.column(2).as_primitive::<arrow::datatypes::Int64Type>();
+            let vectors = RecordBatch::try_from_iter([("v", p.column(3).clone())]).unwrap();
+            sparse_rows(&vectors, "v")
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| (index.value(i), start.value(i), end.value(i), v))
+                .collect()
+        })
+        .collect()
+}
+
+fn assert_close(got: &Sparse, want: &Sparse, what: &str) {
+    assert_eq!(got.0, want.0, "{what}: active dimensions");
+    let scale = want.1.iter().fold(0f32, |m, v| m.max(v.abs()));
+    for (d, (a, b)) in got.1.iter().zip(&want.1).enumerate() {
+        let rel = (a - b).abs() / b.abs().max(scale * 0.01).max(1e-6);
+        assert!(rel <= 1e-4, "{what} dimension {}: {a} vs {b}", got.0[d]);
+    }
+    assert!(sparse_cosine(got, want) >= 0.9999, "{what}");
+}
+
+/// `tasks.sparse.chunking`: long texts are cut into the passages dense embeddings use, each
+/// passage's vector equals `SparseEncoder.encode` of the passage's text, the document vector is
+/// the passages' pooled as the model pools tokens (max / sum), and one row per passage carries
+/// the vector as `chunk_sparse` with its vocabulary size.
+#[test]
+fn passages_of_long_texts_match_sparse_encoder() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = expected();
+    let texts: Vec<String> = e["passage_texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().to_string())
+        .collect();
+    let out = dir.path().join("out.parquet");
+    let sink = format!("  parquet:\n    path: {}\n", out.display());
+    for (name, m) in e["models"].as_object().unwrap() {
+        let want = m["passages"].as_array().unwrap();
+        let mut by_record: Vec<Vec<PassageRow>> = vec![Vec::new(); texts.len()];
+        for p in want {
+            let r: usize = p["id"].as_str().unwrap()[1..].parse().unwrap();
+            let v = &want_rows(&Value::Array(vec![p.clone()]))[0];
+            by_record[r].push((
+                p["index"].as_i64().unwrap() as i32,
+                p["start"].as_i64().unwrap(),
+                p["end"].as_i64().unwrap(),
+                v.clone(),
+            ));
+        }
+        assert!(
+            by_record.iter().filter(|p| p.len() > 2).count() >= 2,
+            "{name}: the reference texts must make several passages"
+        );
+        let task = format!(
+            "  sparse:\n    model: {}\n    max_active_dims: 12\n    chunking: {}\n",
+            sparse_model(name),
+            CHUNKING.replace('}', ", document_embedding: true}")
+        );
+        // Without max_active_dims the passages equal the reference; with it, the document vector
+        // is cut to the 12 largest of the pooled weights.
+        for capped in [false, true] {
+            let t = if capped {
+                task.clone()
+            } else {
+                task.replace("    max_active_dims: 12\n", "")
+            };
+            let o = run(dir.path(), &texts, &t, &sink);
+            assert_ok(&o);
+            let b = read_parquet(&out);
+            let got = passage_rows(&b, "chunks");
+            let docs = b.column_by_name("sparse").unwrap();
+            let doc_rows = sparse_rows(&b, "sparse");
+            for (r, (g, w)) in got.iter().zip(&by_record).enumerate() {
+                assert_eq!(g.len(), w.len(), "{name} record {r}: passages");
+                for (gp, wp) in g.iter().zip(w) {
+                    assert_eq!((gp.0, gp.1, gp.2), (wp.0, wp.1, wp.2), "{name} record {r}");
+                    let what = format!("{name} record {r} passage {}", gp.0);
+                    if capped {
+                        assert!(gp.3 .0.len() <= 12, "{what}");
+                        // The 12 largest of the reference's weights.
+                        let mut order: Vec<usize> = (0..wp.3 .0.len()).collect();
+                        order.sort_by(|&a, &b| wp.3 .1[b].total_cmp(&wp.3 .1[a]));
+                        let mut top: Vec<u32> =
+                            order.iter().take(12).map(|&i| wp.3 .0[i]).collect();
+                        top.sort();
+                        assert_eq!(gp.3 .0, top, "{what}");
+                    } else {
+                        assert_close(&gp.3, &wp.3, &what);
+                    }
+                }
+                // The document vector: the reference passages pooled per vocabulary entry.
+                if w.is_empty() {
+                    assert!(docs.is_null(r), "{name} record {r}: no passages, no vector");
+                    continue;
+                }
+                let mut pooled = std::collections::BTreeMap::<u32, f32>::new();
+                for p in w {
+                    for (&i, &v) in p.3 .0.iter().zip(&p.3 .1) {
+                        let x = pooled.entry(i).or_insert(0.0);
+                        *x = if m["pooling"] == "max" {
+                            x.max(v)
+                        } else {
+                            *x + v
+                        };
+                    }
+                }
+                let mut doc: Vec<(u32, f32)> = pooled.into_iter().collect();
+                if capped {
+                    doc.sort_by(|a, b| b.1.total_cmp(&a.1));
+                    doc.truncate(12);
+                    doc.sort_by_key(|x| x.0);
+                }
+                let want_doc: Sparse = doc.into_iter().unzip();
+                if capped {
+                    // Near-equal weights may order differently: compare the vectors.
+                    assert!(
+                        sparse_cosine(&doc_rows[r], &want_doc) >= 0.999,
+                        "{name} record {r} document"
+                    );
+                } else {
+                    assert_close(
+                        &doc_rows[r],
+                        &want_doc,
+                        &format!("{name} record {r} document"),
+                    );
+                }
+            }
+        }
+    }
+    // One row per passage: chunk_sparse, with the vocabulary size for Postgres' sparsevec.
+    let task = format!(
+        "  sparse:\n    model: {}\n    chunking: {CHUNKING}\n",
+        sparse_model("bert-splade")
+    );
+    let o = run(
+        dir.path(),
+        &texts,
+        &task,
+        &format!(
+            "  parquet:\n    path: {}\n    one_row_per_chunk: true\n",
+            out.display()
+        ),
+    );
+    assert_ok(&o);
+    let b = read_parquet(&out);
+    let want = e["models"]["bert-splade"]["passages"].as_array().unwrap();
+    assert_eq!(b.num_rows(), want.len());
+    let field = b.schema().field_with_name("chunk_sparse").unwrap().clone();
+    assert_eq!(
+        field.metadata()["bertflow.sparse_dimensions"],
+        e["models"]["bert-splade"]["vocab"]
+            .as_u64()
+            .unwrap()
+            .to_string()
+    );
+    for (r, (g, w)) in sparse_rows(&b, "chunk_sparse")
+        .iter()
+        .zip(want_rows(&Value::Array(want.clone())))
+        .enumerate()
+    {
+        assert_close(g, &w, &format!("flat row {r}"));
+    }
+    // Two tasks writing passages cannot share one row per passage.
+    let both = format!(
+        "{task}  embed:\n    model: {}\n    chunking: {}\n",
+        model("all-MiniLM-L6-v2").display(),
+        CHUNKING.replace('}', ", column: dense_chunks}")
+    );
+    let o = run(
+        dir.path(),
+        &texts,
+        &both,
+        &format!(
+            "  parquet:\n    path: {}\n    one_row_per_chunk: true\n",
+            out.display()
+        ),
+    );
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("several tasks write passages"),
+        "{}",
+        stderr(&o)
+    );
+    // A passage longer than the model's limit is refused, naming the key.
+    let o = run(
+        dir.path(),
+        &texts,
+        &format!(
+            "  sparse:\n    model: {}\n    chunking: {{max_tokens: 4096}}\n",
+            sparse_model("bert-splade")
+        ),
+        &sink,
+    );
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("tasks.sparse.chunking.max_tokens is 4096"),
+        "{}",
+        stderr(&o)
+    );
+}

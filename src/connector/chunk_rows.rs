@@ -1,8 +1,9 @@
-//! One output row per passage: for sinks that want flat rows (`sink.parquet.one_row_per_chunk`),
-//! the passages list of chunked embeddings (`tasks.embed.chunking`) is flattened before the sink
-//! sees the results. Each passage row repeats the record's other columns and holds
-//! `chunk_index`, `chunk_start`, `chunk_end` and `chunk_embedding`; a record with no passage has
-//! no row.
+//! One output row per passage: for sinks that want flat rows (`sink.parquet.one_row_per_chunk`,
+//! Postgres), the passages list of a task that cuts texts into passages (`tasks.embed.chunking`,
+//! `tasks.sparse.chunking`) is flattened before the sink sees the results. Each passage row
+//! repeats the record's other columns and holds `chunk_index`, `chunk_start`, `chunk_end` and
+//! the passage's vector, `chunk_embedding` (dense) or `chunk_sparse` (sparse); a record with no
+//! passage has no row.
 
 use std::sync::Arc;
 
@@ -12,13 +13,14 @@ use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 use super::{ChunkOutput, PositionStore, Sink, SinkReport, Written};
 use crate::error::{Error, Result};
 
-/// Names of the flat columns, in order, replacing the passages column.
+/// Names of the flat columns, in order, replacing the passages column (the vector's is
+/// `chunk_` and its field's name: `chunk_embedding`, `chunk_sparse`).
 pub const FLAT_COLUMNS: [&str; 4] = ["chunk_index", "chunk_start", "chunk_end", "chunk_embedding"];
 
 fn passage_fields(schema: &Schema, column: &str) -> Result<(usize, arrow::datatypes::Fields)> {
     let idx = schema.index_of(column).map_err(|_| {
         Error::config(format!(
-            "one row per chunk: the output has no passages column '{column}' (set tasks.embed.chunking)"
+            "one row per chunk: the output has no passages column '{column}' (set tasks.embed.chunking or tasks.sparse.chunking)"
         ))
     })?;
     match schema.field(idx).data_type() {
@@ -40,8 +42,15 @@ pub fn flat_schema(schema: &SchemaRef, column: &str) -> Result<SchemaRef> {
     let mut out: Vec<FieldRef> = Vec::with_capacity(schema.fields().len() + 3);
     for (i, f) in schema.fields().iter().enumerate() {
         if i == idx {
-            for (name, pf) in FLAT_COLUMNS.iter().zip(fields.iter()) {
-                out.push(Arc::new(Field::new(*name, pf.data_type().clone(), false)));
+            for pf in fields.iter() {
+                out.push(Arc::new(
+                    Field::new(
+                        format!("chunk_{}", pf.name()),
+                        pf.data_type().clone(),
+                        false,
+                    )
+                    .with_metadata(pf.metadata().clone()),
+                ));
             }
         } else {
             out.push(f.clone());
@@ -107,13 +116,29 @@ pub fn is_flat(schema: &SchemaRef) -> bool {
     schema.index_of(FLAT_COLUMNS[0]).is_ok()
 }
 
-/// A sink writing one row per passage of `column`: `open` opens the inner sink for the flat
-/// schema.
+/// A sink writing one row per passage of the passages column (`columns`: the passages columns
+/// of the pipeline's tasks; one row per passage needs exactly one): `open` opens the inner sink
+/// for the flat schema. `sink` names the sink for errors.
 pub fn one_row_per_chunk(
     schema: &SchemaRef,
-    column: &str,
+    columns: &[String],
+    sink: &str,
     open: impl FnOnce(SchemaRef) -> Result<Box<dyn Sink>>,
 ) -> Result<Box<dyn Sink>> {
+    let column = match columns {
+        [one] => one.as_str(),
+        [] => {
+            return Err(Error::config(format!(
+                "{sink} writes one row per passage but no task cuts texts into passages (set tasks.embed.chunking or tasks.sparse.chunking)"
+            )))
+        }
+        many => {
+            return Err(Error::config(format!(
+                "{sink} writes one row per passage, but several tasks write passages ({}): passages of different tasks need not line up, so keep chunking on one task, or write to Parquet without one_row_per_chunk (one list column per task)",
+                many.join(", ")
+            )))
+        }
+    };
     let flat = flat_schema(schema, column)?;
     let inner = open(flat.clone())?;
     Ok(Box::new(OneRowPerChunk {

@@ -478,9 +478,9 @@ pub struct SinkContext<'a> {
     pub errors: Option<&'a ErrorSinkConfig>,
     /// Opens the error outputs `sink.errors` names.
     pub error_outputs: &'a dyn ErrorOutputs,
-    /// The passages column of chunked embeddings, when a task writes one (sinks that store one
-    /// row per passage flatten it).
-    pub passages: Option<&'a str>,
+    /// The passages columns of the tasks that cut texts into passages (sinks that store one
+    /// row per passage flatten the one there may be).
+    pub passages: &'a [String],
 }
 
 /// A sink connector's configuration: its checks against the source and the shared sink keys,

@@ -347,17 +347,48 @@ pub struct VariantMeta {
     pub pooling: Option<GraphPooling>,
 }
 
-/// Pooling built into an embedding variant's graph (`models optimize --pool`).
+/// Pooling built into a variant's graph (`models optimize --pool`): sentence-embedding pooling
+/// (output `sentence_embedding`) or SPLADE pooling (output `sparse_embedding`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GraphPooling {
-    /// sentence-transformers' pooling modes, concatenated in this order (`mean`, `cls`, ...).
+    /// sentence-transformers' pooling modes, concatenated in this order (`mean`, `cls`, ...), or
+    /// one SPLADE mode (`splade_max`, `splade_sum`).
     pub modes: Vec<String>,
     /// Whether the graph also divides by the L2 norm.
     pub normalize: bool,
+    /// SPLADE pooling: the activation applied to the logits (`relu`: log(1 + relu(x)),
+    /// `log1p_relu`: log(1 + log(1 + relu(x)))).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activation: Option<String>,
+}
+
+impl GraphPooling {
+    /// Whether the graph ends in SPLADE pooling (a sparse vector per text).
+    pub fn is_sparse(&self) -> bool {
+        self.modes.iter().any(|m| m.starts_with("splade_"))
+    }
+
+    /// The graph's output.
+    pub fn output(&self) -> &'static str {
+        if self.is_sparse() {
+            "sparse_embedding"
+        } else {
+            "sentence_embedding"
+        }
+    }
 }
 
 impl std::fmt::Display for GraphPooling {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.is_sparse() {
+            let mode = self.modes.join(" + ");
+            let mode = mode.strip_prefix("splade_").unwrap_or(&mode);
+            let act = match self.activation.as_deref() {
+                Some("log1p_relu") => "log(1 + log(1 + relu(logits)))",
+                _ => "log(1 + relu(logits))",
+            };
+            return write!(f, "SPLADE {mode} pooling of {act}");
+        }
         write!(f, "{} pooling", self.modes.join(" + "))?;
         if self.normalize {
             write!(f, " + normalize")?;

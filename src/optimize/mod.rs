@@ -81,7 +81,9 @@ impl std::fmt::Display for OptimizeReport {
         if let Some(p) = &self.meta.pooling {
             writeln!(
                 f,
-                "output        sentence_embedding: {p} in the graph (only tasks.embed with this pooling can use it)"
+                "output        {}: {p} in the graph (only tasks.{} with this pooling can use it)",
+                p.output(),
+                if p.is_sparse() { "sparse" } else { "embed" }
             )?;
         }
         writeln!(f, "calibration   {}", self.meta.calibration)?;
@@ -316,26 +318,38 @@ fn python(opts: &OptimizeOptions) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("python3"))
 }
 
-/// The pooling to build into an embedding model's graph: the one bertflow's embed task applies
-/// to this model by default (sentence-transformers' `1_Pooling` and `Normalize` modules), with
-/// the output it pools.
+/// The pooling to build into the graph: for an embedding model the one bertflow's embed task
+/// applies by default (sentence-transformers' `1_Pooling` and `Normalize` modules), for a
+/// masked-language (SPLADE) model the sparse task's activation and pooling; with the output it
+/// pools.
 fn graph_pooling(
     dir: &ModelDir,
     fp32: &OnnxModel,
     served: &[&'static str],
     tasks: &[&'static str],
 ) -> Result<(GraphPooling, String)> {
+    let model = dir.dir.display().to_string();
+    if served == ["sparse"] && tasks == ["sparse"] {
+        let cfg: crate::task::config::SparseConfig = task_defaults(&model, serde_json::json!({}))?;
+        let task = crate::task::sparse::SparseTask::new(&cfg, dir, fp32)?;
+        if task.pre_pooled() {
+            return Err(Error::model(
+                &dir.onnx,
+                "the graph already returns pooled sparse vectors ('sparse_embedding'); --pool is not needed",
+            ));
+        }
+        return Ok((task.graph_pooling(), "logits".to_string()));
+    }
     if served != ["embed"] || tasks != ["embed"] {
         return Err(Error::model(
             &dir.dir,
             format!(
-                "--pool ends the graph in sentence embeddings, so it is for embedding models only; this model serves {}",
+                "--pool ends the graph in sentence embeddings (embedding models) or sparse vectors (masked-language models for tasks.sparse); this model serves {}",
                 if served.is_empty() { "no task".to_string() } else { served.join(", ") }
             ),
         ));
     }
-    let cfg: crate::task::config::EmbedConfig =
-        task_defaults(&dir.dir.display().to_string(), serde_json::json!({}))?;
+    let cfg: crate::task::config::EmbedConfig = task_defaults(&model, serde_json::json!({}))?;
     let task = crate::task::embed::EmbedTask::new(&cfg, dir, fp32)?;
     if task.pre_pooled() {
         return Err(Error::model(
@@ -350,6 +364,7 @@ fn graph_pooling(
         GraphPooling {
             modes: task.pools().iter().map(|p| p.name().to_string()).collect(),
             normalize: task.normalizes(),
+            activation: None,
         },
         task.output().to_string(),
     ))
@@ -403,6 +418,9 @@ fn run_script(
     }
     if let Some((p, output)) = pooling {
         cmd.arg(format!("--pool={output}:{}", p.modes.join(",")));
+        if let Some(a) = &p.activation {
+            cmd.arg(format!("--activation={a}"));
+        }
         if p.normalize {
             cmd.arg("--normalize");
         }

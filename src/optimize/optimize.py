@@ -2,6 +2,7 @@
 
     python optimize.py INPUT.onnx OUTPUT.onnx PRECISION MODEL_TYPE NUM_HEADS HIDDEN [--u8-weights]
         [--keep-fp32=ffn_output,attention_output] [--pool=OUTPUT:MODE[,MODE...]] [--normalize]
+        [--activation=relu|log1p_relu]
 
 PRECISION: fp32 (fused graph), int8 (fused, then dynamic int8 quantisation with per-channel
 weights), fp16 (fused for the GPU, then float16 with fp32 inputs and outputs), bf16 (the fused
@@ -13,7 +14,10 @@ the projection after attention). --pool ends the graph in sentence-transformers'
 token embeddings output OUTPUT over the attention mask (modes cls, max, mean, mean_sqrt_len,
 lasttoken, concatenated in the order given), computed in fp32, and --normalize divides the result
 by its L2 norm (at least 1e-12); the graph's only output is then `sentence_embedding`
-[batch, dim]. Prints one JSON object (fused operators, method); exits 3 with the reason on stderr when
+[batch, dim]. --pool=logits:splade_max (or splade_sum) ends a masked-language model in
+sentence-transformers' SpladePooling instead: --activation (relu: log(1 + relu(x)), log1p_relu:
+log(1 + log(1 + relu(x)))) of the logits over the attention mask, max (or sum) per vocabulary
+entry; the only output is then `sparse_embedding` [batch, vocabulary]. Prints one JSON object (fused operators, method); exits 3 with the reason on stderr when
 the model cannot be made into that variant.
 """
 
@@ -50,9 +54,10 @@ FUSED = ["EmbedLayerNormalization", "Attention", "MultiHeadAttention", "SkipLaye
 
 
 POOL_MODES = ("cls", "max", "mean", "mean_sqrt_len", "lasttoken")
+SPLADE_MODES = ("splade_max", "splade_sum")
 
 
-def add_pooling(path, token_output, modes, normalize):
+def add_pooling(path, token_output, modes, normalize, activation="relu"):
     """Append pooling (and L2 normalisation) to the graph at `path`, in place."""
     from onnx import TensorProto, helper, numpy_helper
     import numpy as np
@@ -71,8 +76,14 @@ def add_pooling(path, token_output, modes, normalize):
         fail("the graph has no attention_mask input, so its padding cannot be pooled away")
     taken = {n for node in g.node for n in node.output} | {i.name for i in g.initializer} \
         | {i.name for i in g.input}
-    if "sentence_embedding" in taken:
-        fail("the graph already computes 'sentence_embedding': it is pooled already")
+    sparse = any(m in SPLADE_MODES for m in modes)
+    result = "sparse_embedding" if sparse else "sentence_embedding"
+    if sparse and (len(modes) != 1 or normalize):
+        fail("SPLADE pooling is one mode (splade_max or splade_sum) without --normalize")
+    if activation not in ("relu", "log1p_relu"):
+        fail(f"--activation takes relu or log1p_relu, not {activation}")
+    if result in taken:
+        fail(f"the graph already computes '{result}': it is pooled already")
     nodes, inits = [], []
     counter = [0]
 
@@ -115,6 +126,24 @@ def add_pooling(path, token_output, modes, normalize):
                                    const("eps", 1e-9, np.float32)])
             denom = count if mode == "mean" else op("Sqrt", [count])
             pooled.append(op("Div", [summed, denom]))
+        elif mode in SPLADE_MODES:
+            # relu and log(1 + x) never decrease, so the max of the activations is the activation
+            # of the max: max pooling takes the largest logit first and activates one value per
+            # entry (the mask always holds a token: the model's special tokens). Sum pooling
+            # activates every token, padding masked to zero.
+            def activate(x):
+                one = const("one", 1.0, np.float32)
+                x = op("Log", [op("Add", [x, one])])
+                return op("Log", [op("Add", [x, one])]) if activation == "log1p_relu" else x
+            if mode == "splade_max":
+                # Two passes over the [B, S, V] logits (mask, max) instead of three: the
+                # largest logit of the mask's tokens, then relu and the activation per entry.
+                keep = op("Cast", [mask3], to=TensorProto.BOOL)
+                masked = op("Where", [keep, tokens, const("neg", -1e9, np.float32)])
+                pooled.append(activate(op("Relu", [reduce("ReduceMax", masked, 1, 0)])))
+            else:
+                relu = op("Mul", [op("Relu", [tokens]), mask3])              # [B, S, V]
+                pooled.append(reduce("ReduceSum", activate(relu), 1, 0))
         elif mode == "lasttoken":
             # The last position whose mask is set (position 0 when none is).
             seq = op("Gather", [op("Shape", ["attention_mask"]), const("one", 1, np.int64)])
@@ -125,19 +154,19 @@ def add_pooling(path, token_output, modes, normalize):
             picked = op("Mul", [tokens, op("Unsqueeze", [onehot, const("axes", [2], np.int64)])])
             pooled.append(reduce("ReduceSum", picked, 1, 0))
         else:
-            fail(f"unknown pooling mode '{mode}'; modes: {', '.join(POOL_MODES)}")
+            fail(f"unknown pooling mode '{mode}'; modes: {', '.join(POOL_MODES + SPLADE_MODES)}")
     vec = pooled[0] if len(pooled) == 1 else op("Concat", pooled, axis=1)
     if normalize:
         norm = op("Max", [reduce("ReduceL2", vec, 1, 1), const("eps", 1e-12, np.float32)])
         vec = op("Div", [vec, norm])
-    op("Identity", [vec], out="sentence_embedding")
+    op("Identity", [vec], out=result)
     g.node.extend(nodes)
     g.initializer.extend(inits)
     del g.output[:]
     g.output.append(helper.make_tensor_value_info(
-        "sentence_embedding", TensorProto.FLOAT, ["batch", "embedding"]))
+        result, TensorProto.FLOAT, ["batch", "vocabulary" if sparse else "embedding"]))
     # Drop what only the removed outputs needed (e.g. a pooler head), so none of it runs.
-    needed = {"sentence_embedding"}
+    needed = {result}
     kept = []
     for node in reversed(list(g.node)):
         if any(o in needed for o in node.output):
@@ -165,6 +194,10 @@ def main():
     src, out, precision, model_type, heads, hidden = args
     u8 = "--u8-weights" in sys.argv
     normalize = "--normalize" in sys.argv
+    activation = "relu"
+    for a in sys.argv[1:]:
+        if a.startswith("--activation="):
+            activation = a.split("=", 1)[1]
     pool = None
     for a in sys.argv[1:]:
         if a.startswith("--pool="):
@@ -256,10 +289,15 @@ def main():
             if c:
                 stats[op] = c
     if pool:
-        add_pooling(out, pool[0], pool[1], normalize)
-        method += (f"; {' + '.join(pool[1])} pooling of {pool[0]} over the attention mask"
-                   f"{' and L2 normalisation' if normalize else ''} in the graph (fp32),"
-                   " output sentence_embedding")
+        add_pooling(out, pool[0], pool[1], normalize, activation)
+        if pool[1][0] in SPLADE_MODES:
+            act = "log(1 + log(1 + relu(x)))" if activation == "log1p_relu" else "log(1 + relu(x))"
+            method += (f"; SPLADE {pool[1][0][len('splade_'):]} pooling of {act} of {pool[0]} over the"
+                       " attention mask in the graph (fp32), output sparse_embedding")
+        else:
+            method += (f"; {' + '.join(pool[1])} pooling of {pool[0]} over the attention mask"
+                       f"{' and L2 normalisation' if normalize else ''} in the graph (fp32),"
+                       " output sentence_embedding")
     print(json.dumps({"fused_operators": stats, "method": method}))
 
 

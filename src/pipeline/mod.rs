@@ -93,11 +93,12 @@ fn open_sink(
     shutdown: Shutdown,
 ) -> Result<Box<dyn connector::Sink>> {
     let facts = cfg.source.spec().facts();
-    let passages = cfg
+    let passages: Vec<String> = cfg
         .tasks
         .all()
         .into_iter()
-        .find_map(|t| t.passages_column());
+        .filter_map(|t| t.passages_column())
+        .collect();
     let errors = cfg.sink.errors.as_ref();
     let outputs = connector::errors::PipelineErrors {
         errors,
@@ -113,7 +114,7 @@ fn open_sink(
         source: &facts,
         errors,
         error_outputs: &outputs,
-        passages: passages.as_deref(),
+        passages: &passages,
     })
 }
 

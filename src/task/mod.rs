@@ -8,6 +8,7 @@ pub mod cross_encoder;
 pub mod embed;
 pub mod ner;
 pub mod pairs;
+pub mod passages;
 pub mod qa;
 pub mod quality;
 pub mod sentiment;
@@ -49,6 +50,8 @@ pub enum TaskOutput {
     Scored(Vec<Scored>),
     /// A sparse (SPLADE) vector.
     Sparse(sparse::SparseVector),
+    /// Sparse vectors of a record's passages (one per feature, then all of the record in order).
+    SparseChunks(Vec<sparse::SparsePassage>),
 }
 
 /// A record's score against one other text (a zero-shot label, a cross-encoder query).
@@ -126,9 +129,13 @@ pub trait Task: Send + Sync {
         &self,
         pooling: &crate::model::precision::GraphPooling,
     ) -> std::result::Result<(), String> {
-        Err(format!(
-            "the graph ends in {pooling} (sentence embeddings only): only tasks.embed can use it"
-        ))
+        Err(if pooling.is_sparse() {
+            format!(
+                "the graph ends in {pooling} (sparse vectors only): only tasks.sparse can use it"
+            )
+        } else {
+            format!("the graph ends in {pooling} (sentence embeddings only): only tasks.embed can use it")
+        })
     }
 
     /// The result of a record that has no features at all (an empty text cut into passages has

@@ -73,18 +73,18 @@ impl SinkSpec for ParquetSinkConfig {
 
     fn open(&self, ctx: SinkContext<'_>) -> Result<Box<dyn Sink>> {
         if self.one_row_per_chunk && !chunk_rows::is_flat(&ctx.schema) {
-            let column = ctx.passages.ok_or_else(|| {
-                Error::config(
-                    "sink.parquet.one_row_per_chunk needs tasks.embed.chunking (passages to write one per row)",
-                )
-            })?;
             let schema = ctx.schema.clone();
-            return chunk_rows::one_row_per_chunk(&schema, column, |flat| {
-                self.open(SinkContext {
-                    schema: flat,
-                    ..ctx
-                })
-            });
+            return chunk_rows::one_row_per_chunk(
+                &schema,
+                ctx.passages,
+                "sink.parquet.one_row_per_chunk",
+                |flat| {
+                    self.open(SinkContext {
+                        schema: flat,
+                        ..ctx
+                    })
+                },
+            );
         }
         let error_path = ctx.errors.and_then(|e| e.path.clone());
         let error_options = ctx.errors.and_then(|e| e.storage_options.clone());

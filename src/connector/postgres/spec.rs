@@ -19,10 +19,10 @@ impl SinkSpec for PostgresSinkConfig {
     }
 
     fn open(&self, ctx: SinkContext<'_>) -> Result<Box<dyn Sink>> {
-        if let Some(column) = ctx.passages.filter(|_| !chunk_rows::is_flat(&ctx.schema)) {
+        if !ctx.passages.is_empty() && !chunk_rows::is_flat(&ctx.schema) {
             // Passages go to Postgres one row each, keyed by id and passage index.
             let schema = ctx.schema.clone();
-            return chunk_rows::one_row_per_chunk(&schema, column, |flat| {
+            return chunk_rows::one_row_per_chunk(&schema, ctx.passages, "sink.postgres", |flat| {
                 self.open(SinkContext {
                     schema: flat,
                     ..ctx

@@ -557,8 +557,10 @@ pub struct ChunkingConfig {
     /// back to word-bounded token windows.
     #[serde(default = "default_boundary")]
     pub boundary: crate::task::chunking::Boundary,
-    /// Also write the document embedding in `column`: the mean of the passage embeddings,
-    /// L2-normalised (null for a text with no passages).
+    /// Also write the document's vector in the task's `column` (null for a text with no
+    /// passages): for `embed` the mean of the passage embeddings, L2-normalised; for `sparse` the
+    /// passages' vectors pooled as the model pools tokens (max or sum), then cut to
+    /// `max_active_dims`.
     #[serde(default)]
     pub document_embedding: bool,
     /// Name of the passages column.

@@ -80,9 +80,19 @@ pub struct SparseConfig {
     #[serde(default)]
     pub top_tokens: Option<usize>,
     /// Output column: `{indices: [uint32], values: [float32]}`, the active vocabulary entries in
-    /// ascending order and their weights.
+    /// ascending order and their weights. With `chunking`, it holds the document vector, and only
+    /// when `chunking.document_embedding` is set.
     #[serde(default = "default_sparse_column")]
     pub column: String,
+    /// Cut long texts into passages and write one sparse vector per passage, as
+    /// `tasks.embed.chunking` does: a list column `chunking.column` of `{index, start, end,
+    /// sparse}` (`start`/`end`: character offsets into the text). `document_embedding` also
+    /// writes the document vector in `column`: the passages' vectors pooled as the model pools
+    /// tokens (max or sum per vocabulary entry), then cut to `max_active_dims`.
+    ///
+    /// Default: none (texts are cut at max_length)
+    #[serde(default)]
+    pub chunking: Option<super::ChunkingConfig>,
 }
 
 fn default_sparse_column() -> String {

@@ -13,21 +13,18 @@ mod passages;
 mod pooling;
 
 pub use output::EmbeddingOutput;
-pub use passages::{
-    chunk_fields, document_embedding, encode_segmented, ChunkEmbedding, SEGMENT_BYTES,
-};
+pub use passages::{chunk_fields, document_embedding, ChunkEmbedding};
 pub use pooling::{l2_normalize, pool, pools_from_st_config, Pool};
 
 use crate::batch::{Feature, PaddedBatch};
 use crate::error::{Error, Result};
 use crate::model::tokenizer::{TokenCache, Truncation};
 use crate::model::{ModelDir, ModelOutputs, OnnxModel, TextTokenizer};
-use crate::record::{Chunk, RecordError, Stage};
-use crate::task::chunking::{self, Boundary};
+use crate::record::Chunk;
 use crate::task::config::{EmbedConfig, PoolingMode};
+use crate::task::passages::Passages;
 use crate::task::quality;
 use crate::task::{single_text_featurized, Featurized, Task, TaskOutput};
-use passages::slice_encoding;
 
 /// The length the embed task cuts texts at: `max_length`, else sentence-transformers'
 /// `max_seq_length` of the model folder, at most the model's positions (512 at most).
@@ -39,27 +36,14 @@ pub fn max_length(cfg: &EmbedConfig, dir: &ModelDir) -> Result<usize> {
     })
 }
 
-/// The checks of `tasks.embed.chunking` that need the model folder but no session: the passage
-/// length against the model's limit, the overlap against the passage length.
+/// The checks of `tasks.embed.chunking` that need the model folder but no session.
 fn check_chunking(cfg: &EmbedConfig, dir: &ModelDir) -> Result<()> {
-    let Some(c) = &cfg.chunking else {
-        return Ok(());
-    };
-    let max_length = max_length(cfg, dir)?;
-    let max_tokens = c.max_tokens.unwrap_or(max_length);
-    if max_tokens > max_length {
-        return Err(Error::config(format!(
-            "tasks.embed.chunking.max_tokens is {max_tokens}, above the model's limit of {max_length} tokens ({}); lower it (or leave it out to use the limit)",
-            dir.dir.display()
-        )));
+    match &cfg.chunking {
+        Some(c) => {
+            crate::task::passages::check("embed", c, max_length(cfg, dir)?, &dir.dir).map(|_| ())
+        }
+        None => Ok(()),
     }
-    if c.overlap >= max_tokens {
-        return Err(Error::config(format!(
-            "tasks.embed.chunking.overlap is {} but must be below max_tokens ({max_tokens})",
-            c.overlap
-        )));
-    }
-    Ok(())
 }
 
 /// `dimensions` and `output` against the model's embedding size (`dim`, when known).
@@ -101,14 +85,9 @@ fn check_output(cfg: &EmbedConfig, dim: usize) -> Result<()> {
 
 /// `tasks.embed.chunking`, resolved against the model.
 struct Chunking {
-    /// Tokens per passage without the special tokens.
-    budget: usize,
-    overlap: usize,
-    boundary: Boundary,
+    passages: Passages,
     document: bool,
     column: String,
-    /// Passages are slices of the text's tokens (else each passage is tokenized alone).
-    slices: bool,
 }
 
 pub struct EmbedTask {
@@ -207,25 +186,11 @@ impl EmbedTask {
         };
         let chunking = match &cfg.chunking {
             None => None,
-            Some(c) => {
-                check_chunking(cfg, dir)?;
-                let max_tokens = c.max_tokens.unwrap_or(max_length);
-                let added = tokenizer.added_tokens(false);
-                if max_tokens <= added {
-                    return Err(Error::config(format!(
-                        "tasks.embed.chunking.max_tokens is {max_tokens}: it must exceed the {added} special tokens the model adds"
-                    )));
-                }
-                let budget = max_tokens - added;
-                Some(Chunking {
-                    budget,
-                    overlap: c.overlap.min(budget - 1),
-                    boundary: c.boundary,
-                    document: c.document_embedding,
-                    column: c.column.clone(),
-                    slices: tokenizer.slices_exactly(),
-                })
-            }
+            Some(c) => Some(Chunking {
+                passages: Passages::new("embed", c, max_length, &dir.dir, &tokenizer)?,
+                document: c.document_embedding,
+                column: c.column.clone(),
+            }),
         };
         check_output(cfg, dim)?;
         if let Some(c) = &chunking {
@@ -258,106 +223,6 @@ impl EmbedTask {
     /// Dimensions of the written embeddings (`dimensions`, else the model's).
     pub fn out_dim(&self) -> usize {
         self.dimensions.unwrap_or(self.dim)
-    }
-
-    /// Passages of every record of a chunk as features (`part` = passage index).
-    fn chunk_featurized(&self, chunk: &Chunk, cache: &TokenCache, c: &Chunking) -> Featurized {
-        // A window with a long document tokenizes it in segments (below) and skips the shared
-        // cache: tokenizing a whole multi-megabyte text at once holds several times its size.
-        let has_long = chunk
-            .texts
-            .iter()
-            .any(|t| t.as_ref().is_some_and(|t| t.len() > SEGMENT_BYTES));
-        let raw = if has_long {
-            std::sync::Arc::new(
-                chunk
-                    .texts
-                    .iter()
-                    .map(|t| match t {
-                        Some(t) => encode_segmented(&self.tokenizer, t, SEGMENT_BYTES),
-                        None => Err("no text".to_string()),
-                    })
-                    .collect(),
-            )
-        } else {
-            cache.raw(&self.tokenizer, &chunk.texts)
-        };
-        let mut out = Featurized::default();
-        for (row, (text, enc)) in chunk.texts.iter().zip(raw.iter()).enumerate() {
-            let Some(text) = text else { continue };
-            let enc = match enc {
-                Ok(e) => e,
-                Err(reason) => {
-                    out.errors
-                        .push(RecordError::new(row, Stage::Tokenize, reason.clone()));
-                    continue;
-                }
-            };
-            let offsets = enc.get_offsets();
-            let ranges = chunking::chunk(
-                text,
-                offsets,
-                Some(enc.get_word_ids()),
-                c.boundary,
-                c.budget,
-                c.overlap,
-            );
-            let first_feature = out.features.len();
-            // Byte index of every char, for passages tokenized alone.
-            let bytes: Vec<usize> = if c.slices {
-                Vec::new()
-            } else {
-                text.char_indices()
-                    .map(|(b, _)| b)
-                    .chain(std::iter::once(text.len()))
-                    .collect()
-            };
-            for (i, r) in ranges.iter().enumerate() {
-                let (start, end) = (offsets[r.first].0, offsets[r.last - 1].1);
-                let piece = if c.slices {
-                    Ok(slice_encoding(enc, r.first, r.last))
-                } else {
-                    let piece = &text[bytes[start]..bytes[end]];
-                    self.tokenizer.encode_raw(&[piece]).remove(0).map(|mut e| {
-                        for o in e.get_offsets_mut() {
-                            o.0 += start;
-                            o.1 += start;
-                        }
-                        e
-                    })
-                };
-                match piece.and_then(|p| self.tokenizer.finish(p)) {
-                    Ok(t) => out.features.push(Feature {
-                        row,
-                        part: i,
-                        encoding: t.windows.into_iter().next().expect("one window"),
-                        text: text.clone(),
-                        question: None,
-                    }),
-                    Err(reason) => {
-                        out.features.truncate(first_feature);
-                        out.errors
-                            .push(RecordError::new(row, Stage::Tokenize, reason));
-                        break;
-                    }
-                }
-            }
-        }
-        out
-    }
-
-    /// The passage a feature holds: its character span (without special tokens).
-    fn span(feature: &Feature) -> (usize, usize) {
-        let e = &feature.encoding;
-        let mut it = e
-            .get_offsets()
-            .iter()
-            .zip(e.get_special_tokens_mask())
-            .filter(|(_, &m)| m == 0)
-            .map(|(o, _)| *o);
-        let first = it.next().unwrap_or((0, 0));
-        let last = it.next_back().unwrap_or(first);
-        (first.0, last.1)
     }
 
     pub fn dim(&self) -> usize {
@@ -419,7 +284,7 @@ impl Task for EmbedTask {
 
     fn featurize(&self, chunk: &Chunk, cache: &TokenCache) -> Featurized {
         match &self.chunking {
-            Some(c) => self.chunk_featurized(chunk, cache, c),
+            Some(c) => c.passages.featurize(&self.tokenizer, chunk, cache),
             None => single_text_featurized(chunk, cache, &self.tokenizer),
         }
     }
@@ -446,11 +311,17 @@ impl Task for EmbedTask {
         &self,
         pooling: &crate::model::precision::GraphPooling,
     ) -> std::result::Result<(), String> {
+        if pooling.is_sparse() {
+            return Err(format!(
+                "the graph ends in {pooling} (sparse vectors): only tasks.sparse can use it"
+            ));
+        }
         let modes: Vec<&str> = self.pools.iter().map(|p| p.name()).collect();
         if pooling.modes != modes || pooling.normalize != self.normalize {
             let want = crate::model::precision::GraphPooling {
                 modes: modes.iter().map(|m| m.to_string()).collect(),
                 normalize: self.normalize,
+                activation: None,
             };
             return Err(format!(
                 "the graph computes {pooling} but tasks.embed asks for {want}; set tasks.embed.pooling / normalize to match, or make the variant again with `bertflow models optimize` (it pools as the model directory says)"
@@ -481,7 +352,7 @@ impl Task for EmbedTask {
             .map(|(r, f)| {
                 r.and_then(|o| match o {
                     TaskOutput::Embedding(embedding) => {
-                        let (start, end) = Self::span(f);
+                        let (start, end) = Passages::span(f);
                         Ok(TaskOutput::Chunks(vec![ChunkEmbedding {
                             index: f.part as u32,
                             start,
