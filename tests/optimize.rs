@@ -8,16 +8,6 @@ use std::path::Path;
 
 use common::*;
 
-fn optimize(model: &Path, args: &[&str]) -> std::process::Output {
-    bin()
-        .args(["models", "optimize"])
-        .arg(model)
-        .args(args)
-        .env("BERTFLOW_PYTHON", tools_python())
-        .output()
-        .unwrap()
-}
-
 fn meta(model: &Path, precision: &str) -> serde_json::Value {
     let text = std::fs::read_to_string(model.join(format!("model.{precision}.json"))).unwrap();
     serde_json::from_str(&text).unwrap()

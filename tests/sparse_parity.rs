@@ -357,13 +357,7 @@ fn optimize_pool_builds_splade_pooling_into_the_graph() {
     let sink = format!("  parquet:\n    path: {}\n", out.display());
     for name in ["bert-splade", "roberta-splade"] {
         let m = copy_model(Path::new(&sparse_model(name)), dir.path());
-        let o = bin()
-            .args(["models", "optimize"])
-            .arg(&m)
-            .args(["--precision", "fp32", "--pool"])
-            .env("BERTFLOW_PYTHON", tools_python())
-            .output()
-            .unwrap();
+        let o = optimize(&m, &["--precision", "fp32", "--pool"]);
         assert_ok(&o);
         let (mode, act) = (
             e["models"][name]["pooling"].as_str().unwrap(),

@@ -9,6 +9,19 @@ use serde::{Deserialize, Serialize};
 pub enum ExecutionProvider {
     Cpu,
     Cuda,
+    /// ONNX Runtime's OpenVINO execution provider (the `onnxruntime-openvino` library): bf16
+    /// inference on CPUs with AMX-BF16 or AVX512-BF16 (`precision: bf16`).
+    Openvino,
+}
+
+impl ExecutionProvider {
+    pub fn name(self) -> &'static str {
+        match self {
+            ExecutionProvider::Cpu => "cpu",
+            ExecutionProvider::Cuda => "cuda",
+            ExecutionProvider::Openvino => "openvino",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
@@ -55,11 +68,21 @@ pub enum GraphOptimization {
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RuntimeConfig {
-    /// Where the models run. `cuda` needs the `onnxruntime-gpu` library (1.31, CUDA 13, cuDNN 9).
+    /// Where the models run. `cuda` needs the `onnxruntime-gpu` library (1.31, CUDA 13, cuDNN 9);
+    /// `openvino` the `onnxruntime-openvino` library (1.24, found in `runtime/onnxruntime-openvino/`
+    /// after `make setup`), which runs `precision: bf16` variants on CPUs with AMX-BF16 or
+    /// AVX512-BF16 ([performance.md](performance.md)).
     #[serde(default = "default_ep")]
     pub execution_provider: ExecutionProvider,
-    /// What to do when `cuda` cannot be used: `none` stops with an error saying why; `cpu` runs on
-    /// CPU, logs a warning and the summary says `cpu (fallback: CUDA unavailable)`.
+    /// OpenVINO only: the device (`CPU`, tested; `GPU`, `GPU.0`, `NPU`, `AUTO:GPU,CPU` as
+    /// OpenVINO names them, untested here).
+    ///
+    /// Default: `CPU`
+    #[serde(default = "default_openvino_device")]
+    pub openvino_device: String,
+    /// What to do when `cuda` (or `openvino`) cannot be used: `none` stops with an error saying
+    /// why; `cpu` runs on CPU, logs a warning and the summary says `cpu (fallback: CUDA
+    /// unavailable)`.
     #[serde(default = "default_fallback")]
     pub fallback: Fallback,
     /// CUDA device ordinal.
@@ -112,7 +135,8 @@ pub struct RuntimeConfig {
     pub overlap_postprocess: Switch,
     /// `libonnxruntime.so` to load. Search order when unset: `--ort-lib`, this key,
     /// `$ORT_DYLIB_PATH`, next to the executable and `../lib`, `./runtime/onnxruntime/`, the source
-    /// tree's `runtime/onnxruntime/`.
+    /// tree's `runtime/onnxruntime/` (with `execution_provider: openvino`: `../lib/openvino/` next
+    /// to the executable and `runtime/onnxruntime-openvino/` instead).
     ///
     /// Type: path
     #[serde(default)]
@@ -124,6 +148,9 @@ fn default_true() -> bool {
 }
 fn default_ep() -> ExecutionProvider {
     ExecutionProvider::Cpu
+}
+fn default_openvino_device() -> String {
+    "CPU".into()
 }
 fn default_fallback() -> Fallback {
     Fallback::None
@@ -139,6 +166,7 @@ impl Default for RuntimeConfig {
     fn default() -> Self {
         RuntimeConfig {
             execution_provider: default_ep(),
+            openvino_device: default_openvino_device(),
             fallback: default_fallback(),
             device_id: 0,
             cuda_tf32: false,

@@ -199,7 +199,40 @@ pub struct Inspection {
     pub variants: Vec<String>,
     /// This CPU and its matrix instructions.
     pub cpu: String,
+    /// The precisions this CPU runs natively, per execution provider (`cpu: fp32 int8`,
+    /// `openvino: fp32 bf16`).
+    pub native_precisions: Vec<String>,
     pub problems: Vec<String>,
+}
+
+/// Per CPU execution provider, the precisions this CPU runs in hardware (int8 only with
+/// int8 dot-product instructions; bf16 on ONNX Runtime's kernels only on aarch64, through
+/// OpenVINO with AMX-BF16 or AVX512-BF16).
+fn native_precisions() -> Vec<String> {
+    use super::config::ExecutionProvider;
+    use super::precision::{CpuFeatures, Precision};
+    let cpu = CpuFeatures::detect();
+    [ExecutionProvider::Cpu, ExecutionProvider::Openvino]
+        .iter()
+        .map(|&ep| {
+            let mut ok: Vec<&str> = Vec::new();
+            for p in [
+                Precision::Fp32,
+                Precision::Int8,
+                Precision::Bf16,
+                Precision::Fp16,
+            ] {
+                let native = match p {
+                    Precision::Int8 => cpu.int8_dot(),
+                    _ => true,
+                };
+                if native && cpu.unsuitable_on(p, ep).is_none() {
+                    ok.push(p.name());
+                }
+            }
+            format!("{}: {}", ep.name(), ok.join(" "))
+        })
+        .collect()
 }
 
 pub fn inspect(rt: &Arc<OrtRuntime>, dir: &std::path::Path) -> Result<Inspection> {
@@ -279,6 +312,7 @@ pub fn inspect(rt: &Arc<OrtRuntime>, dir: &std::path::Path) -> Result<Inspection
         tasks,
         variants: variants(&md, &mut problems),
         cpu: super::precision::CpuFeatures::detect().to_string(),
+        native_precisions: native_precisions(),
         problems,
     })
 }
@@ -397,6 +431,9 @@ impl fmt::Display for Inspection {
             writeln!(f, "variant       {v}")?;
         }
         writeln!(f, "cpu           {}", self.cpu)?;
+        for p in &self.native_precisions {
+            writeln!(f, "runs natively {p}")?;
+        }
         for p in &self.problems {
             writeln!(f, "problem       {p}")?;
         }

@@ -145,6 +145,36 @@ impl CpuFeatures {
             .any(|f| self.has(f))
     }
 
+    /// Why `precision` is not worth running with `provider` on this CPU, if it is not (`None`
+    /// for CUDA, which runs on the GPU).
+    pub fn unsuitable_on(
+        &self,
+        precision: Precision,
+        provider: crate::model::config::ExecutionProvider,
+    ) -> Option<String> {
+        use crate::model::config::ExecutionProvider;
+        match provider {
+            ExecutionProvider::Cuda => None,
+            ExecutionProvider::Cpu => self.unsuitable(precision),
+            ExecutionProvider::Openvino => match precision {
+                Precision::Fp32 => None,
+                Precision::Bf16 if self.openvino_bf16() => None,
+                Precision::Bf16 => Some(format!(
+                    "bf16 through OpenVINO needs a CPU with AMX-BF16 or AVX512-BF16; this is {} ({}) with [{}]",
+                    self.model, self.arch, self.flags.join(" ")
+                )),
+                Precision::Int8 | Precision::Fp16 => Some(format!(
+                    "the openvino provider runs fp32 models and bf16 variants; for {precision} use runtime.execution_provider: cpu (int8) or cuda (fp16)"
+                )),
+            },
+        }
+    }
+
+    /// bf16 matrix products in hardware for OpenVINO's CPU plugin (AMX or AVX512-BF16).
+    pub fn openvino_bf16(&self) -> bool {
+        self.has("amx_bf16") || self.has("avx512_bf16")
+    }
+
     /// Why `precision` is not worth running on this CPU, if it is not (run it on a GPU or
     /// another CPU instead).
     pub fn unsuitable(&self, precision: Precision) -> Option<String> {
@@ -345,6 +375,10 @@ pub struct VariantMeta {
     /// Set when the graph ends in sentence-embedding pooling: it returns `[batch, dim]` only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pooling: Option<GraphPooling>,
+    /// The execution provider the variant is made and judged for, when it is not ONNX Runtime's
+    /// own kernels (`openvino`: the exported graph, compiled by OpenVINO at this precision).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_provider: Option<String>,
 }
 
 /// Pooling built into a variant's graph (`models optimize --pool`): sentence-embedding pooling
@@ -444,6 +478,42 @@ impl VariantMeta {
                 figures.join(", ")
             }
         )
+    }
+}
+
+/// A variant made for OpenVINO runs only there, and OpenVINO runs only variants made for it (a
+/// variant for ONNX Runtime's kernels holds operators OpenVINO does not compile).
+pub fn check_provider(
+    meta: &VariantMeta,
+    graph: &Path,
+    provider: crate::model::config::ExecutionProvider,
+) -> Result<()> {
+    let made_for = meta.execution_provider.as_deref();
+    let openvino = provider == crate::model::config::ExecutionProvider::Openvino;
+    let make = format!(
+        "bertflow models optimize {} --precision {} --execution-provider {}",
+        graph.parent().unwrap_or(Path::new(".")).display(),
+        meta.precision,
+        provider.name()
+    );
+    match (made_for, openvino) {
+        (Some("openvino"), false) => Err(Error::model(
+            graph,
+            format!(
+                "this {} variant was made and judged for runtime.execution_provider: openvino, not {}; set openvino, or make a variant for {} with `{make}`",
+                meta.precision,
+                provider.name(),
+                provider.name()
+            ),
+        )),
+        (other, true) if other != Some("openvino") => Err(Error::model(
+            graph,
+            format!(
+                "this {} variant was made for ONNX Runtime's own kernels, not for OpenVINO; make one for OpenVINO with `{make}`",
+                meta.precision
+            ),
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -588,6 +658,16 @@ mod tests {
         );
         assert_eq!(arm.flags, ["asimd", "asimddp", "i8mm", "bf16"]);
         assert!(arm.unsuitable(Precision::Bf16).is_none());
+        // OpenVINO runs bf16 on AVX512-BF16 or AMX, never on AVX2 alone; int8 is the CPU
+        // provider's; CUDA is judged by the GPU.
+        use crate::model::config::ExecutionProvider::{Cuda, Openvino};
+        assert!(c.unsuitable_on(Precision::Bf16, Openvino).is_none());
+        assert!(amd
+            .unsuitable_on(Precision::Bf16, Openvino)
+            .unwrap()
+            .contains("AMX-BF16 or AVX512-BF16"));
+        assert!(c.unsuitable_on(Precision::Int8, Openvino).is_some());
+        assert!(amd.unsuitable_on(Precision::Fp16, Cuda).is_none());
     }
 
     #[test]
@@ -645,7 +725,21 @@ mod tests {
             measured_on: "test".into(),
             created_unix: 0,
             pooling: None,
+            execution_provider: None,
         };
+        // Made for ONNX Runtime's kernels: not for OpenVINO, and the other way round.
+        use crate::model::config::ExecutionProvider;
+        assert!(check_provider(&meta, &onnx, ExecutionProvider::Cpu).is_ok());
+        let e = check_provider(&meta, &onnx, ExecutionProvider::Openvino)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--execution-provider openvino"), "{e}");
+        let ov = VariantMeta {
+            execution_provider: Some("openvino".into()),
+            ..meta.clone()
+        };
+        assert!(check_provider(&ov, &onnx, ExecutionProvider::Openvino).is_ok());
+        assert!(check_provider(&ov, &onnx, ExecutionProvider::Cuda).is_err());
         std::fs::write(Precision::Int8.variant_path(&onnx), b"int8 graph").unwrap();
         std::fs::write(
             Precision::Int8.meta_path(&onnx),

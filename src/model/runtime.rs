@@ -12,6 +12,12 @@ pub const ORT_DYLIB_ENV: &str = "ORT_DYLIB_PATH";
 /// Where the set-up script puts the library, relative to the project or working directory.
 pub const SETUP_DIR: &str = "runtime/onnxruntime";
 
+/// Where the set-up script puts the `onnxruntime-openvino` library with OpenVINO's.
+pub const SETUP_DIR_OPENVINO: &str = "runtime/onnxruntime-openvino";
+
+/// The `onnxruntime-openvino` release bertflow is tested with (its PyPI wheel).
+pub const ORT_OPENVINO_VERSION: &str = "1.24.1";
+
 #[cfg(target_os = "linux")]
 const LIB_NAME: &str = "libonnxruntime.so";
 #[cfg(target_os = "macos")]
@@ -23,6 +29,8 @@ const LIB_NAME: &str = "onnxruntime.dll";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProviderInfo {
     pub name: &'static str,
+    /// The provider configured (`CUDA`, `OpenVINO`) when `fallback_reason` is set.
+    pub wanted: &'static str,
     /// Set when the configured provider could not be used and `fallback: cpu` applied.
     pub fallback_reason: Option<String>,
 }
@@ -31,7 +39,7 @@ impl std::fmt::Display for ProviderInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.fallback_reason {
             None => f.write_str(self.name),
-            Some(_) => write!(f, "{} (fallback: CUDA unavailable)", self.name),
+            Some(_) => write!(f, "{} (fallback: {} unavailable)", self.name, self.wanted),
         }
     }
 }
@@ -59,24 +67,37 @@ pub fn candidates(cli: Option<&Path>, cfg: &RuntimeConfig) -> Vec<(PathBuf, &'st
             v.push((PathBuf::from(p), ORT_DYLIB_ENV));
         }
     }
+    let openvino = cfg.execution_provider == ExecutionProvider::Openvino;
+    let setup = if openvino {
+        SETUP_DIR_OPENVINO
+    } else {
+        SETUP_DIR
+    };
     if let Ok(exe) = std::env::current_exe() {
         if let Some(dir) = exe.parent() {
-            v.push((dir.join(LIB_NAME), "next to the executable"));
-            v.push((
-                dir.join("../lib").join(LIB_NAME),
-                "../lib next to the executable",
-            ));
+            if openvino {
+                v.push((
+                    dir.join("../lib/openvino").join(LIB_NAME),
+                    "../lib/openvino next to the executable",
+                ));
+            } else {
+                v.push((dir.join(LIB_NAME), "next to the executable"));
+                v.push((
+                    dir.join("../lib").join(LIB_NAME),
+                    "../lib next to the executable",
+                ));
+            }
         }
     }
     if let Ok(cwd) = std::env::current_dir() {
         v.push((
-            cwd.join(SETUP_DIR).join(LIB_NAME),
+            cwd.join(setup).join(LIB_NAME),
             "set-up folder (working directory)",
         ));
     }
     v.push((
         Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join(SETUP_DIR)
+            .join(setup)
             .join(LIB_NAME),
         "set-up folder (source tree)",
     ));
@@ -114,7 +135,7 @@ pub fn locate(cli: Option<&Path>, cfg: &RuntimeConfig) -> Result<PathBuf> {
 /// The ONNX Runtime release bertflow is built and tested against (its PyPI wheel).
 pub const ORT_VERSION: &str = "1.31.1";
 
-const HOW_TO_GET: &str = "(version >= 1.31; e.g. `pip download --no-deps onnxruntime==1.31.1` and take onnxruntime/capi/libonnxruntime.so* from the wheel)";
+const HOW_TO_GET: &str = "(e.g. `pip download --no-deps onnxruntime==1.31.1` and take onnxruntime/capi/libonnxruntime.so* from the wheel; for execution_provider openvino, every library in onnxruntime/capi/ of `onnxruntime-openvino==1.24.1`)";
 
 impl OrtRuntime {
     /// Load the library once per process. Later calls return the same runtime.
@@ -125,7 +146,7 @@ impl OrtRuntime {
         let library = locate(cli, cfg)?;
         let builder = ort::init_from(&library).map_err(|e| {
             Error::Runtime(format!(
-                "cannot load ONNX Runtime from {}: {e}; use a library of version >= 1.31 {}",
+                "cannot load ONNX Runtime from {}: {e}; use a library of version >= 1.24 {}",
                 library.display(),
                 HOW_TO_GET
             ))
@@ -152,6 +173,11 @@ impl OrtRuntime {
     /// Whether the configured provider is CUDA.
     pub fn wants_cuda(&self) -> bool {
         self.config.execution_provider == ExecutionProvider::Cuda
+    }
+
+    /// Whether the configured provider is OpenVINO.
+    pub fn wants_openvino(&self) -> bool {
+        self.config.execution_provider == ExecutionProvider::Openvino
     }
 
     pub fn fallback_to_cpu(&self) -> bool {

@@ -14,7 +14,7 @@ use super::precision::Precision;
 use super::runtime::{OrtRuntime, ProviderInfo};
 use crate::batch::PaddedBatch;
 use crate::error::{Error, Result};
-use crate::model::config::GraphOptimization;
+use crate::model::config::{ExecutionProvider, GraphOptimization};
 
 /// Which token-level inputs the graph takes, by their names in the graph.
 #[derive(Debug, Clone)]
@@ -211,6 +211,41 @@ impl ModelOutputs<'_, '_> {
     }
 }
 
+/// The OpenVINO execution provider for `precision`: the inference precision is always named
+/// (`bf16` for a bf16 variant, else `f32`), since OpenVINO's CPU plugin otherwise picks bf16 by
+/// itself on CPUs with AMX, which would run an fp32 pipeline unguarded at bf16.
+fn openvino_provider(
+    cfg: &crate::model::config::RuntimeConfig,
+    precision: Precision,
+) -> ort::ep::OpenVINO {
+    use ort::ep::ArbitrarilyConfigurableExecutionProvider;
+    let hint = if precision == Precision::Bf16 {
+        "bf16"
+    } else {
+        "f32"
+    };
+    // The device's name without an index or list (`GPU.0` -> GPU) keys its properties.
+    let device = cfg
+        .openvino_device
+        .split(['.', ':', ','])
+        .next()
+        .unwrap_or("CPU")
+        .to_string();
+    let mut load_config = serde_json::Map::new();
+    load_config.insert(
+        device,
+        serde_json::json!({ "INFERENCE_PRECISION_HINT": hint }),
+    );
+    let load_config = serde_json::Value::Object(load_config);
+    let mut ep = ort::ep::OpenVINO::default()
+        .with_device_type(&cfg.openvino_device)
+        .with_arbitrary_config("load_config", load_config.to_string());
+    if cfg.intra_op_threads > 0 {
+        ep = ep.with_num_threads(cfg.intra_op_threads);
+    }
+    ep
+}
+
 fn opt_level(g: GraphOptimization) -> GraphOptimizationLevel {
     match g {
         GraphOptimization::Disable => GraphOptimizationLevel::Disable,
@@ -229,12 +264,18 @@ impl OnnxModel {
     /// Create a session for a graph of `precision` (a bf16 variant turns on ONNX Runtime's bf16
     /// matrix products).
     pub fn load_as(rt: &Arc<OrtRuntime>, onnx: &Path, precision: Precision) -> Result<Self> {
-        let (session, provider) = if rt.wants_cuda() {
-            match Self::build(rt, onnx, true, precision) {
+        let accel = match rt.config.execution_provider {
+            ExecutionProvider::Cpu => None,
+            ExecutionProvider::Cuda => Some(("cuda", "CUDA", "The CUDA execution provider needs the onnxruntime-gpu build (libonnxruntime_providers_cuda.so beside libonnxruntime.so), CUDA 13 and cuDNN 9.")),
+            ExecutionProvider::Openvino => Some(("openvino", "OpenVINO", "The OpenVINO execution provider needs the onnxruntime-openvino build (libonnxruntime_providers_openvino.so and OpenVINO's libraries beside libonnxruntime.so: `make setup` puts them in runtime/onnxruntime-openvino/, found when runtime.execution_provider is openvino and no other library is named).")),
+        };
+        let (session, provider) = match accel {
+            Some((name, wanted, needs)) => match Self::build(rt, onnx, Some(rt.config.execution_provider), precision) {
                 Ok(s) => (
                     s,
                     ProviderInfo {
-                        name: "cuda",
+                        name,
+                        wanted,
                         fallback_reason: None,
                     },
                 ),
@@ -242,31 +283,31 @@ impl OnnxModel {
                     let reason = e.to_string();
                     tracing::warn!(
                         model = %onnx.display(),
-                        "CUDA execution provider unavailable ({reason}); running on CPU because runtime.fallback is 'cpu'"
+                        "{wanted} execution provider unavailable ({reason}); running on CPU because runtime.fallback is 'cpu'"
                     );
                     (
-                        Self::build(rt, onnx, false, precision)?,
+                        Self::build(rt, onnx, None, precision)?,
                         ProviderInfo {
                             name: "cpu",
+                            wanted,
                             fallback_reason: Some(reason),
                         },
                     )
                 }
                 Err(e) => {
                     return Err(Error::Runtime(format!(
-                        "{e}\nThe CUDA execution provider needs the onnxruntime-gpu build (libonnxruntime_providers_cuda.so beside libonnxruntime.so), CUDA 13 and cuDNN 9. \
-                         Set runtime.execution_provider: cpu, or runtime.fallback: cpu to run on CPU when CUDA is unavailable."
+                        "{e}\n{needs} Set runtime.execution_provider: cpu, or runtime.fallback: cpu to run on CPU when {wanted} is unavailable."
                     )))
                 }
-            }
-        } else {
-            (
-                Self::build(rt, onnx, false, precision)?,
+            },
+            None => (
+                Self::build(rt, onnx, None, precision)?,
                 ProviderInfo {
                     name: "cpu",
+                    wanted: "cpu",
                     fallback_reason: None,
                 },
-            )
+            ),
         };
         let layout = Self::layout(&session, onnx)?;
         let output_names = session
@@ -308,24 +349,36 @@ impl OnnxModel {
     fn build(
         rt: &Arc<OrtRuntime>,
         onnx: &Path,
-        cuda: bool,
+        accel: Option<ExecutionProvider>,
         precision: Precision,
     ) -> Result<Session> {
         let cfg = &rt.config;
         let err = |e: ort::Error| Error::model(onnx, format!("cannot create a session: {e}"));
         let mut b = Session::builder(&rt.environment).map_err(err)?;
-        if cuda {
-            let ep = ort::ep::CUDA::default()
-                .with_device_id(cfg.device_id)
-                .with_tf32(cfg.cuda_tf32)
-                .build()
-                .error_on_failure();
-            b = b.with_execution_providers([ep]).map_err(|e| {
-                Error::Runtime(format!(
-                    "cannot register the CUDA execution provider (device {}): {e}",
-                    cfg.device_id
-                ))
-            })?;
+        match accel {
+            Some(ExecutionProvider::Cuda) => {
+                let ep = ort::ep::CUDA::default()
+                    .with_device_id(cfg.device_id)
+                    .with_tf32(cfg.cuda_tf32)
+                    .build()
+                    .error_on_failure();
+                b = b.with_execution_providers([ep]).map_err(|e| {
+                    Error::Runtime(format!(
+                        "cannot register the CUDA execution provider (device {}): {e}",
+                        cfg.device_id
+                    ))
+                })?;
+            }
+            Some(ExecutionProvider::Openvino) => {
+                let ep = openvino_provider(cfg, precision).build().error_on_failure();
+                b = b.with_execution_providers([ep]).map_err(|e| {
+                    Error::Runtime(format!(
+                        "cannot register the OpenVINO execution provider (device {}): {e}",
+                        cfg.openvino_device
+                    ))
+                })?;
+            }
+            _ => {}
         }
         b = b
             .with_optimization_level(opt_level(cfg.graph_optimization_level))
@@ -338,7 +391,7 @@ impl OnnxModel {
         if !cfg.intra_op_spinning {
             b = b.with_intra_op_spinning(false).map_err(|e| err(e.into()))?;
         }
-        if precision == Precision::Bf16 {
+        if precision == Precision::Bf16 && accel.is_none() {
             b = b
                 .with_config_entry("mlas.enable_gemm_fastmath_arm64_bfloat16", "1")
                 .map_err(|e| err(e.into()))?;

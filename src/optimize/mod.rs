@@ -109,11 +109,12 @@ pub fn optimize(rt: &Arc<OrtRuntime>, opts: &OptimizeOptions) -> Result<Optimize
     let dir = ModelDir::open(&opts.dir)?;
     let precision = opts.precision;
     let cpu = CpuFeatures::detect();
-    if precision == Precision::Bf16 {
-        if let Some(why) = cpu.unsuitable(precision) {
+    let openvino = rt.wants_openvino();
+    if precision == Precision::Bf16 || openvino {
+        if let Some(why) = cpu.unsuitable_on(precision, rt.config.execution_provider) {
             return Err(Error::model(
                 &dir.dir,
-                format!("cannot make and measure a bf16 variant here: {why}; use int8 on this CPU"),
+                format!("cannot make and measure a {precision} variant here: {why}"),
             ));
         }
     }
@@ -175,7 +176,7 @@ pub fn optimize(rt: &Arc<OrtRuntime>, opts: &OptimizeOptions) -> Result<Optimize
     ));
     let recipes: Vec<Vec<String>> = match (&opts.keep_fp32, precision) {
         (Some(k), _) => vec![k.clone()],
-        (None, Precision::Int8) => INT8_RECIPES
+        (None, Precision::Int8) if !openvino => INT8_RECIPES
             .iter()
             .map(|r| r.iter().map(|s| s.to_string()).collect())
             .collect(),
@@ -198,6 +199,7 @@ pub fn optimize(rt: &Arc<OrtRuntime>, opts: &OptimizeOptions) -> Result<Optimize
             heads,
             hidden,
             pooling: pooling.as_ref(),
+            as_exported: openvino,
         };
         let attempt = run_script(opts, &script, &dir.onnx, &staged).and_then(|made| {
             let quality = judge(rt, &dir, &staged, precision, &references)?;
@@ -219,7 +221,9 @@ pub fn optimize(rt: &Arc<OrtRuntime>, opts: &OptimizeOptions) -> Result<Optimize
             break;
         }
         let _ = std::fs::remove_file(&staged);
-        let recipe = if keep.is_empty() {
+        let recipe = if precision != Precision::Int8 {
+            format!("{precision}")
+        } else if keep.is_empty() {
             "every product in int8".to_string()
         } else {
             format!("{} kept in fp32", keep.join(" + "))
@@ -253,9 +257,12 @@ pub fn optimize(rt: &Arc<OrtRuntime>, opts: &OptimizeOptions) -> Result<Optimize
         forced: !below.is_empty(),
         measured_on: if rt.wants_cuda() {
             format!("CUDA device {}", rt.config.device_id)
+        } else if openvino {
+            format!("OpenVINO {} on {cpu}", rt.config.openvino_device)
         } else {
             cpu.to_string()
         },
+        execution_provider: openvino.then(|| "openvino".to_string()),
         created_unix: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -378,6 +385,9 @@ struct Script<'a> {
     hidden: u64,
     /// Pooling to append, and the token output it pools.
     pooling: Option<&'a (GraphPooling, String)>,
+    /// Keep the exported graph (no fusion into ONNX Runtime's own operators): for OpenVINO,
+    /// which compiles the graph itself.
+    as_exported: bool,
 }
 
 /// Run the rewriting script; returns the fused operator counts and the method description.
@@ -393,6 +403,7 @@ fn run_script(
         heads,
         hidden,
         pooling,
+        as_exported,
     } = *script_args;
     let py = python(opts);
     let script = tempfile::Builder::new()
@@ -412,6 +423,9 @@ fn run_script(
         .arg(hidden.to_string());
     if opts.u8_weights {
         cmd.arg("--u8-weights");
+    }
+    if as_exported {
+        cmd.arg("--as-exported");
     }
     if !keep_fp32.is_empty() {
         cmd.arg(format!("--keep-fp32={}", keep_fp32.join(",")));

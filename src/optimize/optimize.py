@@ -2,7 +2,7 @@
 
     python optimize.py INPUT.onnx OUTPUT.onnx PRECISION MODEL_TYPE NUM_HEADS HIDDEN [--u8-weights]
         [--keep-fp32=ffn_output,attention_output] [--pool=OUTPUT:MODE[,MODE...]] [--normalize]
-        [--activation=relu|log1p_relu]
+        [--activation=relu|log1p_relu] [--as-exported]
 
 PRECISION: fp32 (fused graph), int8 (fused, then dynamic int8 quantisation with per-channel
 weights), fp16 (fused for the GPU, then float16 with fp32 inputs and outputs), bf16 (the fused
@@ -17,7 +17,9 @@ by its L2 norm (at least 1e-12); the graph's only output is then `sentence_embed
 [batch, dim]. --pool=logits:splade_max (or splade_sum) ends a masked-language model in
 sentence-transformers' SpladePooling instead: --activation (relu: log(1 + relu(x)), log1p_relu:
 log(1 + log(1 + relu(x)))) of the logits over the attention mask, max (or sum) per vocabulary
-entry; the only output is then `sparse_embedding` [batch, vocabulary]. Prints one JSON object (fused operators, method); exits 3 with the reason on stderr when
+entry; the only output is then `sparse_embedding` [batch, vocabulary]. --as-exported keeps the exported graph as it is (no fusion, no conversion: for OpenVINO, which
+compiles the graph itself at the precision its session names), then pools as asked. Prints one
+JSON object (fused operators, method); exits 3 with the reason on stderr when
 the model cannot be made into that variant.
 """
 
@@ -229,6 +231,15 @@ def main():
     if half:
         fail(f"the graph already holds half-precision weights ({half[0]}, ...); "
              "point at the fp32 export of the model")
+    if "--as-exported" in sys.argv:
+        import shutil
+        shutil.copyfile(src, out)
+        method = "the exported graph unchanged (OpenVINO compiles it; the precision is its inference precision)"
+        if pool:
+            add_pooling(out, pool[0], pool[1], normalize, activation)
+            method += f"; {' + '.join(pool[1])} pooling of {pool[0]} in the graph (fp32)"
+        print(json.dumps({"fused_operators": {}, "method": method}))
+        return
     if model_type not in ARCHITECTURES:
         fail(f"architecture '{model_type}' (config.json model_type) is not one the transformer "
              f"optimizer fuses; supported: {', '.join(sorted(ARCHITECTURES))}")

@@ -47,10 +47,12 @@ pub fn load_tasks(
         let precision = tc.precision();
         let (graph, meta) = crate::model::precision::resolve(&dir.onnx, precision)?;
         if let Some(why) = crate::model::precision::CpuFeatures::detect()
-            .unsuitable(precision)
-            .filter(|_| !rt.wants_cuda())
+            .unsuitable_on(precision, rt.config.execution_provider)
         {
             tracing::warn!(task = kind, "precision {precision}: {why}");
+        }
+        if let Some(m) = &meta {
+            crate::model::precision::check_provider(m, &graph, rt.config.execution_provider)?;
         }
         let mut model = OnnxModel::load_as(rt, &graph, precision)?;
         crate::model::inspect::check_for_task(kind, &dir, &model)?;

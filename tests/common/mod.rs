@@ -327,6 +327,17 @@ pub fn tools_python() -> PathBuf {
 }
 
 /// A copy of a model directory without its variants (which are written beside the graph).
+/// `bertflow models optimize MODEL ARGS...` with the set-up's Python tools.
+pub fn optimize(model: &Path, args: &[&str]) -> Output {
+    bin()
+        .args(["models", "optimize"])
+        .arg(model)
+        .args(args)
+        .env("BERTFLOW_PYTHON", tools_python())
+        .output()
+        .unwrap()
+}
+
 pub fn copy_model(src: &Path, dir: &Path) -> PathBuf {
     let dst = dir.join(src.file_name().unwrap());
     std::fs::create_dir_all(&dst).unwrap();
