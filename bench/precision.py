@@ -121,6 +121,34 @@ def baseline(corpus, st_dir, task_models, out_json, emb_path):
         json.dump(out, f, indent=1)
 
 
+def st_backends(corpus, st_dir, emb_path, out_json):
+    """sentence-transformers' OpenVINO backend (optimum-intel, which needs a newer transformers
+    than the references pin, so it runs from its own environment): at its default precision (bf16
+    on AMX, f32 elsewhere) and with a bf16 hint; time and cosine to the torch embeddings."""
+    from sentence_transformers import SentenceTransformer
+    texts = pq.read_table(corpus).column("text").to_pylist()
+    ref = np.array(pq.read_table(emb_path).column("embedding").to_pylist(), dtype=np.float64)
+    ref /= np.linalg.norm(ref, axis=1, keepdims=True)
+    out = {}
+    for key, label, cfg in [
+        ("openvino", "(its default precision)", {"INFERENCE_NUM_THREADS": THREADS}),
+        ("openvino_bf16", "(INFERENCE_PRECISION_HINT bf16)",
+         {"INFERENCE_PRECISION_HINT": "bf16", "INFERENCE_NUM_THREADS": THREADS}),
+    ]:
+        st = SentenceTransformer(st_dir, device="cpu", backend="openvino",
+                                 model_kwargs={"ov_config": cfg})
+        st.encode(texts[:64])
+        t = time.perf_counter()
+        got = np.asarray(st.encode(texts, batch_size=32), dtype=np.float64)
+        secs = time.perf_counter() - t
+        got /= np.linalg.norm(got, axis=1, keepdims=True)
+        cos = (got * ref).sum(1)
+        out[key] = {"backend": "openvino", "label": label, "seconds": secs,
+                    "min_cosine": float(cos.min()), "mean_cosine": float(cos.mean())}
+    with open(out_json, "w") as f:
+        json.dump(out, f, indent=1)
+
+
 def score(emb_path, bertflow_parquet):
     st = np.array(pq.read_table(emb_path).column("embedding").to_pylist(), dtype=np.float64)
     got = np.array(pq.read_table(bertflow_parquet).column("embedding").to_pylist(), dtype=np.float64)
@@ -132,4 +160,4 @@ def score(emb_path, bertflow_parquet):
 
 if __name__ == "__main__":
     cmd, *args = sys.argv[1:]
-    {"models": make_models, "baseline": baseline, "score": score}[cmd](*args)
+    {"models": make_models, "baseline": baseline, "st_backends": st_backends, "score": score}[cmd](*args)

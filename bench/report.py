@@ -112,6 +112,9 @@ def main(d):
     pairs = pathlib.Path(d) / "pairs" / "table.md"
     if pairs.exists():
         print(pairs_section(pairs.read_text()))
+    null = pathlib.Path(d) / "null" / "table.md"
+    if null.exists():
+        print(null_section(null.read_text()))
     print(open(pathlib.Path(__file__).parent / "notes.md").read())
 
 
@@ -121,7 +124,11 @@ def precision_section(table):
             "`bench/precision.sh`, one run: the bundled sample (1,000 reviews, mostly short), "
             "MiniLM-L6 embeddings and all four tasks in one pass, bertflow with the graph the "
             "set-up exports, the fused fp32 variant and the int8 variant made by `bertflow models "
-            "optimize`, against sentence-transformers `encode` and the text-classification, "
+            "optimize`, and through OpenVINO (`runtime.execution_provider: openvino`) fp32 and, on "
+            "CPUs with AMX-BF16 or AVX512-BF16, the bf16 variants `models optimize --precision bf16 "
+            "--execution-provider openvino` made and judged, against sentence-transformers `encode` "
+            "(torch, and its OpenVINO backend at its default precision and with a bf16 hint; "
+            "embeddings are compared with the fastest of them) and the text-classification, "
             "token-classification and question-answering pipelines (torch fp32, batch_size=32, "
             "same threads, same texts). The sentiment, NER and QA models are fp32 heads seeded on "
             "the all-MiniLM-L6-v2 base (the stand-ins' architecture; the stand-ins themselves are "
@@ -135,9 +142,21 @@ def hybrid_section(table):
             "`bench/hybrid.sh`, one run: the bundled sample, `bertflow bench` of dense MiniLM-L6 "
             "embeddings as float32 and cut to 128 dimensions written as ubinary bits, and of sparse "
             "vectors from the SPLADE stand-in (`models/splade-standin`, `max_active_dims: 128`) with "
-            "the pooling outside the graph and inside it (`bert_to_onnx.py --tied-mlm --splade`). "
-            "`raw ORT / bertflow time`: the same batches through bare sessions over bertflow's whole "
-            "run.\n\n" + table)
+            "the pooling outside the graph, inside the graph the exporter writes (`bert_to_onnx.py "
+            "--tied-mlm --splade`) and inside the fused variant `bertflow models optimize "
+            "--precision fp32 --pool` makes of the unpooled model. `raw ORT / bertflow time`: the "
+            "same batches through bare sessions of the same graph over bertflow's whole run.\n\n"
+            + table)
+
+
+def null_section(table):
+    """The host path against raw ONNX Runtime with a model that costs nothing (bench/null_model.sh)."""
+    return ("## Host path: a null model\n\n"
+            "`bench/null_model.sh`: embeddings from a one-layer BERT 32 wide (seeded weights) with "
+            "all-MiniLM-L6-v2's real tokenizer, so the model costs almost nothing and bertflow's "
+            "own stages (read, tokenize, batch, pool, write) set the pace; `bertflow bench` then "
+            "runs the same batches through a bare ONNX Runtime session. With 1 and 2 ONNX Runtime "
+            "threads; the tokenizer runs on every core either way.\n\n" + table)
 
 
 def pairs_section(table):

@@ -39,13 +39,17 @@ bash bench/sink_postgres.sh 3 3 > "$OUT/sink_postgres.json"
 echo "== object storage (local S3 server) against local files" >&2
 bash bench/store_s3.sh 3 3 2048 > "$OUT/store_s3.json"
 
-echo "== CPU precisions: fp32, fused fp32, int8 against the Python stack (same run)" >&2
+echo "== CPU precisions: fp32, fused fp32, int8, OpenVINO fp32 and bf16 against the Python stack (same run)" >&2
 mkdir -p "$OUT/precision"
 bash bench/precision.sh > "$OUT/precision/table.md"
 
 echo "== Hybrid vectors: dense cut and quantized, sparse with the pooling in and outside the graph" >&2
 mkdir -p "$OUT/hybrid"
 bash bench/hybrid.sh > "$OUT/hybrid/table.md"
+
+echo "== Host path: a null model against raw ONNX Runtime" >&2
+mkdir -p "$OUT/null"
+bash bench/null_model.sh > "$OUT/null/table.md"
 
 echo "== Pair tasks: zero-shot labels and cross-encoder scores against the Python stack (same run)" >&2
 mkdir -p "$OUT/pairs"
