@@ -497,15 +497,21 @@ pub fn check_provider(
         provider.name()
     );
     match (made_for, openvino) {
-        (Some("openvino"), false) => Err(Error::model(
-            graph,
-            format!(
-                "this {} variant was made and judged for runtime.execution_provider: openvino, not {}; set openvino, or make a variant for {} with `{make}`",
-                meta.precision,
-                provider.name(),
-                provider.name()
-            ),
-        )),
+        (Some("openvino"), false) => {
+            // Offer a variant for this provider only where the precision runs on it.
+            let other = match CpuFeatures::detect().unsuitable_on(meta.precision, provider) {
+                Some(why) => format!("({why})"),
+                None => format!("or make a variant for {} with `{make}`", provider.name()),
+            };
+            Err(Error::model(
+                graph,
+                format!(
+                    "this {} variant was made and judged for runtime.execution_provider: openvino, not {}; set openvino {other}",
+                    meta.precision,
+                    provider.name()
+                ),
+            ))
+        }
         (other, true) if other != Some("openvino") => Err(Error::model(
             graph,
             format!(
