@@ -107,50 +107,62 @@ fn texts(e: &Value) -> Vec<String> {
         .collect()
 }
 
+/// Run `tasks.sparse` on `model` (with the task keys in `extra`) over the reference texts with
+/// and without `max_active_dims: 8`, and compare each vector with `SparseEncoder.encode`'s
+/// (`reference`: the model's entry of expected.json): the same active dimensions, values within
+/// 1e-4 relative, cosine >= 0.9999, the vocabulary size in the field's metadata. Returns each
+/// run's output.
+fn assert_matches_reference(
+    dir: &Path,
+    texts: &[String],
+    model: &str,
+    extra: &str,
+    reference: &Value,
+    what: &str,
+) -> Vec<std::process::Output> {
+    let out = dir.join("out.parquet");
+    let sink = format!("  parquet:\n    path: {}\n", out.display());
+    let mut runs = Vec::new();
+    for (case, k) in [("all", None), ("top8", Some(8))] {
+        let cap = k
+            .map(|k| format!("    max_active_dims: {k}\n"))
+            .unwrap_or_default();
+        let o = run(
+            dir,
+            texts,
+            &format!("  sparse:\n    model: {model}\n{extra}{cap}"),
+            &sink,
+        );
+        assert_ok(&o);
+        let b = read_parquet(&out);
+        let field = b.schema().field_with_name("sparse").unwrap().clone();
+        assert_eq!(
+            field.metadata()["bertflow.sparse_dimensions"],
+            reference["vocab"].as_u64().unwrap().to_string()
+        );
+        let got = sparse_rows(&b, "sparse");
+        let want = want_rows(&reference[case]);
+        assert_eq!(got.len(), texts.len());
+        assert_eq!(want.len(), texts.len());
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            let at = format!("{what} {case} text {i} ({:?})", texts[i]);
+            assert_close(g, w, &at);
+            if let Some(k) = k {
+                assert!(g.0.len() <= k, "{at}");
+            }
+        }
+        runs.push(o);
+    }
+    runs
+}
+
 #[test]
 fn sparse_vectors_match_sparse_encoder() {
     let dir = tempfile::tempdir().unwrap();
     let e = expected();
     let texts = texts(&e);
-    let out = dir.path().join("out.parquet");
-    let sink = format!("  parquet:\n    path: {}\n", out.display());
     for (name, m) in e["models"].as_object().unwrap() {
-        for (case, k) in [("all", None), ("top8", Some(8))] {
-            let cap = k
-                .map(|k| format!("    max_active_dims: {k}\n"))
-                .unwrap_or_default();
-            let o = run(
-                dir.path(),
-                &texts,
-                &format!("  sparse:\n    model: {}\n{cap}", sparse_model(name)),
-                &sink,
-            );
-            assert_ok(&o);
-            let b = read_parquet(&out);
-            let field = b.schema().field_with_name("sparse").unwrap().clone();
-            assert_eq!(
-                field.metadata()["bertflow.sparse_dimensions"],
-                m["vocab"].as_u64().unwrap().to_string()
-            );
-            let got = sparse_rows(&b, "sparse");
-            let want = want_rows(&m[case]);
-            assert_eq!(got.len(), texts.len());
-            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-                let what = format!("{name} {case} text {i} ({:?})", texts[i]);
-                assert_eq!(g.0, w.0, "{what}: active dimensions");
-                // Relative to the value, or for weights near zero to the vector's largest weight
-                // (a logit's last-bit difference between torch and ONNX Runtime is 1e-7 of it).
-                let scale = w.1.iter().fold(0f32, |m, v| m.max(v.abs()));
-                for (d, (a, b)) in g.1.iter().zip(&w.1).enumerate() {
-                    let rel = (a - b).abs() / b.abs().max(scale * 0.01).max(1e-6);
-                    assert!(rel <= 1e-4, "{what} dimension {}: {a} vs {b}", g.0[d]);
-                }
-                assert!(sparse_cosine(g, w) >= 0.9999, "{what}");
-                if let Some(k) = k {
-                    assert!(g.0.len() <= k, "{what}");
-                }
-            }
-        }
+        assert_matches_reference(dir.path(), &texts, &sparse_model(name), "", m, name);
     }
 }
 
@@ -312,28 +324,14 @@ fn a_graph_that_pools_gives_the_same_vectors() {
     let dir = tempfile::tempdir().unwrap();
     let e = expected();
     let texts = texts(&e);
-    let out = dir.path().join("out.parquet");
-    let sink = format!("  parquet:\n    path: {}\n", out.display());
-    for (case, k) in [("all", None), ("top8", Some(8))] {
-        let cap = k
-            .map(|k| format!("    max_active_dims: {k}\n"))
-            .unwrap_or_default();
-        assert_ok(&run(
-            dir.path(),
-            &texts,
-            &format!(
-                "  sparse:\n    model: {}\n{cap}",
-                sparse_model("bert-splade-pooled")
-            ),
-            &sink,
-        ));
-        let got = sparse_rows(&read_parquet(&out), "sparse");
-        let want = want_rows(&e["models"]["bert-splade"][case]);
-        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-            assert_eq!(g.0, w.0, "{case} text {i}");
-            assert!(sparse_cosine(g, w) >= 0.9999, "{case} text {i}");
-        }
-    }
+    assert_matches_reference(
+        dir.path(),
+        &texts,
+        &sparse_model("bert-splade-pooled"),
+        "",
+        &e["models"]["bert-splade"],
+        "bert-splade-pooled",
+    );
     let o = bin()
         .args(["models", "inspect", &sparse_model("bert-splade-pooled")])
         .output()
@@ -378,28 +376,15 @@ fn optimize_pool_builds_splade_pooling_into_the_graph() {
             serde_json::json!([format!("splade_{mode}")])
         );
         assert_eq!(rec["pooling"]["activation"], act);
-        for (case, k) in [("all", None), ("top8", Some(8))] {
-            let cap = k
-                .map(|k| format!("    max_active_dims: {k}\n"))
-                .unwrap_or_default();
-            let o = run(
-                dir.path(),
-                &texts,
-                &format!(
-                    "  sparse:\n    model: {}\n    precision: fp32\n{cap}",
-                    m.display()
-                ),
-                &sink,
-            );
-            assert_ok(&o);
+        for o in assert_matches_reference(
+            dir.path(),
+            &texts,
+            &m.display().to_string(),
+            "    precision: fp32\n",
+            &e["models"][name],
+            &format!("{name} --pool"),
+        ) {
             assert!(stdout(&o).contains("in the graph"), "{}", stdout(&o));
-            let got = sparse_rows(&read_parquet(&out), "sparse");
-            let want = want_rows(&e["models"][name][case]);
-            assert_eq!(got.len(), want.len());
-            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-                assert_eq!(g.0, w.0, "{name} {case} text {i}: active dimensions");
-                assert!(sparse_cosine(g, w) >= 0.9999, "{name} {case} text {i}");
-            }
         }
         // The variant pools one way; a pipeline asking for the other is refused.
         let other = if mode == "max" { "sum" } else { "max" };
