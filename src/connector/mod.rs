@@ -18,8 +18,10 @@ pub mod errors;
 pub mod kafka;
 pub mod parquet;
 pub mod postgres;
+pub mod python;
 pub mod registry;
 pub mod storage;
+pub mod text;
 
 use std::path::PathBuf;
 

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::kafka::config::{KafkaSinkConfig, KafkaSourceConfig};
 use super::parquet::config::{ParquetSinkConfig, ParquetSourceConfig};
 use super::postgres::config::PostgresSinkConfig;
+use super::python::config::{PythonSinkConfig, PythonSourceConfig};
 use super::{ErrorSinkConfig, ReferenceNotes, SinkSpec, SourceSpec, NO_NOTES};
 
 /// One registered connector, as the configuration reference lists it.
@@ -160,6 +161,8 @@ sources! {
     parquet => Parquet(ParquetSourceConfig, NO_NOTES),
     /// Kafka topics, read as a consumer-group member.
     kafka => Kafka(KafkaSourceConfig, NO_NOTES),
+    /// Arrow batches handed in by the Python package (Spark, Ray, pyarrow).
+    python => Python(PythonSourceConfig, NO_NOTES),
 }
 
 sinks! {
@@ -169,6 +172,8 @@ sinks! {
     kafka => Kafka(KafkaSinkConfig, NO_NOTES),
     /// A Postgres table; embeddings as pgvector columns.
     postgres => Postgres(PostgresSinkConfig, super::postgres::config::REFERENCE),
+    /// Arrow batches handed back to the Python package.
+    python => Python(PythonSinkConfig, NO_NOTES),
 }
 
 // -------------------------------------------------------------------------- shared sink keys

@@ -231,7 +231,7 @@ pub(crate) fn infer_stage(
     rx: Receiver<Tokenized>,
     tx: Sender<Inferred>,
     tasks: Vec<Arc<dyn Task>>,
-    mut models: Vec<OnnxModel>,
+    mut models: Vec<&mut OnnxModel>,
     max_bs: usize,
     max_tok: usize,
     record: bool,

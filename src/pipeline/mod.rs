@@ -12,6 +12,7 @@
 
 pub mod assemble;
 pub mod build;
+pub mod engine;
 mod flow;
 pub mod infer;
 pub mod preflight;
@@ -33,6 +34,7 @@ use crate::model::OrtRuntime;
 use crate::telemetry::{self, Event, ExecutionProviderInUse, Health, MetricsServer};
 
 pub use build::{load_tasks, output_schema};
+pub use engine::{Engine, HostOptions, HostSchemas};
 pub use infer::{infer_features, infer_features_until, InferStats};
 pub use preflight::preflight;
 pub use scan::{scan, ScanReport};
@@ -164,7 +166,7 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<Summary> {
     let mut source = open_source(cfg, sink_commits, shutdown.clone())?;
     let link = source.link();
     check_destinations(cfg)?;
-    let (tasks, skipped) = load_tasks(cfg, &rt)?;
+    let (mut tasks, skipped) = load_tasks(cfg, &rt)?;
     for t in &tasks {
         ExecutionProviderInUse {
             task: t.task.name(),
@@ -212,7 +214,7 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<Summary> {
     summary.startup = started.elapsed();
     let result = stages::run_stages(
         source,
-        tasks,
+        &mut tasks,
         sink,
         link,
         &shutdown,

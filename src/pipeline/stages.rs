@@ -32,7 +32,7 @@ use crate::telemetry::{Event, QueueDepth, RecordsRead, RecordsWritten, StageTime
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn run_stages(
     mut source: Box<dyn Source>,
-    tasks: Vec<LoadedTask>,
+    tasks: &mut [LoadedTask],
     mut sink: Box<dyn Sink>,
     link: Option<SourceLink>,
     stop: &Shutdown,
@@ -49,7 +49,7 @@ pub(crate) fn run_stages(
     let (tok_tx, tok_rx) = bounded::<Tokenized>(depth);
     let (inf_tx, inf_rx) = bounded::<Inferred>(depth);
     let task_defs: Vec<Arc<dyn Task>> = tasks.iter().map(|t| t.task.clone()).collect();
-    let models: Vec<OnnxModel> = tasks.into_iter().map(|t| t.model).collect();
+    let models: Vec<&mut OnnxModel> = tasks.iter_mut().map(|t| &mut t.model).collect();
     let (max_bs, max_tok) = (limits.max_batch_size, limits.max_batch_tokens);
     let partial = cfg.sink.partial_results;
     // A failed stage stops the others at once.

@@ -10,7 +10,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt64Array};
+use arrow::array::{ArrayRef, RecordBatch, UInt64Array};
 use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 use futures::StreamExt;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
@@ -21,9 +21,10 @@ use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 
 use super::config::{ParquetSourceConfig, Shard};
 use crate::connector::storage::{self as store, Location, Object, StorageOptions};
+use crate::connector::text::extract_texts;
 use crate::connector::{Source, TextColumnRequest};
 use crate::error::{Error, Result};
-use crate::record::{Chunk, Origin, RecordError, Stage, TextColumn};
+use crate::record::{Chunk, Origin, TextColumn};
 
 struct InputFile {
     location: Location,
@@ -464,88 +465,6 @@ impl ParquetSource {
         self.rows_read_in_file = 0;
         Ok(())
     }
-}
-
-/// Extract the texts of a column; rows that are not usable text become errors.
-pub(crate) fn extract_texts(
-    col: &dyn Array,
-    column: &str,
-) -> (Vec<Option<Arc<str>>>, Vec<RecordError>) {
-    let n = col.len();
-    let mut texts = Vec::with_capacity(n);
-    let mut errors = Vec::new();
-    let null =
-        |i: usize| RecordError::new(i, Stage::Source, format!("text column '{column}' is null"));
-    macro_rules! strings {
-        ($arr:expr) => {{
-            let a = $arr;
-            for i in 0..n {
-                if a.is_null(i) {
-                    errors.push(null(i));
-                    texts.push(None);
-                } else {
-                    texts.push(Some(Arc::from(a.value(i))));
-                }
-            }
-        }};
-    }
-    macro_rules! binaries {
-        ($arr:expr) => {{
-            let a = $arr;
-            for i in 0..n {
-                if a.is_null(i) {
-                    errors.push(null(i));
-                    texts.push(None);
-                } else {
-                    match std::str::from_utf8(a.value(i)) {
-                        Ok(s) => texts.push(Some(Arc::from(s))),
-                        Err(e) => {
-                            errors.push(RecordError::new(
-                                i,
-                                Stage::Source,
-                                format!("text column '{column}' is not valid UTF-8: {e}"),
-                            ));
-                            texts.push(None);
-                        }
-                    }
-                }
-            }
-        }};
-    }
-    match col.data_type() {
-        DataType::Utf8 => strings!(col.as_string::<i32>()),
-        DataType::LargeUtf8 => strings!(col.as_string::<i64>()),
-        DataType::Utf8View => strings!(col.as_string_view()),
-        DataType::Binary => binaries!(col.as_binary::<i32>()),
-        DataType::LargeBinary => binaries!(col.as_binary::<i64>()),
-        DataType::BinaryView => binaries!(col.as_binary_view()),
-        DataType::Dictionary(_, v) if v.is_string() || **v == DataType::Utf8 => {
-            match arrow::compute::cast(col, &DataType::Utf8) {
-                Ok(flat) => strings!(flat.as_string::<i32>()),
-                Err(e) => {
-                    for i in 0..n {
-                        errors.push(RecordError::new(
-                            i,
-                            Stage::Source,
-                            format!("text column '{column}': {e}"),
-                        ));
-                        texts.push(None);
-                    }
-                }
-            }
-        }
-        other => {
-            for i in 0..n {
-                errors.push(RecordError::new(
-                    i,
-                    Stage::Source,
-                    format!("text column '{column}' has type {other}, expected a string"),
-                ));
-                texts.push(None);
-            }
-        }
-    }
-    (texts, errors)
 }
 
 impl Source for ParquetSource {
