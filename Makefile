@@ -5,13 +5,17 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/bertflow/target
 CARGO ?= cargo
 
-.PHONY: setup build demo stream-demo vector-demo hybrid-demo gpu-check kafka postgres s3 test fmt lint clean reference refenv bench config-docs image-check
+.PHONY: wheel setup build demo stream-demo vector-demo hybrid-demo gpu-check kafka postgres s3 test fmt lint clean reference refenv bench config-docs image-check
 
 setup:
 	@bash scripts/setup.sh
 
 build: setup
 	$(CARGO) build --release --locked
+
+# The Python package (one abi3 manylinux wheel, maturin) into target-wheels/; docs/python.md.
+wheel: setup
+	bash scripts/python_env.sh wheel
 
 demo: build
 	@mkdir -p out

@@ -4,7 +4,7 @@ set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # Style holds on every landing: formatting and lints first (fast to fail).
 cargo fmt --all -- --check || { echo "cargo fmt: the code is not formatted (run: make fmt)"; echo "tests: 0 passed, 1 failed"; exit 1; }
-cargo clippy --all-targets --locked -- -D warnings || { echo "cargo clippy: warnings (fix them)"; echo "tests: 0 passed, 1 failed"; exit 1; }
+cargo clippy --workspace --all-targets --locked -- -D warnings || { echo "cargo clippy: warnings (fix them)"; echo "tests: 0 passed, 1 failed"; exit 1; }
 # The streaming tests need a real Kafka broker on 127.0.0.1:9092.
 started_kafka=0
 if ! bash scripts/kafka.sh status >/dev/null 2>&1; then
@@ -32,5 +32,17 @@ rm -f "$log"
 if [ "$started_kafka" = 1 ]; then bash scripts/kafka.sh stop; fi
 if [ "$started_pg" = 1 ]; then bash scripts/postgres.sh stop; fi
 if [ "$started_s3" = 1 ]; then bash scripts/s3.sh stop; fi
+# The Python package: its wheel built and tested with real Spark (local mode) and Ray engines,
+# against the command-line binary the Rust tests just built.
+pylog=$(mktemp)
+bash scripts/python_env.sh test -q -W ignore::FutureWarning -W ignore::DeprecationWarning 2>&1 | tee "$pylog"
+pystatus=${PIPESTATUS[0]}
+pysummary=$(grep -E '^[=]* ?[0-9]+ (passed|failed)|^[=]* ?[0-9]+ (passed|failed|error)' "$pylog" | tail -1)
+pypassed=$(echo "$pysummary" | grep -Eo '[0-9]+ passed' | grep -Eo '[0-9]+' || echo 0)
+pyfailed=$(( $(echo "$pysummary" | grep -Eo '[0-9]+ failed' | grep -Eo '[0-9]+' || echo 0) + $(echo "$pysummary" | grep -Eo '[0-9]+ errors?' | grep -Eo '[0-9]+' || echo 0) ))
+if [ "$pystatus" != 0 ] && [ "$pyfailed" = 0 ]; then pyfailed=1; fi
+rm -f "$pylog"
+passed=$((passed + pypassed)); failed=$((failed + pyfailed))
+if [ "$status" = 0 ]; then status=$pystatus; fi
 echo "tests: ${passed} passed, ${failed} failed"
 exit "$status"
