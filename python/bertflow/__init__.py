@@ -116,7 +116,8 @@ def _as_batches(data: Any) -> Tuple[pa.Schema, Iterable[pa.RecordBatch]]:
     )
 
 
-def _checked(batches: Iterable[Any], schema: pa.Schema) -> Iterator[Any]:
+def _record_batches(batches: Iterable[Any]) -> Iterator[Any]:
+    """Tables among the batches become their record batches."""
     for b in batches:
         if isinstance(b, pa.Table):
             yield from b.to_batches()
@@ -290,9 +291,16 @@ class Pipeline:
         )
         return results
 
-    def error_schema(self, input_schema: pa.Schema, *, id_col: Optional[str] = None, **kw: Any) -> pa.Schema:
-        """The schema of the error rows: ``id, reason, stage, task, source, written``."""
-        _, errors = self._engine.schemas(input_schema, kw.get("text_col"), id_col, None, "separate", False)
+    def error_schema(
+        self,
+        input_schema: pa.Schema,
+        *,
+        text_col: Optional[str] = None,
+        id_col: Optional[str] = None,
+    ) -> pa.Schema:
+        """The schema of the error rows: ``id`` (the id column's type), ``reason, stage, task,
+        source, written``."""
+        _, errors = self._engine.schemas(input_schema, text_col, id_col, [], "separate", False)
         return errors
 
     # ------------------------------------------------------------------ runs
@@ -314,7 +322,7 @@ class Pipeline:
         pt = list(passthrough) if passthrough is not None else None
         _, err_schema = self._engine.schemas(schema, text_col, id_col, pt, "separate", False)
         run = self._engine.start(
-            schema, iter(_checked(batches, schema)), text_col, id_col, pt, errors, portable, label
+            schema, iter(_record_batches(batches)), text_col, id_col, pt, errors, portable, label
         )
         return Run(run, err_schema, on_error)
 
@@ -341,7 +349,7 @@ class Pipeline:
             try:
                 first = next(it)
             except StopIteration:
-                return iter(())  # type: ignore[return-value]
+                return _EmptyRun()  # type: ignore[return-value]
             if isinstance(first, pa.Table):
                 schema = first.schema
             elif isinstance(first, pa.RecordBatch):
@@ -389,6 +397,22 @@ class Pipeline:
         results = pa.Table.from_batches(out, schema=self.schema(
             schema, text_col=text_col, id_col=id_col, passthrough=passthrough, portable=portable))
         return results, run.errors
+
+
+class _EmptyRun:
+    """The run over no batches at all (no schema to run with)."""
+
+    errors = None
+    summary = {"records": 0, "written": 0, "errors": 0}
+
+    def __iter__(self) -> "_EmptyRun":
+        return self
+
+    def __next__(self) -> pa.RecordBatch:
+        raise StopIteration
+
+    def close(self) -> None:
+        pass
 
 
 def _chain(first: Any, rest: Iterator[Any]) -> Iterator[Any]:

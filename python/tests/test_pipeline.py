@@ -113,6 +113,13 @@ def test_a_pipeline_pickles_as_its_configuration(pipeline, sample):
     assert "embed" in repr(q)
 
 
+def test_empty_input(pipeline, sample):
+    out = pipeline.enrich(sample.slice(0, 0))
+    assert out.num_rows == 0 and out.schema.equals(pipeline.schema(sample.schema))
+    assert list(pipeline.enrich_batches(iter([]))) == []
+    assert pipeline.error_schema(sample.schema).names == ["id", "reason", "stage", "task", "source", "written"]
+
+
 def test_a_dict_pipeline_without_source_or_sink():
     p = bertflow.Pipeline(
         {"tasks": {"sentiment": {"model": str(ROOT / "tests/fixtures/tasks/bert-sentiment")}}},

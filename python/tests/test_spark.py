@@ -41,7 +41,7 @@ def _small_pipeline():
 
 
 @pytest.mark.parametrize("failure", ["raise", "kill"])
-def test_a_failed_spark_task_is_retried_and_every_id_is_there_once(spark, failure):
+def test_a_failed_spark_task_is_retried_and_every_id_is_there_once(spark, failure, tmp_path):
     from pyspark import TaskContext
 
     p = _small_pipeline()
@@ -50,6 +50,7 @@ def test_a_failed_spark_task_is_retried_and_every_id_is_there_once(spark, failur
     df = spark.createDataFrame(table).repartition(4)
     fn = bertflow.spark.map_function(p)
     schema = bertflow.spark.output_schema(df, p)
+    marker = str(tmp_path / "failed")
 
     def flaky(batches):
         ctx = TaskContext.get()
@@ -57,11 +58,13 @@ def test_a_failed_spark_task_is_retried_and_every_id_is_there_once(spark, failur
             yield b
             # The first attempt of partition 1 dies after handing on its first batch.
             if ctx.partitionId() == 1 and ctx.attemptNumber() == 0:
+                open(marker, "w").close()
                 if failure == "raise":
                     raise RuntimeError("injected failure")
                 os._exit(3)  # the Python worker is killed mid-partition
 
     out = df.mapInArrow(flaky, schema).toArrow()
+    assert os.path.exists(marker)  # the first attempt did fail
     ids = out.column("id").to_pylist()
     assert len(ids) == n and set(ids) == set(table.column("id").to_pylist())
     assert all(len(e) == 0 for e in out.column("errors").to_pylist())
