@@ -115,6 +115,9 @@ def main(d):
     null = pathlib.Path(d) / "null" / "table.md"
     if null.exists():
         print(null_section(null.read_text()))
+    engines = pathlib.Path(d) / "engines.json"
+    if engines.exists():
+        print(engines_section(json.loads(engines.read_text())))
     print(open(pathlib.Path(__file__).parent / "notes.md").read())
 
 
@@ -147,6 +150,34 @@ def hybrid_section(table):
             "--precision fp32 --pool` makes of the unpooled model. `raw ORT / bertflow time`: the "
             "same batches through bare sessions of the same graph over bertflow's whole run.\n\n"
             + table)
+
+
+def engines_section(r):
+    """bertflow inside Spark and Ray against the Python stack in the same engines (bench/engines.sh)."""
+    n = r["records"]
+    rows = [
+        ("Spark `local[2]`, four tasks", "bertflow.spark.enrich (mapInArrow)", "spark_bertflow"),
+        ("", "sentence-transformers + transformers pipelines in a pandas_udf (batch_size 32)", "spark_python"),
+        ("", "bertflow command line, same records (one process, 2 threads)", "cli"),
+        ("Ray Data, 2 actors, embeddings", "bertflow.ray.enrich (map_batches, callable class)", "ray_bertflow"),
+        ("", "sentence-transformers callable class in map_batches", "ray_python"),
+    ]
+    out = ["## Inside Spark and Ray\n",
+           f"`bench/engines.sh`, one run: the first {n:,} records of the bench corpus. Spark in local "
+           "mode with 2 cores (4 partitions, one ONNX Runtime or torch thread per task); Ray started "
+           "with 2 CPUs (4 blocks, 2 actors of 1 CPU and one thread each). Every job is forced to "
+           "its end (Spark's noop writer, Ray's materialize) and timed from its submission: Python "
+           "workers or actors start and load their models inside the time. The four tasks run fp32 "
+           "graphs of the same architecture on both sides (all-MiniLM-L6-v2 and task heads seeded "
+           "on its body, as in the CPU precision runs).\n",
+           "| engine | job | seconds | records/s |", "|---|---|---:|---:|"]
+    for engine, job, k in rows:
+        out.append(f"| {engine} | {job} | {r[k + '_seconds']:.1f} | {r[k + '_records_per_second']:.1f} |")
+    out.append("")
+    out.append(f"Spark: bertflow **{r['spark_vs_python']:.2f}x** the Python job (goal >= 2x) and "
+               f"**{r['spark_vs_cli']:.2f}x** the command line (goal >= 0.9x). Ray Data, embeddings: "
+               f"**{r['ray_vs_python']:.2f}x** the sentence-transformers class (goal >= 1.5x).\n")
+    return "\n".join(out)
 
 
 def null_section(table):

@@ -55,6 +55,9 @@ echo "== Pair tasks: zero-shot labels and cross-encoder scores against the Pytho
 mkdir -p "$OUT/pairs"
 bash bench/pairs.sh > "$OUT/pairs/table.md"
 
+echo "== Inside Spark and Ray: bertflow against the Python stack in the same engines" >&2
+bash bench/engines.sh 2000 > "$OUT/engines.json"
+
 echo "== Python baselines" >&2
 if [ ! -f "$OUT/python.json" ]; then
   "$PY" bench/baseline.py "$OUT/corpus.parquet" \
