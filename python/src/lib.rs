@@ -13,7 +13,7 @@ use bertflow::config::load::{env_overrides, Override};
 use bertflow::connector::python::{BatchOutput, ErrorMode};
 use bertflow::pipeline::{Engine, HostOptions, Summary};
 use bertflow::{PipelineConfig, Shutdown};
-use crossbeam_channel::{bounded, Receiver, Sender};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyRuntimeError, PyStopIteration, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -42,6 +42,9 @@ fn py_err(e: bertflow::Error) -> PyErr {
 
 /// Batches in flight between Python and the pipeline, each way.
 const QUEUE: usize = 2;
+
+/// How often a wait for the pipeline looks at the interpreter's signals.
+const TICK: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The YAML of a pipeline for Python: a missing `source` or `sink` becomes the Python
 /// connector's, and relative model folders that exist become absolute (workers on other
@@ -277,6 +280,8 @@ struct PyRun {
 enum Step {
     Out(BatchOutput),
     Sent,
+    /// Nothing yet: a moment to see whether the user interrupted (Ctrl-C).
+    Tick,
     /// The pipeline ended (its output channel closed).
     Ended,
 }
@@ -364,7 +369,9 @@ impl PyRun {
                     let mut sel = crossbeam_channel::Select::new();
                     let send = sel.send(&tx);
                     sel.recv(&output);
-                    let op = sel.select();
+                    let Ok(op) = sel.select_timeout(TICK) else {
+                        return (Step::Tick, Some(batch));
+                    };
                     if op.index() == send {
                         // An error: the pipeline stopped reading (it failed); its output says
                         // why.
@@ -378,9 +385,10 @@ impl PyRun {
                         }
                     }
                 }
-                (p, _) => match output.recv() {
+                (p, _) => match output.recv_timeout(TICK) {
                     Ok(out) => (Step::Out(out), p),
-                    Err(_) => (Step::Ended, p),
+                    Err(RecvTimeoutError::Timeout) => (Step::Tick, p),
+                    Err(RecvTimeoutError::Disconnected) => (Step::Ended, p),
                 },
             });
             if back.is_some() {
@@ -388,6 +396,13 @@ impl PyRun {
             }
             match step {
                 Step::Sent => continue,
+                Step::Tick => {
+                    // Ctrl-C (KeyboardInterrupt) stops the run rather than waiting for it.
+                    if let Err(e) = py.check_signals() {
+                        st.abandon(&self.stop);
+                        return Err(e);
+                    }
+                }
                 Step::Out(out) => {
                     return Ok((out.results.to_pyarrow(py)?, out.errors.to_pyarrow(py)?));
                 }

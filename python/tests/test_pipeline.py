@@ -155,6 +155,19 @@ def test_the_interpreter_lock_is_released_while_the_models_run(pipeline, sample)
     assert during > 1000, during
 
 
+def test_ctrl_c_stops_a_run_and_the_pipeline_stays_usable(pipeline, sample):
+    import _thread
+
+    timer = threading.Timer(1.0, _thread.interrupt_main)
+    timer.start()
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.enrich(pa.concat_tables([sample] * 20))
+    timer.cancel()
+    assert time.monotonic() - started < 30
+    assert pipeline.enrich(sample.slice(0, 3)).num_rows == 3
+
+
 def test_enrich_batches_memory_stays_flat():
     psutil = pytest.importorskip("psutil")
     p = bertflow.Pipeline(
@@ -181,4 +194,5 @@ def test_enrich_batches_memory_stays_flat():
     assert seen == total
     growth = (peak - base) / 2**20
     # Bounded by the queues, not the input: 180,000 more records add (almost) nothing.
+    print(f"RSS growth after the first {total // 10:,} records: {growth:.1f} MiB")
     assert growth < 64, f"RSS grew {growth:.0f} MiB over {total} records"

@@ -1,11 +1,13 @@
-//! A source of Arrow record batches handed in by the host: each batch is cut into chunks of at
-//! most `window` records, in order. The first batch's schema fixes the id and passthrough types;
+//! A source of Arrow record batches handed in by the host, cut into chunks of `window` records
+//! in order: small batches are joined and large ones cut, so model batches are formed over whole
+//! windows whatever the host's batch size. The first batch's schema fixes the id and passthrough types;
 //! a later batch that lacks a column or changes its type stops the run with a message naming the
 //! column and the batch.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, RecordBatch, UInt64Array};
+use arrow::array::{Array, ArrayRef, RecordBatch, UInt64Array};
 use arrow::datatypes::{DataType, Field, FieldRef, Schema};
 use crossbeam_channel::Receiver;
 
@@ -106,7 +108,10 @@ pub struct BatchSource {
     window: usize,
     /// Names the input in error rows and messages (`input`, `spark partition 3`).
     label: Arc<str>,
-    pending: Option<(RecordBatch, usize)>,
+    /// Batches (or their unread tails) received and not yet cut into a chunk, with their rows.
+    pending: VecDeque<RecordBatch>,
+    pending_rows: usize,
+    ended: bool,
     batches: u64,
     rows: u64,
     next_seq: u64,
@@ -129,7 +134,9 @@ impl BatchSource {
             fields,
             window: window.max(1),
             label: Arc::from(label),
-            pending: None,
+            pending: VecDeque::new(),
+            pending_rows: 0,
+            ended: false,
             batches: 0,
             rows: 0,
             next_seq: 0,
@@ -170,14 +177,46 @@ impl BatchSource {
         Ok(())
     }
 
-    fn chunk(&mut self, batch: &RecordBatch) -> Chunk {
-        let n = batch.num_rows();
-        let text = batch
-            .column_by_name(&self.columns.text)
-            .expect("checked column");
+    /// One column of the next chunk: the pieces' columns `name`, end to end.
+    fn column(&self, pieces: &[RecordBatch], name: &str) -> Result<ArrayRef> {
+        let cols: Vec<&dyn Array> = pieces
+            .iter()
+            .map(|b| b.column_by_name(name).expect("checked column").as_ref())
+            .collect();
+        if cols.len() == 1 {
+            return Ok(pieces[0]
+                .column_by_name(name)
+                .expect("checked column")
+                .clone());
+        }
+        arrow::compute::concat(&cols).map_err(|e| {
+            Error::source(
+                self.label.as_ref(),
+                format!("cannot join the batches' column '{name}': {e}"),
+            )
+        })
+    }
+
+    /// The chunk of the next `n` pending rows (small batches are joined, large ones cut).
+    fn chunk(&mut self, n: usize) -> Result<Chunk> {
+        let mut pieces = Vec::new();
+        let mut left = n;
+        while left > 0 {
+            let b = self.pending.pop_front().expect("pending rows");
+            if b.num_rows() <= left {
+                left -= b.num_rows();
+                pieces.push(b);
+            } else {
+                pieces.push(b.slice(0, left));
+                self.pending.push_front(b.slice(left, b.num_rows() - left));
+                left = 0;
+            }
+        }
+        self.pending_rows -= n;
+        let text = self.column(&pieces, &self.columns.text)?;
         let (texts, errors) = extract_texts(text.as_ref(), &self.columns.text);
         let ids: ArrayRef = match &self.columns.id {
-            Some(name) => batch.column_by_name(name).expect("checked column").clone(),
+            Some(name) => self.column(&pieces, name)?,
             None => Arc::new(UInt64Array::from_iter_values(
                 self.rows..self.rows + n as u64,
             )),
@@ -186,24 +225,16 @@ impl BatchSource {
             .columns
             .passthrough
             .iter()
-            .map(|name| batch.column_by_name(name).expect("checked column").clone())
-            .collect();
-        let columns = self
-            .columns
-            .text_columns
-            .iter()
-            .map(|c| TextColumn {
+            .map(|name| self.column(&pieces, name))
+            .collect::<Result<Vec<_>>>()?;
+        let mut columns = Vec::with_capacity(self.columns.text_columns.len());
+        for c in &self.columns.text_columns {
+            let col = self.column(&pieces, &c.name)?;
+            columns.push(TextColumn {
                 name: Arc::from(c.name.as_str()),
-                values: extract_texts(
-                    batch
-                        .column_by_name(&c.name)
-                        .expect("checked column")
-                        .as_ref(),
-                    &c.name,
-                )
-                .0,
-            })
-            .collect();
+                values: extract_texts(col.as_ref(), &c.name).0,
+            });
+        }
         let chunk = Chunk {
             seq: self.next_seq,
             origin: Origin::File {
@@ -218,7 +249,7 @@ impl BatchSource {
         };
         self.next_seq += 1;
         self.rows += n as u64;
-        chunk
+        Ok(chunk)
     }
 }
 
@@ -240,25 +271,25 @@ impl Source for BatchSource {
     }
 
     fn next_chunk(&mut self) -> Result<Option<Chunk>> {
-        loop {
-            if let Some((batch, done)) = self.pending.take() {
-                let left = batch.num_rows() - done;
-                if left > 0 {
-                    let take = left.min(self.window);
-                    let part = batch.slice(done, take);
-                    if done + take < batch.num_rows() {
-                        self.pending = Some((batch, done + take));
+        // Fill a window: the host's batches may be smaller (they are joined) or larger (cut).
+        while !self.ended && self.pending_rows < self.window {
+            match self.rx.recv() {
+                Ok(batch) => {
+                    self.check(&batch)?;
+                    self.batches += 1;
+                    if batch.num_rows() > 0 {
+                        self.pending_rows += batch.num_rows();
+                        self.pending.push_back(batch);
                     }
-                    return Ok(Some(self.chunk(&part)));
                 }
+                Err(_) => self.ended = true,
             }
-            let Ok(batch) = self.rx.recv() else {
-                return Ok(None);
-            };
-            self.check(&batch)?;
-            self.batches += 1;
-            self.pending = Some((batch, 0));
         }
+        if self.pending_rows == 0 {
+            return Ok(None);
+        }
+        let n = self.pending_rows.min(self.window);
+        self.chunk(n).map(Some)
     }
 }
 
@@ -305,8 +336,9 @@ mod tests {
                 first_rows.push(first_row);
             }
         }
-        assert_eq!(sizes, [2, 2, 1, 1]);
-        assert_eq!(first_rows, [0, 2, 4, 5]);
+        // The last row of the first batch and the second batch make one window.
+        assert_eq!(sizes, [2, 2, 2]);
+        assert_eq!(first_rows, [0, 2, 4]);
         assert_eq!(errors, ["text column 'body' is null"]);
     }
 
@@ -339,7 +371,7 @@ mod tests {
         tx.send(other).unwrap();
         drop(tx);
         let mut s = BatchSource::new(&b.schema(), columns(), 8, "input", rx).unwrap();
-        assert!(s.next_chunk().unwrap().is_some());
+        // The window is filled before it is cut: the second batch is read at once.
         let e = s.next_chunk().unwrap_err().to_string();
         assert!(e.contains("column 'k' has type Utf8"), "{e}");
     }
