@@ -73,6 +73,23 @@ def find_onnxruntime() -> Optional[str]:
     return None
 
 
+def _runtime_library() -> Optional[str]:
+    """The wheel's library; with ``onnxruntime-gpu``, its CUDA and cuDNN libraries (the
+    ``nvidia-*`` wheels) are loaded first through ``onnxruntime.preload_dlls``, so that the CUDA
+    provider finds them as it does under Python onnxruntime."""
+    lib = find_onnxruntime()
+    if lib and os.path.exists(os.path.join(os.path.dirname(lib), "libonnxruntime_providers_cuda.so")):
+        try:
+            import onnxruntime
+
+            preload = getattr(onnxruntime, "preload_dlls", None)
+            if preload is not None:
+                preload()
+        except Exception as e:  # the provider then says what it misses
+            log.warning("could not preload the CUDA libraries of onnxruntime-gpu: %s", e)
+    return lib
+
+
 _ENGINES: Dict[str, _Engine] = {}
 _ENGINES_LOCK = threading.Lock()
 
@@ -82,14 +99,14 @@ def _engine_for(yaml: str) -> _Engine:
     with _ENGINES_LOCK:
         e = _ENGINES.get(yaml)
         if e is None:
-            e = _Engine(yaml, "the pipeline", [], False, find_onnxruntime())
+            e = _Engine(yaml, "the pipeline", [], False, _runtime_library())
             _ENGINES[yaml] = e
         return e
 
 
 def _yaml_value(v: Any) -> str:
     # JSON is YAML: numbers, booleans, null, lists and mappings keep their types.
-    return v if isinstance(v, str) else json.dumps(v)
+    return v if isinstance(v, str) else json.dumps(v, default=str)
 
 
 def _as_batches(data: Any) -> Tuple[pa.Schema, Iterable[pa.RecordBatch]]:
@@ -226,13 +243,14 @@ class Pipeline:
         _file: str = "the pipeline",
     ):
         if isinstance(config, Mapping):
-            text = json.dumps(dict(config))
+            # Paths and other plain values become their text.
+            text = json.dumps(dict(config), default=str)
         elif isinstance(config, str):
             text = config
         else:
             raise TypeError("config: a dict or YAML text (Pipeline.from_yaml reads a file)")
         sets = [(k, _yaml_value(v)) for k, v in (overrides or {}).items()]
-        self._engine = _Engine(text, _file, sets, True, ort_lib or find_onnxruntime())
+        self._engine = _Engine(text, _file, sets, True, ort_lib or _runtime_library())
 
     @classmethod
     def from_yaml(

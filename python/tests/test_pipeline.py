@@ -122,7 +122,7 @@ def test_empty_input(pipeline, sample):
 
 def test_a_dict_pipeline_without_source_or_sink():
     p = bertflow.Pipeline(
-        {"tasks": {"sentiment": {"model": str(ROOT / "tests/fixtures/tasks/bert-sentiment")}}},
+        {"tasks": {"sentiment": {"model": ROOT / "tests/fixtures/tasks/bert-sentiment"}}},
         overrides={"batching.max_batch_size": 4},
     )
     out = p.enrich({"text": ["good", "bad", "fine"]})
