@@ -10,6 +10,7 @@ pub mod precision;
 pub mod runtime;
 pub mod session;
 pub mod tokenizer;
+pub mod wordpiece;
 
 pub use files::ModelDir;
 pub use precision::Precision;

@@ -38,6 +38,8 @@ pub struct TextTokenizer {
     pub key: u64,
     /// The same tokenizer without truncation: produces the raw encodings that are shared.
     raw: Tokenizer,
+    /// The WordPiece fast path, for BERT tokenizers (offset-free encodings only).
+    fast: Option<super::wordpiece::FastWordPiece>,
     pub cls_id: Option<u32>,
     pub unk_id: Option<u32>,
     /// The model's continuing-subword prefix (`##` for WordPiece), when it has one.
@@ -144,9 +146,11 @@ impl TextTokenizer {
                     format!("cannot truncate at {} tokens: {e}", truncation.max_length),
                 )
             })?;
+        let fast = super::wordpiece::FastWordPiece::for_tokenizer(&raw);
         Ok(TextTokenizer {
             inner,
             raw,
+            fast,
             pad_id,
             truncation,
             key: h.finish(),
@@ -233,7 +237,28 @@ impl TextTokenizer {
 
     /// [`TextTokenizer::encode_raw`] without character offsets (every offset is zero): the
     /// same token ids, for tasks that never map tokens back to the text.
+    /// BERT WordPiece tokenizers take [`FastWordPiece`](super::wordpiece::FastWordPiece) for the
+    /// texts it covers (ASCII, no added token) and the tokenizers library for the rest.
     pub fn encode_raw_fast(&self, texts: &[&str]) -> Vec<std::result::Result<Encoding, String>> {
+        let Some(fast) = &self.fast else {
+            return self.encode_raw_library(texts);
+        };
+        let mut out: Vec<Option<std::result::Result<Encoding, String>>> =
+            texts.iter().map(|t| fast.encoding(t).map(Ok)).collect();
+        let rest: Vec<usize> = (0..texts.len()).filter(|&i| out[i].is_none()).collect();
+        if !rest.is_empty() {
+            let strs: Vec<&str> = rest.iter().map(|&i| texts[i]).collect();
+            for (i, r) in rest.into_iter().zip(self.encode_raw_library(&strs)) {
+                out[i] = Some(r);
+            }
+        }
+        out.into_iter()
+            .map(|r| r.expect("every text encoded"))
+            .collect()
+    }
+
+    /// [`TextTokenizer::encode_raw_fast`] through the tokenizers library alone.
+    pub fn encode_raw_library(&self, texts: &[&str]) -> Vec<std::result::Result<Encoding, String>> {
         match self.raw.encode_batch_fast(texts.to_vec(), false) {
             Ok(encs) => encs.into_iter().map(Ok).collect(),
             Err(_) => texts
