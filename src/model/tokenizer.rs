@@ -243,8 +243,19 @@ impl TextTokenizer {
         let Some(fast) = &self.fast else {
             return self.encode_raw_library(texts);
         };
+        // Large windows are cut into slices tokenized on every core (the tokenizers library's
+        // own pool, as for the library's batches); small ones stay on this thread.
         let mut out: Vec<Option<std::result::Result<Encoding, String>>> =
-            texts.iter().map(|t| fast.encoding(t).map(Ok)).collect();
+            if texts.len() >= PARALLEL_TEXTS {
+                use rayon::prelude::*;
+                texts
+                    .par_iter()
+                    .with_min_len(PARALLEL_TEXTS / 4)
+                    .map(|t| fast.encoding(t).map(Ok))
+                    .collect()
+            } else {
+                texts.iter().map(|t| fast.encoding(t).map(Ok)).collect()
+            };
         let rest: Vec<usize> = (0..texts.len()).filter(|&i| out[i].is_none()).collect();
         if !rest.is_empty() {
             let strs: Vec<&str> = rest.iter().map(|&i| texts[i]).collect();
@@ -352,6 +363,9 @@ fn subword_prefix(t: &Tokenizer) -> Option<String> {
         .filter(|s| !s.is_empty())
         .map(str::to_string)
 }
+
+/// Windows of at least this many texts are tokenized on every core by the fast path.
+const PARALLEL_TEXTS: usize = 256;
 
 /// Per-chunk cache of raw single-text tokenizations, keyed by tokenizer identity: tasks whose
 /// tokenizers are identical (whatever their truncation) tokenize a chunk once.
@@ -542,12 +556,22 @@ mod tests {
             },
         )
         .unwrap();
-        let texts = [
+        let base = [
             "Ünïcödé façade, naïve café.",
             "東京は日本の首都です。 🙂🙂 don't stop  now",
             "",
             "a plain sentence with words",
+            "[CLS] an added token, and a [MASK]",
+            "Long-ish text: with punctuation!!! and UPPER case, tabs\tand\nnewlines.",
         ];
+        // Enough texts for the parallel fast path too, the texts it leaves to the library
+        // among them, in order.
+        let texts: Vec<&str> = base
+            .iter()
+            .cycle()
+            .take(6 * PARALLEL_TEXTS / 5)
+            .copied()
+            .collect();
         let with = t.encode_raw(&texts);
         let without = t.encode_raw_fast(&texts);
         for (a, b) in with.iter().zip(&without) {
@@ -555,6 +579,7 @@ mod tests {
             assert_eq!(a.get_ids(), b.get_ids());
             assert_eq!(a.get_type_ids(), b.get_type_ids());
         }
+        assert_eq!(with.len(), without.len());
         let owned: Vec<Option<Arc<str>>> = texts.iter().map(|s| Some(Arc::from(*s))).collect();
         let fast = TokenCache::without_offsets([t.key()].into()).raw(&t, &owned);
         let slow = TokenCache::default().raw(&t, &owned);
