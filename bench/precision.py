@@ -149,6 +149,37 @@ def st_backends(corpus, st_dir, emb_path, out_json):
         json.dump(out, f, indent=1)
 
 
+def st_onnx_backends(corpus, st_dir, emb_path, out_json):
+    """sentence-transformers' ONNX backends (optimum-onnx, which cannot share an environment with
+    optimum-intel, so it runs from a third one): fp32 (`backend="onnx"`) and its dynamically
+    quantized int8 export for this CPU's instructions (avx512_vnni, else avx512, else avx2);
+    time and cosine to the torch embeddings."""
+    from sentence_transformers import SentenceTransformer, export_dynamic_quantized_onnx_model
+    texts = pq.read_table(corpus).column("text").to_pylist()
+    ref = np.array(pq.read_table(emb_path).column("embedding").to_pylist(), dtype=np.float64)
+    ref /= np.linalg.norm(ref, axis=1, keepdims=True)
+    flags = set(next((l.split(":", 1)[1].split() for l in open("/proc/cpuinfo") if l.startswith("flags")), []))
+    config = "avx512_vnni" if "avx512_vnni" in flags else "avx512" if "avx512f" in flags else "avx2"
+    st = SentenceTransformer(st_dir, device="cpu", backend="onnx")
+    export_dynamic_quantized_onnx_model(st, config, st_dir)
+    out = {}
+    for key, label, kwargs in [
+        ("onnx", "(fp32)", {}),
+        ("onnx_int8", f"(dynamic int8, {config})", {"file_name": f"onnx/model_qint8_{config}.onnx"}),
+    ]:
+        st = SentenceTransformer(st_dir, device="cpu", backend="onnx", model_kwargs=kwargs)
+        st.encode(texts[:64])
+        t = time.perf_counter()
+        got = np.asarray(st.encode(texts, batch_size=32), dtype=np.float64)
+        secs = time.perf_counter() - t
+        got /= np.linalg.norm(got, axis=1, keepdims=True)
+        cos = (got * ref).sum(1)
+        out[key] = {"backend": "onnx", "label": label, "seconds": secs,
+                    "min_cosine": float(cos.min()), "mean_cosine": float(cos.mean())}
+    with open(out_json, "w") as f:
+        json.dump(out, f, indent=1)
+
+
 def score(emb_path, bertflow_parquet):
     st = np.array(pq.read_table(emb_path).column("embedding").to_pylist(), dtype=np.float64)
     got = np.array(pq.read_table(bertflow_parquet).column("embedding").to_pylist(), dtype=np.float64)
@@ -160,4 +191,5 @@ def score(emb_path, bertflow_parquet):
 
 if __name__ == "__main__":
     cmd, *args = sys.argv[1:]
-    {"models": make_models, "baseline": baseline, "st_backends": st_backends, "score": score}[cmd](*args)
+    {"models": make_models, "baseline": baseline, "st_backends": st_backends,
+     "st_onnx_backends": st_onnx_backends, "score": score}[cmd](*args)

@@ -28,6 +28,14 @@ if ! "$OVENV/bin/python" -c 'import optimum.intel, openvino, sentence_transforme
     "optimum-intel==2.2.*" "openvino==2026.4.*" torch pyarrow >&2
 fi
 
+# sentence-transformers' ONNX backends: optimum-onnx cannot live beside optimum-intel, so a third
+# environment.
+ONNXENV="${BERTFLOW_CACHE:-$HOME/.cache/bertflow}/onnxbench"
+if ! "$ONNXENV/bin/python" -c 'import optimum.onnxruntime, sentence_transformers, pyarrow' 2>/dev/null; then
+  python3 -m venv "$ONNXENV"
+  "$ONNXENV/bin/pip" install -q --no-cache-dir "sentence-transformers[onnx]==5.*" pyarrow >&2
+fi
+
 # Models: MiniLM as exported by the set-up (plain) and a copy that gets the variants; fp32 task
 # heads on the same base, exported here, each with its variants.
 if [ ! -f "$M/minilm/model.onnx" ]; then
@@ -105,6 +113,9 @@ BENCH_THREADS=$THREADS "$PY" bench/precision.py baseline "$CORPUS" "$ST_DIR" "$M
 echo "== Python: sentence-transformers' OpenVINO backend" >&2
 rm -rf "$OUT/st_model" && cp -r "$ST_DIR" "$OUT/st_model"   # it writes its export beside the model
 BENCH_THREADS=$THREADS "$OVENV/bin/python" bench/precision.py st_backends "$CORPUS" "$OUT/st_model" "$OUT/st_embeddings.parquet" "$OUT/st_backends.json"
+echo "== Python: sentence-transformers' ONNX backends (fp32 and dynamic int8)" >&2
+rm -rf "$OUT/st_model_onnx" && cp -r "$ST_DIR" "$OUT/st_model_onnx"
+BENCH_THREADS=$THREADS "$ONNXENV/bin/python" bench/precision.py st_onnx_backends "$CORPUS" "$OUT/st_model_onnx" "$OUT/st_embeddings.parquet" "$OUT/st_onnx_backends.json"
 for r in embed_fp32 embed_fp32_fused embed_int8 embed_openvino_fp32 embed_openvino_bf16; do
   [ -f "$OUT/out/$r.parquet" ] || continue
   "$PY" bench/precision.py score "$OUT/st_embeddings.parquet" "$OUT/out/$r.parquet" > "$OUT/$r.cosine.json"
@@ -121,7 +132,10 @@ flags = set(next((l.split(":", 1)[1].split() for l in open("/proc/cpuinfo") if l
 keep = [f for f in ["avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16"] if f in flags]
 st_rps = n / py["st_encode_seconds"]
 # The strongest sentence-transformers backend measured in this run is the embeddings' baseline.
-py["st_backends"] = j("st_backends.json") if os.path.exists(os.path.join(out, "st_backends.json")) else {}
+py["st_backends"] = {}
+for f in ("st_onnx_backends.json", "st_backends.json"):
+    if os.path.exists(os.path.join(out, f)):
+        py["st_backends"].update(j(f))
 backends = {"torch": st_rps, **{k: n / v["seconds"] for k, v in py["st_backends"].items()}}
 best_name, best_rps = max(backends.items(), key=lambda kv: kv[1])
 four_rps = n / py["four_tasks_batched_seconds"]
