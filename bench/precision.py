@@ -121,14 +121,31 @@ def baseline(corpus, st_dir, task_models, out_json, emb_path):
         json.dump(out, f, indent=1)
 
 
+def _texts_and_reference(corpus, emb_path):
+    texts = pq.read_table(corpus).column("text").to_pylist()
+    ref = np.array(pq.read_table(emb_path).column("embedding").to_pylist(), dtype=np.float64)
+    ref /= np.linalg.norm(ref, axis=1, keepdims=True)
+    return texts, ref
+
+
+def _timed_backend(st, texts, ref, backend, label):
+    """One warm-up call, then the whole corpus in batches of 32: seconds and cosine to `ref`."""
+    st.encode(texts[:64])
+    t = time.perf_counter()
+    got = np.asarray(st.encode(texts, batch_size=32), dtype=np.float64)
+    secs = time.perf_counter() - t
+    got /= np.linalg.norm(got, axis=1, keepdims=True)
+    cos = (got * ref).sum(1)
+    return {"backend": backend, "label": label, "seconds": secs,
+            "min_cosine": float(cos.min()), "mean_cosine": float(cos.mean())}
+
+
 def st_backends(corpus, st_dir, emb_path, out_json):
     """sentence-transformers' OpenVINO backend (optimum-intel, which needs a newer transformers
     than the references pin, so it runs from its own environment): at its default precision (bf16
     on AMX, f32 elsewhere) and with a bf16 hint; time and cosine to the torch embeddings."""
     from sentence_transformers import SentenceTransformer
-    texts = pq.read_table(corpus).column("text").to_pylist()
-    ref = np.array(pq.read_table(emb_path).column("embedding").to_pylist(), dtype=np.float64)
-    ref /= np.linalg.norm(ref, axis=1, keepdims=True)
+    texts, ref = _texts_and_reference(corpus, emb_path)
     out = {}
     for key, label, cfg in [
         ("openvino", "(its default precision)", {"INFERENCE_NUM_THREADS": THREADS}),
@@ -137,14 +154,7 @@ def st_backends(corpus, st_dir, emb_path, out_json):
     ]:
         st = SentenceTransformer(st_dir, device="cpu", backend="openvino",
                                  model_kwargs={"ov_config": cfg})
-        st.encode(texts[:64])
-        t = time.perf_counter()
-        got = np.asarray(st.encode(texts, batch_size=32), dtype=np.float64)
-        secs = time.perf_counter() - t
-        got /= np.linalg.norm(got, axis=1, keepdims=True)
-        cos = (got * ref).sum(1)
-        out[key] = {"backend": "openvino", "label": label, "seconds": secs,
-                    "min_cosine": float(cos.min()), "mean_cosine": float(cos.mean())}
+        out[key] = _timed_backend(st, texts, ref, "openvino", label)
     with open(out_json, "w") as f:
         json.dump(out, f, indent=1)
 
@@ -155,9 +165,7 @@ def st_onnx_backends(corpus, st_dir, emb_path, out_json):
     quantized int8 export for this CPU's instructions (avx512_vnni, else avx512, else avx2);
     time and cosine to the torch embeddings."""
     from sentence_transformers import SentenceTransformer, export_dynamic_quantized_onnx_model
-    texts = pq.read_table(corpus).column("text").to_pylist()
-    ref = np.array(pq.read_table(emb_path).column("embedding").to_pylist(), dtype=np.float64)
-    ref /= np.linalg.norm(ref, axis=1, keepdims=True)
+    texts, ref = _texts_and_reference(corpus, emb_path)
     flags = set(next((l.split(":", 1)[1].split() for l in open("/proc/cpuinfo") if l.startswith("flags")), []))
     config = "avx512_vnni" if "avx512_vnni" in flags else "avx512" if "avx512f" in flags else "avx2"
     st = SentenceTransformer(st_dir, device="cpu", backend="onnx")
@@ -168,14 +176,7 @@ def st_onnx_backends(corpus, st_dir, emb_path, out_json):
         ("onnx_int8", f"(dynamic int8, {config})", {"file_name": f"onnx/model_qint8_{config}.onnx"}),
     ]:
         st = SentenceTransformer(st_dir, device="cpu", backend="onnx", model_kwargs=kwargs)
-        st.encode(texts[:64])
-        t = time.perf_counter()
-        got = np.asarray(st.encode(texts, batch_size=32), dtype=np.float64)
-        secs = time.perf_counter() - t
-        got /= np.linalg.norm(got, axis=1, keepdims=True)
-        cos = (got * ref).sum(1)
-        out[key] = {"backend": "onnx", "label": label, "seconds": secs,
-                    "min_cosine": float(cos.min()), "mean_cosine": float(cos.mean())}
+        out[key] = _timed_backend(st, texts, ref, "onnx", label)
     with open(out_json, "w") as f:
         json.dump(out, f, indent=1)
 

@@ -347,6 +347,16 @@ pub fn error_batch(schema: &SchemaRef, ids: ArrayRef, rows: &[ErrorRow]) -> Resu
     .map_err(|e| Error::sink("error output", e.to_string()))
 }
 
+/// The columns of a schema, for messages naming what is there (`id, text, source`).
+pub fn column_names(schema: &Schema) -> String {
+    schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The rows `rows` of a batch, in that order.
 pub fn take_rows(batch: &RecordBatch, rows: &[u32]) -> Result<RecordBatch> {
     let idx = arrow::array::UInt32Array::from(rows.to_vec());

@@ -26,9 +26,11 @@ pub struct FastWordPiece {
     cont: FxHashMap<String, u32>,
     unk: u32,
     max_chars: usize,
-    /// Added tokens as they could match in the text (and lowercased): a text holding one goes
+    /// Added tokens with ASCII content, lowercased: a text holding one (in any case) goes
     /// through the tokenizers library.
-    added: Vec<String>,
+    added: Vec<Vec<u8>>,
+    /// The first bytes (both cases) of `added`: the only places a match is looked for.
+    added_starts: [bool; 128],
 }
 
 fn as_str<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
@@ -72,14 +74,18 @@ impl FastWordPiece {
             cont = first.clone();
         }
         let unk = *first.get(unk_token)?;
-        let mut added = Vec::new();
+        let mut added: Vec<Vec<u8>> = Vec::new();
+        let mut added_starts = [false; 128];
         for a in json.get("added_tokens")?.as_array()? {
             let c = as_str(a, "content")?;
-            if c.is_empty() {
+            // Content that is empty or not ASCII never occurs in a text this path takes.
+            if c.is_empty() || !c.is_ascii() {
                 continue;
             }
-            added.push(c.to_string());
-            added.push(c.to_lowercase());
+            let c = c.to_ascii_lowercase().into_bytes();
+            added_starts[c[0] as usize] = true;
+            added_starts[c[0].to_ascii_uppercase() as usize] = true;
+            added.push(c);
         }
         Some(FastWordPiece {
             lowercase,
@@ -88,6 +94,7 @@ impl FastWordPiece {
             unk,
             max_chars,
             added,
+            added_starts,
         })
     }
 
@@ -97,16 +104,14 @@ impl FastWordPiece {
         if !text.is_ascii() {
             return None;
         }
-        if self
-            .added
-            .iter()
-            .any(|a| text.contains(a.as_str()) || (self.lowercase && contains_ignore_case(text, a)))
-        {
-            return None;
-        }
         let mut ids = Vec::with_capacity(text.len() / 3 + 2);
         let mut word: Vec<u8> = Vec::with_capacity(32);
-        for &b in text.as_bytes() {
+        let bytes = text.as_bytes();
+        for (i, &b) in bytes.iter().enumerate() {
+            // An added token here (`[CLS]`, `[MASK]`): the library splits it off.
+            if self.added_starts[b as usize] && self.added_at(&bytes[i..]) {
+                return None;
+            }
             match b {
                 b' ' | b'\t' | b'\n' | b'\r' => {
                     self.word(&word, &mut ids);
@@ -128,6 +133,14 @@ impl FastWordPiece {
         }
         self.word(&word, &mut ids);
         Some(ids)
+    }
+
+    /// Whether an added token starts `rest` (ignoring case: a lowercasing normalizer matches
+    /// either; for the others this only sends a few more texts to the library).
+    fn added_at(&self, rest: &[u8]) -> bool {
+        self.added
+            .iter()
+            .any(|a| rest.len() >= a.len() && rest[..a.len()].eq_ignore_ascii_case(a))
     }
 
     /// WordPiece of one word: the longest vocabulary match first.
@@ -188,11 +201,6 @@ impl FastWordPiece {
     }
 }
 
-fn contains_ignore_case(text: &str, needle: &str) -> bool {
-    let (t, n) = (text.as_bytes(), needle.as_bytes());
-    n.len() <= t.len() && t.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,10 +225,9 @@ mod tests {
             }
             None => assert!(
                 !text.is_ascii()
-                    || fast
-                        .added
-                        .iter()
-                        .any(|a| text.to_lowercase().contains(&a.to_lowercase())),
+                    || fast.added.iter().any(|a| text
+                        .to_ascii_lowercase()
+                        .contains(std::str::from_utf8(a).unwrap())),
                 "{text:?} left the fast path"
             ),
         }
@@ -232,6 +239,19 @@ mod tests {
         assert!(FastWordPiece::for_tokenizer(&t).is_some());
         let r = tokenizer("tests/fixtures/tasks/roberta-sentiment");
         assert!(FastWordPiece::for_tokenizer(&r).is_none());
+    }
+
+    #[test]
+    fn only_texts_holding_an_added_token_leave_the_fast_path() {
+        let t = tokenizer("tests/fixtures/tasks/bert-sentiment");
+        let f = FastWordPiece::for_tokenizer(&t).unwrap();
+        for text in ["x[MASK]y", "[cls] first", "ends with [SEP]", "Ünïcödé"] {
+            assert!(f.ids(text).is_none(), "{text:?}");
+        }
+        for text in ["see [1] and [citation]", "[CL S]", "a [ b", "["] {
+            assert!(f.ids(text).is_some(), "{text:?}");
+            check(&t, &f, text);
+        }
     }
 
     #[test]

@@ -22,7 +22,7 @@ use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 use super::config::{ParquetSourceConfig, Shard};
 use crate::connector::storage::{self as store, Location, Object, StorageOptions};
 use crate::connector::text::extract_texts;
-use crate::connector::{Source, TextColumnRequest};
+use crate::connector::{column_names, Source, TextColumnRequest};
 use crate::error::{Error, Result};
 use crate::record::{Chunk, Origin, TextColumn};
 
@@ -255,15 +255,6 @@ fn open_builder(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>> {
             ),
         )
     })
-}
-
-fn column_names(schema: &Schema) -> String {
-    schema
-        .fields()
-        .iter()
-        .map(|f| f.name().as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 impl ParquetSource {

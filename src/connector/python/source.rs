@@ -13,7 +13,7 @@ use crossbeam_channel::Receiver;
 
 use super::config::PythonSourceConfig;
 use crate::connector::text::extract_texts;
-use crate::connector::{Source, TextColumnRequest};
+use crate::connector::{column_names, Source, TextColumnRequest};
 use crate::error::{Error, Result};
 use crate::record::{Chunk, Origin, TextColumn};
 
@@ -41,22 +41,13 @@ impl Columns {
         }
     }
 
-    fn names(schema: &Schema) -> String {
-        schema
-            .fields()
-            .iter()
-            .map(|f| f.name().as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
-
     /// The output fields the input contributes (`id`, then the passthrough columns), or why
     /// `schema` cannot be read: a missing column, named with the setting that names it.
     pub fn fields(&self, schema: &Schema) -> Result<Vec<FieldRef>> {
         let missing = |what: &str, name: &str, fix: &str| {
             Error::config(format!(
                 "the input has no {what} column '{name}' (columns: {}); {fix}",
-                Self::names(schema)
+                column_names(schema)
             ))
         };
         if schema.field_with_name(&self.text).is_err() {

@@ -43,3 +43,48 @@ impl SinkSpec for PythonSinkConfig {
         Err(Error::config(format!("sink.python {HOST_ONLY}")))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::PipelineConfig;
+
+    fn load(yaml: &str) -> crate::error::Result<PipelineConfig> {
+        PipelineConfig::from_yaml_str(yaml, &[], &[])
+    }
+
+    #[test]
+    fn the_command_line_cannot_open_the_python_connectors() {
+        let cfg = load(
+            "source: {python: {text_column: body}}\ntasks: {embed: {model: m}}\nsink: {python: {}}\n",
+        )
+        .unwrap();
+        let shutdown = crate::lifecycle::Shutdown::new();
+        let e = cfg
+            .source
+            .spec()
+            .open(crate::connector::SourceOptions {
+                passthrough: &[],
+                text_columns: &[],
+                window: 8,
+                sink_commits: false,
+                shutdown,
+            })
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("source.python is fed by the bertflow Python package"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_error_file_or_topic_is_refused_beside_the_python_sink() {
+        let e = load(
+            "source: {python: {}}\ntasks: {embed: {model: m}}\nsink: {python: {}, errors: {path: e.parquet}}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("hands failed records back to Python"), "{e}");
+    }
+}
