@@ -9,7 +9,7 @@ REFENV="${REFENV:-$HOME/.cache/bertflow/refenv}"
 PY="$REFENV/bin/python"
 BIN="${CARGO_TARGET_DIR:-$HOME/.cache/bertflow/target}/release/bertflow"
 RECORDS="${1:-2000}"
-[ -f .bench/corpus.parquet ] || "$PY" bench/make_corpus.py "$(ls "${BERTFLOW_CACHE:-$HOME/.cache/bertflow}"/wheels/vaderSentiment-3.3.2.tar.gz)"
+[ -f .bench/corpus.parquet ] || "$PY" bench/make_corpus.py
 "$PY" -m pip install -q --disable-pip-version-check "pyspark==4.3.*" "ray[data]==2.60.*" pandas
 whl=$(bash scripts/python_env.sh wheel)
 "$PY" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps "$whl"

@@ -1,9 +1,15 @@
 """Benchmark corpus: 10,000 VADER snippets (movie reviews, tweets, Amazon reviews, NYT editorials,
 in their natural length mix) plus 200 long documents (30 consecutive NYT snippets each),
-written to .bench/corpus.parquet. Source: the vaderSentiment 3.3.2 sdist (MIT)."""
+written to .bench/corpus.parquet. Source: the vaderSentiment 3.3.2 sdist (MIT), taken from
+$BERTFLOW_CACHE/wheels (default ~/.cache/bertflow/wheels) or downloaded there from PyPI.
+
+    python bench/make_corpus.py [SDIST [OUT]]
+"""
 
 import io
+import os
 import pathlib
+import subprocess
 import sys
 import tarfile
 
@@ -18,7 +24,23 @@ FILES = [
 ]
 
 
-def main(sdist, out=".bench/corpus.parquet", short=10_000, long_docs=200):
+SDIST = "vaderSentiment-3.3.2.tar.gz"
+
+
+def sdist_path():
+    """The sdist in the cache's wheels folder, downloaded from PyPI when it is not there yet."""
+    cache = pathlib.Path(os.environ.get("BERTFLOW_CACHE", pathlib.Path.home() / ".cache/bertflow"))
+    path = cache / "wheels" / SDIST
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
+                        "--no-binary", ":all:", "--no-build-isolation", "vaderSentiment==3.3.2",
+                        "-d", str(path.parent)], check=True)
+    return path
+
+
+def main(sdist=None, out=".bench/corpus.parquet", short=10_000, long_docs=200):
+    sdist = sdist or sdist_path()
     with tarfile.open(sdist) as outer:
         m = next(m for m in outer.getmembers() if m.name.endswith("hutto_ICWSM_2014.tar.gz"))
         inner_bytes = outer.extractfile(m).read()

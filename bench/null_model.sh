@@ -17,7 +17,7 @@ REPEATS="${1:-5}"
 OUT=.bench/null
 MODEL="$OUT/null-model"
 mkdir -p "$OUT/out"
-[ -f .bench/corpus.parquet ] || "$PY" bench/make_corpus.py "$(ls "$CACHE"/wheels/vaderSentiment-3.3.2.tar.gz)"
+[ -f .bench/corpus.parquet ] || "$PY" bench/make_corpus.py
 
 if [ ! -f "$MODEL/model.onnx" ]; then
   rm -rf "$MODEL" && mkdir -p "$MODEL"

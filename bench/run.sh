@@ -8,7 +8,7 @@ PY="$REFENV/bin/python"
 BIN="${CARGO_TARGET_DIR:-$HOME/.cache/bertflow/target}/release/bertflow"
 OUT=.bench
 mkdir -p "$OUT/out"
-[ -f "$OUT/corpus.parquet" ] || "$PY" bench/make_corpus.py "$(ls "${BERTFLOW_CACHE:-$HOME/.cache/bertflow}"/wheels/vaderSentiment-3.3.2.tar.gz)"
+[ -f "$OUT/corpus.parquet" ] || "$PY" bench/make_corpus.py
 
 bench() { # name, extra --set arguments...
   local name=$1; shift
