@@ -368,9 +368,7 @@ class Pipeline:
                 first = next(it)
             except StopIteration:
                 return _EmptyRun()  # type: ignore[return-value]
-            if isinstance(first, pa.Table):
-                schema = first.schema
-            elif isinstance(first, pa.RecordBatch):
+            if isinstance(first, (pa.Table, pa.RecordBatch)):
                 schema = first.schema
             else:
                 raise TypeError(
