@@ -116,7 +116,8 @@ pub struct RuntimeConfig {
     /// Default: 0
     #[serde(default)]
     pub inter_op_threads: usize,
-    /// ONNX Runtime graph optimisations.
+    /// ONNX Runtime graph optimisations (CPU and CUDA providers; with OpenVINO they are off,
+    /// since OpenVINO optimises the graph as it compiles it).
     #[serde(default = "default_graph_opt")]
     pub graph_optimization_level: GraphOptimization,
     /// I/O binding: each batch's inputs are written into page-locked (pinned) host memory from

@@ -230,7 +230,16 @@ fn native_precisions() -> Vec<String> {
                     ok.push(p.name());
                 }
             }
-            format!("{}: {}", ep.name(), ok.join(" "))
+            let mut line = format!("{}: {}", ep.name(), ok.join(" "));
+            if ep == ExecutionProvider::Openvino && ok.contains(&"bf16") && !cpu.has("amx_bf16")
+            {
+                // AVX512-BF16 alone: OpenVINO's bf16 products were measured slower than its
+                // fp32 ones on a Xeon whose AMX was not exposed (docs/benchmarks.md).
+                line.push_str(
+                    " (bf16 through AVX512-BF16 without AMX: can be slower than fp32, compare both with `bertflow bench`)",
+                );
+            }
+            line
         })
         .collect()
 }

@@ -380,8 +380,16 @@ impl OnnxModel {
             }
             _ => {}
         }
+        // OpenVINO compiles and optimises the graph itself; ONNX Runtime's passes would only
+        // undo what it relies on (constant folding turns a variant's float16-stored weights,
+        // which OpenVINO keeps compressed, back into float32 copies).
+        let level = if accel == Some(ExecutionProvider::Openvino) {
+            GraphOptimizationLevel::Disable
+        } else {
+            opt_level(cfg.graph_optimization_level)
+        };
         b = b
-            .with_optimization_level(opt_level(cfg.graph_optimization_level))
+            .with_optimization_level(level)
             .map_err(|e| err(e.into()))?;
         if cfg.intra_op_threads > 0 {
             b = b
