@@ -209,9 +209,12 @@ pub struct Inspection {
 /// int8 dot-product instructions; bf16 on ONNX Runtime's kernels only on aarch64, through
 /// OpenVINO with AMX-BF16 or AVX512-BF16).
 fn native_precisions() -> Vec<String> {
+    native_precisions_on(&super::precision::CpuFeatures::detect())
+}
+
+fn native_precisions_on(cpu: &super::precision::CpuFeatures) -> Vec<String> {
     use super::config::ExecutionProvider;
-    use super::precision::{CpuFeatures, Precision};
-    let cpu = CpuFeatures::detect();
+    use super::precision::Precision;
     [ExecutionProvider::Cpu, ExecutionProvider::Openvino]
         .iter()
         .map(|&ep| {
@@ -447,5 +450,37 @@ impl fmt::Display for Inspection {
             writeln!(f, "problem       {p}")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod native_precision_tests {
+    use super::native_precisions_on;
+    use crate::model::precision::CpuFeatures;
+
+    fn line(flags: &str, provider: &str) -> String {
+        let cpu = CpuFeatures::from_cpuinfo(
+            &format!("model name\t: test\nflags\t\t: {flags}\n"),
+            "x86_64",
+        );
+        native_precisions_on(&cpu)
+            .into_iter()
+            .find(|l| l.starts_with(provider))
+            .unwrap()
+    }
+
+    #[test]
+    fn bf16_without_amx_is_listed_with_a_warning_and_with_amx_without() {
+        let avx = line("avx2 fma avx512f avx512_vnni avx512_bf16", "openvino");
+        assert!(avx.contains("bf16"), "{avx}");
+        assert!(avx.contains("can be slower than fp32"), "{avx}");
+        let amx = line(
+            "avx2 fma avx512f avx512_vnni avx512_bf16 amx_tile amx_int8 amx_bf16",
+            "openvino",
+        );
+        assert!(amx.contains("bf16"), "{amx}");
+        assert!(!amx.contains("slower"), "{amx}");
+        let plain = line("avx2 fma", "openvino");
+        assert!(!plain.contains("bf16"), "{plain}");
     }
 }

@@ -246,6 +246,21 @@ fn openvino_provider(
     ep
 }
 
+/// The graph optimisations ONNX Runtime applies for `accel`: OpenVINO compiles and optimises
+/// the graph itself, and ONNX Runtime's passes would only undo what it relies on (constant
+/// folding turns a variant's float16-stored weights, which OpenVINO keeps compressed, back into
+/// float32 copies), so they are off there.
+fn graph_optimization(
+    accel: Option<ExecutionProvider>,
+    configured: GraphOptimization,
+) -> GraphOptimization {
+    if accel == Some(ExecutionProvider::Openvino) {
+        GraphOptimization::Disable
+    } else {
+        configured
+    }
+}
+
 fn opt_level(g: GraphOptimization) -> GraphOptimizationLevel {
     match g {
         GraphOptimization::Disable => GraphOptimizationLevel::Disable,
@@ -380,16 +395,11 @@ impl OnnxModel {
             }
             _ => {}
         }
-        // OpenVINO compiles and optimises the graph itself; ONNX Runtime's passes would only
-        // undo what it relies on (constant folding turns a variant's float16-stored weights,
-        // which OpenVINO keeps compressed, back into float32 copies).
-        let level = if accel == Some(ExecutionProvider::Openvino) {
-            GraphOptimizationLevel::Disable
-        } else {
-            opt_level(cfg.graph_optimization_level)
-        };
         b = b
-            .with_optimization_level(level)
+            .with_optimization_level(opt_level(graph_optimization(
+                accel,
+                cfg.graph_optimization_level,
+            )))
             .map_err(|e| err(e.into()))?;
         if cfg.intra_op_threads > 0 {
             b = b
@@ -651,4 +661,22 @@ fn run_bound<'a>(
     session
         .run_binding(&b.binding)
         .map_err(|e| Error::Inference(e.to_string()))
+}
+
+#[cfg(test)]
+mod graph_optimization_tests {
+    use super::graph_optimization;
+    use crate::model::config::{ExecutionProvider, GraphOptimization};
+
+    #[test]
+    fn openvino_sessions_skip_onnx_runtime_passes_and_others_keep_the_configured_level() {
+        for g in [GraphOptimization::Basic, GraphOptimization::All] {
+            assert_eq!(
+                graph_optimization(Some(ExecutionProvider::Openvino), g),
+                GraphOptimization::Disable
+            );
+            assert_eq!(graph_optimization(None, g), g);
+            assert_eq!(graph_optimization(Some(ExecutionProvider::Cuda), g), g);
+        }
+    }
 }

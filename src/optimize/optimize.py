@@ -8,8 +8,8 @@ PRECISION: fp32 (fused graph), int8 (fused, then dynamic int8 quantisation with 
 weights), fp16 (fused for the GPU, then float16 with fp32 inputs and outputs), bf16 (the fused
 fp32 graph; bf16 matrix products are a session setting; with --as-exported, the exported graph
 with its float32 weights stored as float16, which OpenVINO keeps compressed at bf16). MODEL_TYPE
-is the config.json model type (bert, distilbert, roberta, xlm-roberta, camembert). NUM_HEADS / HIDDEN of 0: detected from the
-graph. --keep-fp32 leaves the named matrix products of every layer in fp32 when quantizing
+is the config.json model type (bert, distilbert, roberta, xlm-roberta, camembert). NUM_HEADS /
+HIDDEN of 0: detected from the graph. --keep-fp32 leaves the named matrix products of every layer in fp32 when quantizing
 (ffn_output: the product after the GELU, whose inputs have the widest range; attention_output:
 the projection after attention). --pool ends the graph in sentence-transformers' pooling of the
 token embeddings output OUTPUT over the attention mask (modes cls, max, mean, mean_sqrt_len,
