@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the container images with podman (no Docker engine needed) and check them as a user runs
 # them: `make image-check`. Not part of `make test` (it compiles bertflow inside the build
-# stage: about 15 minutes on 2 cores the first time).
+# stage: about 25 minutes on 2 cores the first time); `make test` runs the fast recipe guard,
+# scripts/image_recipes.py, instead.
 #
 #   1. local stand-ins of the base images the Dockerfiles name: debian:bookworm-slim from
 #      debootstrap, rust:1.95-bookworm = that base + build tools + this machine's Rust toolchain;
@@ -24,6 +25,7 @@ CA="${CA_BUNDLE_FILE:-/etc/ssl/certs/ca-certificates.crt}"
 MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 CUDA="${IMAGE_CHECK_CUDA:-1}"
 mkdir -p "$WORK"
+started=$(date +%s)
 P=(podman --runtime runc)
 log() { printf '[images] %s\n' "$*"; }
 fail() { printf '[images] FAILED: %s\n' "$*" >&2; exit 1; }
@@ -169,6 +171,12 @@ result "SIGTERM to PID 1 of a 40,000-record job: stopped in $(printf '%.1f' "$to
 # ------------------------------------------------------------------ CUDA image (no GPU here)
 if [ "$CUDA" = 1 ]; then
   build docker/Dockerfile.cuda bertflow:cuda
+  # Its build stage is docker/Dockerfile's, step for step, so the compiled binary comes from the
+  # CPU build's layer cache instead of a second release build.
+  grep -A1 -F 'STEP' "$WORK/build-Dockerfile.cuda.log" | grep -A1 -F 'cargo build --release' \
+    | grep -q -- '--> Using cache' \
+    || fail "the CUDA image compiled bertflow again: its build stage no longer matches docker/Dockerfile's (log: $WORK/build-Dockerfile.cuda.log)"
+  result "CUDA image: build stage taken from the CPU image's layer cache (no second release build)"
   result "CUDA image: its build-time ldd check found every library the CUDA provider needs but the driver's libcuda"
   v=$("${P[@]}" run --rm bertflow:cuda --version)
   [[ "$v" == bertflow* ]] || fail "cuda --version printed '$v'"
@@ -226,6 +234,7 @@ if [ "$started_kafka" = 1 ]; then bash scripts/kafka.sh stop >/dev/null; fi
 [ "$code" = 0 ] || fail "the compose worker exited $code on SIGTERM (log: $WORK/worker.log)"
 result "compose worker command in the image on the host network: $got of $n messages enriched (exactly once), SIGTERM -> exit 0, $(( $(now) - t )) s"
 
+result "image check done in $(( $(now) - started )) s"
 echo
 echo "image check summary"
 for r in "${results[@]}"; do echo "  $r"; done
