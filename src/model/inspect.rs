@@ -192,6 +192,10 @@ pub struct Inspection {
     pub tokenizer_type: String,
     pub tokenizer_vocab_size: usize,
     pub pooling: Option<String>,
+    /// The modules after pooling (`2_Dense 384 -> 768, tanh`, `Normalize`).
+    pub modules: Vec<String>,
+    /// The model's named prompts (`query "query: "`), the default one marked.
+    pub prompts: Vec<String>,
     /// What a sequence classifier reads pairs for (an NLI head, a cross-encoder).
     pub pair_head: Option<String>,
     pub tasks: Vec<&'static str>,
@@ -277,18 +281,39 @@ pub fn inspect(rt: &Arc<OrtRuntime>, dir: &std::path::Path) -> Result<Inspection
         problems.push("config.json has no id2label: labels will be LABEL_0, LABEL_1, ...".into());
     }
     let pooling = md.json("1_Pooling/config.json")?.map(|p| {
-        let modes: Vec<&str> = [
-            ("pooling_mode_cls_token", "cls"),
-            ("pooling_mode_mean_tokens", "mean"),
-            ("pooling_mode_max_tokens", "max"),
-            ("pooling_mode_mean_sqrt_len_tokens", "mean_sqrt_len"),
-        ]
-        .iter()
-        .filter(|(k, _)| p.get(*k).and_then(Value::as_bool).unwrap_or(false))
-        .map(|(_, n)| *n)
-        .collect();
-        modes.join("+")
+        let modes: Vec<&str> = match crate::task::embed::pools_from_st_config(&p) {
+            Ok(pools) => pools.iter().map(|p| p.name()).collect(),
+            Err(e) => {
+                problems.push(format!("1_Pooling/config.json: {e}"));
+                Vec::new()
+            }
+        };
+        let mut s = modes.join("+");
+        if p.get("include_prompt").and_then(Value::as_bool) == Some(false) {
+            s.push_str(" (prompt tokens left out: include_prompt false)");
+        }
+        s
     });
+    let modules = match crate::task::embed::modules::post_pooling(&md) {
+        Ok(m) => m
+            .iter()
+            .map(|m| match m {
+                crate::task::embed::Module::Dense(d) => format!(
+                    "{} Dense {} -> {}, {}",
+                    d.path,
+                    d.in_features,
+                    d.out_features,
+                    d.activation.name()
+                ),
+                crate::task::embed::Module::Normalize => "Normalize".to_string(),
+            })
+            .collect(),
+        Err(e) => {
+            problems.push(e.to_string());
+            Vec::new()
+        }
+    };
+    let prompts = prompts_of(&md);
     Ok(Inspection {
         dir: md.dir.display().to_string(),
         onnx: md.onnx.display().to_string(),
@@ -318,6 +343,8 @@ pub fn inspect(rt: &Arc<OrtRuntime>, dir: &std::path::Path) -> Result<Inspection
         tokenizer_type,
         tokenizer_vocab_size: tok.get_vocab_size(true),
         pooling,
+        modules,
+        prompts,
         pair_head: pair_head(&md).map(|h| match h {
             PairHead::Nli(s) | PairHead::CrossEncoder(s) => s,
         }),
@@ -327,6 +354,32 @@ pub fn inspect(rt: &Arc<OrtRuntime>, dir: &std::path::Path) -> Result<Inspection
         native_precisions: native_precisions(),
         problems,
     })
+}
+
+/// The named prompts of `config_sentence_transformers.json`, the default one marked.
+fn prompts_of(md: &ModelDir) -> Vec<String> {
+    let Ok(Some(v)) = md.json("config_sentence_transformers.json") else {
+        return Vec::new();
+    };
+    let default = v.get("default_prompt_name").and_then(Value::as_str);
+    v.get("prompts")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, p)| {
+                    format!(
+                        "{k} {}{}",
+                        serde_json::to_string(p).unwrap_or_default(),
+                        if default == Some(k.as_str()) {
+                            " (default)"
+                        } else {
+                            ""
+                        }
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The default length of each served task that cuts texts shorter than the model allows.
@@ -426,6 +479,12 @@ impl fmt::Display for Inspection {
         )?;
         if let Some(p) = &self.pooling {
             writeln!(f, "pooling       {p}")?;
+        }
+        for m in &self.modules {
+            writeln!(f, "then          {m}")?;
+        }
+        for p in &self.prompts {
+            writeln!(f, "prompt        {p}")?;
         }
         if let Some(h) = &self.pair_head {
             writeln!(f, "pair head     {h}")?;

@@ -393,19 +393,55 @@ impl TokenCache {
 
     /// Raw tokenizations of `texts` (`None` entries yield an error and are not tokenized).
     pub fn raw(&self, tokenizer: &TextTokenizer, texts: &[Option<Arc<str>>]) -> RawEncodings {
-        if let Some(v) = self.map.borrow().get(&tokenizer.key) {
+        let fast = self.without_offsets.contains(&tokenizer.key);
+        self.cached(tokenizer.key, tokenizer, texts, None, fast)
+    }
+
+    /// Raw tokenizations of `prompt` followed by each text (a task with a prompt), kept apart
+    /// from the texts' own; with character offsets (into the prompted text) only when `offsets`.
+    pub fn raw_prompted(
+        &self,
+        tokenizer: &TextTokenizer,
+        prompt: &str,
+        texts: &[Option<Arc<str>>],
+        offsets: bool,
+    ) -> RawEncodings {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (tokenizer.key, prompt, offsets).hash(&mut h);
+        self.cached(h.finish(), tokenizer, texts, Some(prompt), !offsets)
+    }
+
+    fn cached(
+        &self,
+        key: u64,
+        tokenizer: &TextTokenizer,
+        texts: &[Option<Arc<str>>],
+        prompt: Option<&str>,
+        fast: bool,
+    ) -> RawEncodings {
+        if let Some(v) = self.map.borrow().get(&key) {
             *self.hits.borrow_mut() += 1;
             return v.clone();
         }
         let present: Vec<usize> = (0..texts.len()).filter(|&i| texts[i].is_some()).collect();
-        let strs: Vec<&str> = present
-            .iter()
-            .map(|&i| texts[i].as_deref().unwrap_or_default())
-            .collect();
+        let prompted: Vec<String> = match prompt {
+            Some(p) => present
+                .iter()
+                .map(|&i| format!("{p}{}", texts[i].as_deref().unwrap_or_default()))
+                .collect(),
+            None => Vec::new(),
+        };
+        let strs: Vec<&str> = match prompt {
+            Some(_) => prompted.iter().map(String::as_str).collect(),
+            None => present
+                .iter()
+                .map(|&i| texts[i].as_deref().unwrap_or_default())
+                .collect(),
+        };
         let mut out: Vec<std::result::Result<Encoding, String>> = (0..texts.len())
             .map(|_| Err("no text".to_string()))
             .collect();
-        let encoded = if self.without_offsets.contains(&tokenizer.key) {
+        let encoded = if fast {
             tokenizer.encode_raw_fast(&strs)
         } else {
             tokenizer.encode_raw(&strs)
@@ -414,7 +450,7 @@ impl TokenCache {
             out[i] = r;
         }
         let out = Arc::new(out);
-        self.map.borrow_mut().insert(tokenizer.key, out.clone());
+        self.map.borrow_mut().insert(key, out.clone());
         out
     }
 

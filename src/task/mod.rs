@@ -9,6 +9,7 @@ pub mod embed;
 pub mod ner;
 pub mod pairs;
 pub mod passages;
+pub mod prompt;
 pub mod qa;
 pub mod quality;
 pub mod sentiment;
@@ -220,8 +221,19 @@ pub(crate) fn single_text_featurized(
     cache: &TokenCache,
     tokenizer: &crate::model::TextTokenizer,
 ) -> Featurized {
+    prompted_featurized(chunk, cache, tokenizer, None)
+}
+
+/// [`single_text_featurized`] with a prompt before every text ([`prompt`]): the prompted texts
+/// are tokenized together (as sentence-transformers does), without character offsets.
+pub(crate) fn prompted_featurized(
+    chunk: &Chunk,
+    cache: &TokenCache,
+    tokenizer: &crate::model::TextTokenizer,
+    prompt: Option<&str>,
+) -> Featurized {
     let mut errors = Vec::new();
-    let (features, truncated) = single_text_features(chunk, cache, tokenizer, &mut errors);
+    let (features, truncated) = single_text_features(chunk, cache, tokenizer, prompt, &mut errors);
     Featurized {
         features,
         errors,
@@ -234,9 +246,13 @@ fn single_text_features(
     chunk: &Chunk,
     cache: &TokenCache,
     tokenizer: &crate::model::TextTokenizer,
+    prompt: Option<&str>,
     stage_errors: &mut Vec<RecordError>,
 ) -> (Vec<Feature>, usize) {
-    let raw = cache.raw(tokenizer, &chunk.texts);
+    let raw = match prompt {
+        Some(p) => cache.raw_prompted(tokenizer, p, &chunk.texts, false),
+        None => cache.raw(tokenizer, &chunk.texts),
+    };
     // Truncation and special tokens per text, on the tokenizers library's thread pool (the raw
     // tokenization above already ran there); `TOKENIZERS_PARALLELISM=false` keeps it serial.
     let finished: Vec<Option<std::result::Result<crate::model::tokenizer::Tokenized, String>>> = (0

@@ -95,6 +95,30 @@ pub(super) fn slice_encoding(
     )
 }
 
+/// A passage (`piece`, starting at character `start` of its text) tokenized after the prompt, as
+/// sentence-transformers tokenizes `prompt + passage`; offsets point into the text, the prompt's
+/// tokens get the empty span at the passage's start (so that [`Passages::span`] is the
+/// passage's).
+fn prompted_piece(
+    tokenizer: &TextTokenizer,
+    prompt: &str,
+    piece: &str,
+    start: usize,
+) -> std::result::Result<tokenizers::Encoding, String> {
+    let prompt_chars = prompt.chars().count();
+    let mut e = tokenizer
+        .encode_raw(&[&format!("{prompt}{piece}")])
+        .remove(0)?;
+    for o in e.get_offsets_mut() {
+        *o = if o.0 < prompt_chars {
+            (start, start)
+        } else {
+            (o.0 - prompt_chars + start, o.1 - prompt_chars + start)
+        };
+    }
+    Ok(e)
+}
+
 /// A task's `chunking`, resolved against its model and tokenizer.
 #[derive(Debug, Clone)]
 pub struct Passages {
@@ -104,6 +128,8 @@ pub struct Passages {
     pub boundary: Boundary,
     /// Passages are slices of the text's tokens (else each passage is tokenized alone).
     pub slices: bool,
+    /// The task's prompt, put before every passage (each passage is then tokenized with it).
+    pub prompt: Option<String>,
 }
 
 /// The checks of `tasks.<task>.chunking` that need the model's limit but no session: the passage
@@ -131,27 +157,39 @@ pub fn check(
 }
 
 impl Passages {
-    /// `tasks.<task>.chunking` for a model cutting at `max_length` tokens.
+    /// `tasks.<task>.chunking` for a model cutting at `max_length` tokens; with a prompt, each
+    /// passage leaves room for the prompt's tokens.
     pub fn new(
         task: &str,
         c: &ChunkingConfig,
         max_length: usize,
         model: &std::path::Path,
         tokenizer: &TextTokenizer,
+        prompt: Option<&str>,
     ) -> Result<Passages> {
         let max_tokens = check(task, c, max_length, model)?;
         let added = tokenizer.added_tokens(false);
-        if max_tokens <= added {
+        let prompt_tokens = match prompt {
+            Some(p) => tokenizer
+                .encode_raw(&[p])
+                .remove(0)
+                .map_err(Error::config)?
+                .len(),
+            None => 0,
+        };
+        if max_tokens <= added + prompt_tokens {
             return Err(Error::config(format!(
-                "tasks.{task}.chunking.max_tokens is {max_tokens}: it must exceed the {added} special tokens the model adds"
+                "tasks.{task}.chunking.max_tokens is {max_tokens}: it must exceed the {added} special tokens the model adds{}",
+                if prompt_tokens > 0 { format!(" and the prompt's {prompt_tokens} tokens") } else { String::new() }
             )));
         }
-        let budget = max_tokens - added;
+        let budget = max_tokens - added - prompt_tokens;
         Ok(Passages {
             budget,
             overlap: c.overlap.min(budget - 1),
             boundary: c.boundary,
             slices: tokenizer.slices_exactly(),
+            prompt: prompt.map(str::to_string),
         })
     }
 
@@ -206,7 +244,7 @@ impl Passages {
             );
             let first_feature = out.features.len();
             // Byte index of every char, for passages tokenized alone.
-            let bytes: Vec<usize> = if c.slices {
+            let bytes: Vec<usize> = if c.slices && c.prompt.is_none() {
                 Vec::new()
             } else {
                 text.char_indices()
@@ -216,7 +254,9 @@ impl Passages {
             };
             for (i, r) in ranges.iter().enumerate() {
                 let (start, end) = (offsets[r.first].0, offsets[r.last - 1].1);
-                let piece = if c.slices {
+                let piece = if let Some(prompt) = &c.prompt {
+                    prompted_piece(tokenizer, prompt, &text[bytes[start]..bytes[end]], start)
+                } else if c.slices {
                     Ok(slice_encoding(enc, r.first, r.last))
                 } else {
                     let piece = &text[bytes[start]..bytes[end]];

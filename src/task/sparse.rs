@@ -134,6 +134,8 @@ fn splade_config(dir: &ModelDir) -> Result<(Option<SpladePoolingMode>, Option<Sp
 
 pub struct SparseTask {
     tokenizer: TextTokenizer,
+    /// The prompt put before every input.
+    prompt: Option<crate::task::prompt::Prompt>,
     /// The output read: `logits` `[batch, sequence, vocabulary]`, or `sparse_embedding`
     /// `[batch, vocabulary]` pooled in the graph.
     output: String,
@@ -204,7 +206,25 @@ pub(crate) fn check_settings(cfg: &SparseConfig) -> Result<()> {
     Ok(())
 }
 
+/// The prompt `tasks.sparse` runs with.
+fn resolve_prompt(
+    cfg: &SparseConfig,
+    dir: &ModelDir,
+) -> Result<Option<crate::task::prompt::Prompt>> {
+    crate::task::prompt::resolve(
+        "sparse",
+        cfg.prompt.as_deref(),
+        cfg.prompt_name.as_deref(),
+        dir,
+    )
+}
+
 impl SparseTask {
+    /// The prompt put before every input.
+    pub fn prompt(&self) -> Option<&crate::task::prompt::Prompt> {
+        self.prompt.as_ref()
+    }
+
     pub fn new(cfg: &SparseConfig, dir: &ModelDir, model: &OnnxModel) -> Result<Self> {
         check_settings(cfg)?;
         let pre_pooled = model.output_names.iter().any(|n| n == "sparse_embedding");
@@ -259,16 +279,25 @@ impl SparseTask {
                 only_first: false,
             },
         )?;
+        let prompt = resolve_prompt(cfg, dir)?;
         let chunking = match &cfg.chunking {
             None => None,
             Some(c) => Some(SparseChunking {
-                passages: Passages::new("sparse", c, max_length, &dir.dir, &tokenizer)?,
+                passages: Passages::new(
+                    "sparse",
+                    c,
+                    max_length,
+                    &dir.dir,
+                    &tokenizer,
+                    prompt.as_ref().map(|p| p.text.as_str()),
+                )?,
                 document: c.document_embedding,
                 column: c.column.clone(),
             }),
         };
         Ok(SparseTask {
             tokenizer,
+            prompt,
             output: output.to_string(),
             pre_pooled,
             pooling: cfg.pooling.or(st_pooling).unwrap_or(SpladePoolingMode::Max),
@@ -583,7 +612,12 @@ impl Task for SparseTask {
     fn featurize(&self, chunk: &Chunk, cache: &TokenCache) -> Featurized {
         match &self.chunking {
             Some(c) => c.passages.featurize(&self.tokenizer, chunk, cache),
-            None => super::single_text_featurized(chunk, cache, &self.tokenizer),
+            None => super::prompted_featurized(
+                chunk,
+                cache,
+                &self.tokenizer,
+                self.prompt.as_ref().map(|p| p.text.as_str()),
+            ),
         }
     }
 
@@ -752,6 +786,7 @@ impl crate::task::config::TaskSpec for SparseConfig {
 
     fn preflight(&self, dir: &ModelDir) -> Result<()> {
         check_settings(self)?;
+        resolve_prompt(self, dir)?;
         if let Some(c) = &self.chunking {
             crate::task::passages::check("sparse", c, max_length(self, dir)?, &dir.dir)?;
         }

@@ -487,7 +487,9 @@ pub struct EmbedConfig {
     #[serde(default = "default_pooling")]
     pub pooling: PoolingMode,
     /// L2-normalise each embedding. Default: true when `modules.json` lists a `Normalize` module,
-    /// else false.
+    /// else false. The `Dense` modules `modules.json` lists after pooling run in their order
+    /// (weights from each module folder's `model.safetensors`); any other module there is
+    /// refused at start-up, naming it.
     ///
     /// Default: from model
     #[serde(default)]
@@ -499,6 +501,22 @@ pub struct EmbedConfig {
     /// Default: from model
     #[serde(default)]
     pub max_length: Option<usize>,
+    /// Text put before every input, as sentence-transformers' `encode(prompt=...)` (e.g.
+    /// `"query: "` for E5 models). `""`: no prompt, also over the model's default one. With
+    /// `chunking`, every passage gets it (offsets stay those of the text). When the model's
+    /// `1_Pooling/config.json` says `include_prompt: false`, the prompt's tokens are left out of
+    /// the pooling, as sentence-transformers does.
+    ///
+    /// Default: from `prompt_name`
+    #[serde(default)]
+    pub prompt: Option<String>,
+    /// One of the model's prompts by name (`prompts` of `config_sentence_transformers.json`,
+    /// e.g. `query` or `passage`), as sentence-transformers' `prompt_name`. An unknown name is
+    /// refused, naming the model's prompts. Give `prompt` or `prompt_name`, not both.
+    ///
+    /// Default: the model's `default_prompt_name`, else no prompt
+    #[serde(default)]
+    pub prompt_name: Option<String>,
     /// Name of the output column (with `chunking`: the document embedding, when
     /// `chunking.document_embedding` is on).
     #[serde(default = "default_embedding_column")]

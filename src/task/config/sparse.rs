@@ -79,6 +79,18 @@ pub struct SparseConfig {
     /// Default: none
     #[serde(default)]
     pub top_tokens: Option<usize>,
+    /// Text put before every input, as `SparseEncoder.encode(prompt=...)`; `""`: none. With
+    /// `chunking`, every passage gets it.
+    ///
+    /// Default: from `prompt_name`
+    #[serde(default)]
+    pub prompt: Option<String>,
+    /// One of the model's prompts by name (`prompts` of `config_sentence_transformers.json`), as
+    /// `SparseEncoder`'s `prompt_name`; an unknown name is refused, naming the model's prompts.
+    ///
+    /// Default: the model's `default_prompt_name`, else no prompt
+    #[serde(default)]
+    pub prompt_name: Option<String>,
     /// Output column: `{indices: [uint32], values: [float32]}`, the active vocabulary entries in
     /// ascending order and their weights. With `chunking`, it holds the document vector, and only
     /// when `chunking.document_embedding` is set.

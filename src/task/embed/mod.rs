@@ -8,10 +8,12 @@ use arrow::array::{ArrayRef, FixedSizeListArray, Float32Array};
 use arrow::datatypes::{DataType, Field, FieldRef};
 use serde_json::Value;
 
+pub mod modules;
 pub mod output;
 mod passages;
 mod pooling;
 
+pub use modules::Module;
 pub use output::EmbeddingOutput;
 pub use passages::{chunk_fields, document_embedding, ChunkEmbedding};
 pub use pooling::{l2_normalize, pool, pools_from_st_config, Pool};
@@ -23,17 +25,33 @@ use crate::model::{ModelDir, ModelOutputs, OnnxModel, TextTokenizer};
 use crate::record::Chunk;
 use crate::task::config::{EmbedConfig, PoolingMode};
 use crate::task::passages::Passages;
+use crate::task::prompt::{self, Prompt};
 use crate::task::quality;
-use crate::task::{single_text_featurized, Featurized, Task, TaskOutput};
+use crate::task::{prompted_featurized, Featurized, Task, TaskOutput};
 
 /// The length the embed task cuts texts at: `max_length`, else sentence-transformers'
-/// `max_seq_length` of the model folder, at most the model's positions (512 at most).
+/// `max_seq_length` of the model folder, else the tokenizer's `model_max_length` (where
+/// sentence-transformers 5 keeps it), at most the model's positions (512 at most).
 pub fn max_length(cfg: &EmbedConfig, dir: &ModelDir) -> Result<usize> {
     let positions = dir.max_positions().unwrap_or(512).min(512);
     Ok(match cfg.max_length {
         Some(m) => m,
-        None => dir.st_max_seq_length()?.unwrap_or(positions).min(positions),
+        None => dir
+            .st_max_seq_length()?
+            .or_else(|| crate::model::tokenizer::model_max_length(&dir.dir))
+            .unwrap_or(positions)
+            .min(positions),
     })
+}
+
+/// The prompt `tasks.embed` runs with.
+fn resolve_prompt(cfg: &EmbedConfig, dir: &ModelDir) -> Result<Option<Prompt>> {
+    prompt::resolve(
+        "embed",
+        cfg.prompt.as_deref(),
+        cfg.prompt_name.as_deref(),
+        dir,
+    )
 }
 
 /// The checks of `tasks.embed.chunking` that need the model folder but no session.
@@ -83,6 +101,48 @@ fn check_output(cfg: &EmbedConfig, dim: usize) -> Result<()> {
     Ok(())
 }
 
+/// Check the Dense modules' sizes along the chain from the pooled size; a graph that already
+/// returns pooled embeddings of the chain's final size (an export of the whole
+/// sentence-transformers pipeline) has them inside, and they are not run again.
+fn chain_dense(
+    post: Vec<Module>,
+    pooled: usize,
+    pre_pooled: bool,
+    model: &std::path::Path,
+) -> Result<Vec<Module>> {
+    let dense: Vec<&modules::Dense> = post
+        .iter()
+        .filter_map(|m| match m {
+            Module::Dense(d) => Some(d),
+            Module::Normalize => None,
+        })
+        .collect();
+    let Some(first) = dense.first() else {
+        return Ok(post);
+    };
+    let last = dense.last().expect("one at least").out_features;
+    if pre_pooled && pooled == last && pooled != first.in_features {
+        return Ok(post
+            .into_iter()
+            .filter(|m| *m == Module::Normalize)
+            .collect());
+    }
+    let mut size = pooled;
+    for d in &dense {
+        if d.in_features != size {
+            return Err(Error::model(
+                model.join(&d.path),
+                format!(
+                    "the Dense module takes {} values but gets {size} (the pooled embedding, or the module before it); the module does not belong to this model",
+                    d.in_features
+                ),
+            ));
+        }
+        size = d.out_features;
+    }
+    Ok(post)
+}
+
 /// `tasks.embed.chunking`, resolved against the model.
 struct Chunking {
     passages: Passages,
@@ -93,6 +153,12 @@ struct Chunking {
 pub struct EmbedTask {
     tokenizer: TextTokenizer,
     pools: Vec<Pool>,
+    /// The prompt put before every input, and how many leading tokens pooling leaves out
+    /// (`include_prompt: false`), else 0.
+    prompt: Option<Prompt>,
+    prompt_excluded: usize,
+    /// What runs after pooling, in order (`Dense`, `Normalize`).
+    post: Vec<Module>,
     normalize: bool,
     /// Model output holding token embeddings `[batch, seq, hidden]`, or pooled `[batch, dim]`.
     output: String,
@@ -122,21 +188,14 @@ impl EmbedTask {
                 None => vec![Pool::Mean],
             },
         };
-        let normalize = match cfg.normalize {
-            Some(n) => n,
-            None => dir
-                .json("modules.json")?
-                .and_then(|m| {
-                    m.as_array().map(|mods| {
-                        mods.iter().any(|m| {
-                            m.get("type")
-                                .and_then(Value::as_str)
-                                .is_some_and(|t| t.ends_with("Normalize"))
-                        })
-                    })
-                })
-                .unwrap_or(false),
-        };
+        // The modules after pooling; `normalize` adds or removes the normalisation.
+        let mut post = modules::post_pooling(dir)?;
+        match cfg.normalize {
+            Some(true) if !post.contains(&Module::Normalize) => post.push(Module::Normalize),
+            Some(false) => post.retain(|m| *m != Module::Normalize),
+            _ => {}
+        }
+        let normalize = post.contains(&Module::Normalize);
         let max_length = max_length(cfg, dir)?;
         let tokenizer = TextTokenizer::load(
             &dir.tokenizer,
@@ -179,15 +238,41 @@ impl EmbedTask {
                     format!("cannot tell the embedding size: output '{output}' has a dynamic last dimension and config.json has no hidden_size"),
                 )
             })?;
-        let dim = if pre_pooled {
+        let pooled = if pre_pooled {
             hidden
         } else {
             hidden * pools.len()
         };
+        let post = chain_dense(post, pooled, pre_pooled, &dir.dir)?;
+        let dim = post
+            .iter()
+            .rev()
+            .find_map(|m| match m {
+                Module::Dense(d) => Some(d.out_features),
+                Module::Normalize => None,
+            })
+            .unwrap_or(pooled);
+        let prompt = resolve_prompt(cfg, dir)?;
+        let prompt_excluded = match &prompt {
+            Some(p)
+                if !pre_pooled
+                    && !prompt::pooling_includes_prompt(dir, "1_Pooling/config.json")? =>
+            {
+                prompt::excluded_tokens(&tokenizer, &p.text)?
+            }
+            _ => 0,
+        };
         let chunking = match &cfg.chunking {
             None => None,
             Some(c) => Some(Chunking {
-                passages: Passages::new("embed", c, max_length, &dir.dir, &tokenizer)?,
+                passages: Passages::new(
+                    "embed",
+                    c,
+                    max_length,
+                    &dir.dir,
+                    &tokenizer,
+                    prompt.as_ref().map(|p| p.text.as_str()),
+                )?,
                 document: c.document_embedding,
                 column: c.column.clone(),
             }),
@@ -204,6 +289,9 @@ impl EmbedTask {
         Ok(EmbedTask {
             tokenizer,
             pools,
+            prompt,
+            prompt_excluded,
+            post,
             normalize,
             output,
             pre_pooled,
@@ -239,6 +327,22 @@ impl EmbedTask {
 
     pub fn normalizes(&self) -> bool {
         self.normalize
+    }
+
+    /// The prompt put before every input.
+    pub fn prompt(&self) -> Option<&Prompt> {
+        self.prompt.as_ref()
+    }
+
+    /// The Dense modules run after pooling.
+    pub fn dense(&self) -> Vec<&modules::Dense> {
+        self.post
+            .iter()
+            .filter_map(|m| match m {
+                Module::Dense(d) => Some(d),
+                Module::Normalize => None,
+            })
+            .collect()
     }
 
     /// The model output the task reads.
@@ -285,7 +389,12 @@ impl Task for EmbedTask {
     fn featurize(&self, chunk: &Chunk, cache: &TokenCache) -> Featurized {
         match &self.chunking {
             Some(c) => c.passages.featurize(&self.tokenizer, chunk, cache),
-            None => single_text_featurized(chunk, cache, &self.tokenizer),
+            None => prompted_featurized(
+                chunk,
+                cache,
+                &self.tokenizer,
+                self.prompt.as_ref().map(|p| p.text.as_str()),
+            ),
         }
     }
 
@@ -314,6 +423,17 @@ impl Task for EmbedTask {
         if pooling.is_sparse() {
             return Err(format!(
                 "the graph ends in {pooling} (sparse vectors): only tasks.sparse can use it"
+            ));
+        }
+        if let Some(d) = self.dense().first() {
+            return Err(format!(
+                "the graph ends in {pooling} but the model runs the Dense module {} after pooling; use the variant made without --pool",
+                d.path
+            ));
+        }
+        if self.prompt_excluded > 0 {
+            return Err(format!(
+                "the graph ends in {pooling} but the model's pooling leaves the prompt's tokens out (include_prompt: false); use the variant made without --pool"
             ));
         }
         let modes: Vec<&str> = self.pools.iter().map(|p| p.name()).collect();
@@ -494,11 +614,21 @@ impl EmbedTask {
             )));
         }
         let (seq, hidden) = (shape[1], shape[2]);
+        let mut masked = Vec::new();
         for r in 0..rows {
             let tokens = &data[r * seq * hidden..(r + 1) * seq * hidden];
-            let mut v = Vec::with_capacity(self.dim);
+            let mut mask = batch.mask(r);
+            if self.prompt_excluded > 0 {
+                // sentence-transformers' `attention_mask[:, :prompt_length] = 0`.
+                masked.clear();
+                masked.extend_from_slice(mask);
+                let n = self.prompt_excluded.min(masked.len());
+                masked[..n].fill(0);
+                mask = &masked;
+            }
+            let mut v = Vec::with_capacity(hidden * self.pools.len());
             for &p in &self.pools {
-                pool(tokens, batch.mask(r), hidden, p, &mut v);
+                pool(tokens, mask, hidden, p, &mut v);
             }
             results.push(self.finish(v));
         }
@@ -508,8 +638,11 @@ impl EmbedTask {
     /// A pooled vector as the record's embedding: normalised when configured; a non-finite one
     /// fails the record.
     fn finish(&self, mut v: Vec<f32>) -> std::result::Result<TaskOutput, String> {
-        if self.normalize {
-            l2_normalize(&mut v);
+        for m in &self.post {
+            match m {
+                Module::Dense(d) => v = d.forward(&v),
+                Module::Normalize => l2_normalize(&mut v),
+            }
         }
         output::truncate(&mut v, self.dimensions, self.normalize_dimensions);
         if v.iter().any(|x| !x.is_finite()) {
@@ -546,6 +679,8 @@ impl crate::task::config::TaskSpec for EmbedConfig {
     crate::task::config::task_spec_basics!("embed");
 
     fn preflight(&self, dir: &ModelDir) -> Result<()> {
+        resolve_prompt(self, dir)?;
+        modules::post_pooling(dir)?;
         check_chunking(self, dir)
     }
 

@@ -26,8 +26,37 @@ impl Pool {
     }
 }
 
-/// Pooling modes from a sentence-transformers `1_Pooling/config.json`.
+/// Pooling modes from a sentence-transformers `1_Pooling/config.json`: `pooling_mode` (a mode or
+/// a list of modes, in order; sentence-transformers 5) or the older `pooling_mode_*_tokens`
+/// flags.
 pub fn pools_from_st_config(v: &Value) -> std::result::Result<Vec<Pool>, String> {
+    let weighted = || {
+        "weighted-mean pooling is not supported; set tasks.embed.pooling to mean, cls or max"
+            .to_string()
+    };
+    if let Some(mode) = v.get("pooling_mode") {
+        let names: Vec<&str> = match mode {
+            Value::String(s) => vec![s.as_str()],
+            Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
+            _ => return Err("`pooling_mode` is neither a mode nor a list of modes".into()),
+        };
+        let mut pools = Vec::new();
+        for n in names {
+            pools.push(match n {
+                "cls" => Pool::Cls,
+                "max" => Pool::Max,
+                "mean" => Pool::Mean,
+                "mean_sqrt_len_tokens" | "mean_sqrt_len" => Pool::MeanSqrtLen,
+                "lasttoken" => Pool::LastToken,
+                "weightedmean" => return Err(weighted()),
+                other => return Err(format!("pooling_mode '{other}' is not one bertflow runs (cls, max, mean, mean_sqrt_len_tokens, lasttoken)")),
+            });
+        }
+        if pools.is_empty() {
+            return Err("1_Pooling/config.json enables no pooling mode".into());
+        }
+        return Ok(pools);
+    }
     let on = |k: &str| v.get(k).and_then(Value::as_bool).unwrap_or(false);
     let mut pools = Vec::new();
     if on("pooling_mode_cls_token") {
@@ -43,10 +72,7 @@ pub fn pools_from_st_config(v: &Value) -> std::result::Result<Vec<Pool>, String>
         pools.push(Pool::MeanSqrtLen);
     }
     if on("pooling_mode_weightedmean_tokens") {
-        return Err(
-            "weighted-mean pooling is not supported; set tasks.embed.pooling to mean, cls or max"
-                .into(),
-        );
+        return Err(weighted());
     }
     if on("pooling_mode_lasttoken") {
         pools.push(Pool::LastToken);
@@ -63,7 +89,9 @@ pub fn pool(tokens: &[f32], mask: &[i64], hidden: usize, mode: Pool, out: &mut V
     let count = mask.iter().filter(|&&m| m != 0).count();
     let row = |t: usize| &tokens[t * hidden..(t + 1) * hidden];
     match mode {
-        Pool::Cls => out.extend_from_slice(row(0)),
+        // The first token the mask keeps (sentence-transformers' argmax over the mask): the
+        // first one, unless a prompt is left out of the pooling.
+        Pool::Cls => out.extend_from_slice(row(mask.iter().position(|&m| m != 0).unwrap_or(0))),
         Pool::LastToken => {
             let last = (0..seq).rev().find(|&t| mask[t] != 0).unwrap_or(0);
             out.extend_from_slice(row(last));
@@ -140,6 +168,37 @@ mod tests {
         pool(&tokens, &mask, 2, Pool::MeanSqrtLen, &mut out);
         let s = 2f32.sqrt();
         assert!((out[0] - 4.0 / s).abs() < 1e-6 && (out[1] - 9.0 / s).abs() < 1e-6);
+    }
+
+    #[test]
+    fn both_pooling_config_formats() {
+        let old =
+            serde_json::json!({"pooling_mode_cls_token": true, "pooling_mode_mean_tokens": true});
+        assert_eq!(
+            pools_from_st_config(&old).unwrap(),
+            vec![Pool::Cls, Pool::Mean]
+        );
+        let new = serde_json::json!({"embedding_dimension": 384, "pooling_mode": "mean", "include_prompt": false});
+        assert_eq!(pools_from_st_config(&new).unwrap(), vec![Pool::Mean]);
+        let list = serde_json::json!({"pooling_mode": ["mean_sqrt_len_tokens", "cls"]});
+        assert_eq!(
+            pools_from_st_config(&list).unwrap(),
+            vec![Pool::MeanSqrtLen, Pool::Cls]
+        );
+        let e =
+            pools_from_st_config(&serde_json::json!({"pooling_mode": "weightedmean"})).unwrap_err();
+        assert!(e.contains("weighted-mean"), "{e}");
+        let e =
+            pools_from_st_config(&serde_json::json!({"pooling_mode": "attention"})).unwrap_err();
+        assert!(e.contains("'attention'"), "{e}");
+    }
+
+    #[test]
+    fn cls_takes_the_first_token_the_mask_keeps() {
+        let tokens = [1.0, 5.0, 3.0, 4.0, 100.0, 100.0];
+        let mut out = Vec::new();
+        pool(&tokens, &[0, 1, 1], 2, Pool::Cls, &mut out);
+        assert_eq!(out, vec![3.0, 4.0]);
     }
 
     #[test]
