@@ -145,7 +145,10 @@ def _record_batches(batches: Iterable[Any]) -> Iterator[Any]:
 def split_errors(table: pa.Table) -> Tuple[pa.Table, pa.Table]:
     """Split output with an ``errors`` column (``on_error="column"``, Spark, Ray) into the
     results (records written, without the column) and the error rows (``id, reason, stage,
-    task, source, written``: the command line's error output)."""
+    task, source, written``: the command line's error output). ``table`` may also be a
+    RecordBatch."""
+    if isinstance(table, pa.RecordBatch):
+        table = pa.Table.from_batches([table])
     col = table.column(ERRORS_COLUMN).combine_chunks()
     flat = pc.list_flatten(col)
     parents = pc.list_parent_indices(col)

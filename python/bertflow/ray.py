@@ -30,8 +30,10 @@ class Enricher:
         self.pipeline = Pipeline._from_yaml_text(yaml)
         self.opts = dict(text_col=text_col, id_col=id_col, passthrough=passthrough)
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        return self.pipeline.enrich(batch, on_error="column", **self.opts)
+    def __call__(self, batch: Any) -> pa.Table:
+        # A Dataset made from record batches hands them over as they are (zero-copy); Ray
+        # takes Tables back.
+        return self.pipeline.enrich(_as_table(batch), on_error="column", **self.opts)
 
 
 def enrich(
@@ -72,12 +74,18 @@ def enrich(
     )
 
 
-def _results(batch: pa.Table) -> pa.Table:
-    return split_errors(batch)[0]
+def _as_table(batch: Any) -> pa.Table:
+    if isinstance(batch, pa.RecordBatch):
+        return pa.Table.from_batches([batch])
+    return batch
 
 
-def _errors(batch: pa.Table) -> pa.Table:
-    return split_errors(batch)[1]
+def _results(batch: Any) -> pa.Table:
+    return split_errors(_as_table(batch))[0]
+
+
+def _errors(batch: Any) -> pa.Table:
+    return split_errors(_as_table(batch))[1]
 
 
 def results(out: Any) -> Any:
