@@ -47,7 +47,7 @@ s3:
 kafka:
 	bash scripts/kafka.sh start
 
-test: setup
+test: setup refenv
 	bash scripts/test.sh
 
 # Build docker/Dockerfile (and Dockerfile.cuda) with podman and check the images as a user runs
@@ -88,6 +88,7 @@ reference: setup refenv
 	$(REFENV)/bin/python scripts/make_pair_fixtures.py
 	$(REFENV)/bin/python scripts/make_sparse_fixtures.py
 	$(REFENV)/bin/python scripts/make_prompt_fixtures.py
+	$(REFENV)/bin/python scripts/make_export_fixtures.py
 
 # Benchmark against the Python stack and raw ONNX Runtime; writes docs/benchmarks.md.
 bench: build refenv

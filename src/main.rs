@@ -114,6 +114,27 @@ enum ModelsCommand {
         #[arg(long)]
         onnx_file: Option<String>,
     },
+    /// Export a transformers / sentence-transformers model (safetensors or pytorch_model.bin
+    /// weights) to an ONNX model folder that `run` uses as it is. The graph follows the folder:
+    /// a sentence-transformers layout gives the bare encoder, a SparseEncoder layout or a
+    /// ...ForMaskedLM model the MLM logits, ...ForSequenceClassification /
+    /// ...ForTokenClassification / ...ForQuestionAnswering their heads. The export is checked
+    /// against the framework on sample texts and refused when it differs. Needs Python with
+    /// torch, transformers, onnx and onnxruntime (`make refenv` makes one).
+    Export {
+        /// A model folder (config.json, weights, tokenizer files) or hf:<org>/<repo>[@revision].
+        src: String,
+        /// The new model folder.
+        out: PathBuf,
+        /// Export the head this task needs (embed, sparse, sentiment, ner, qa, zero_shot,
+        /// cross_encoder) instead of the folder's own.
+        #[arg(long)]
+        task: Option<String>,
+        /// Python interpreter with torch, transformers, onnx and onnxruntime (default:
+        /// $BERTFLOW_EXPORT_PYTHON, the environment `make refenv` makes, python3).
+        #[arg(long)]
+        python: Option<PathBuf>,
+    },
     /// Each dimension's range (minimum, maximum) of a model's embeddings over calibration texts,
     /// as JSON for `tasks.embed.output: int8 / uint8` (`tasks.embed.output_ranges`).
     Ranges {
@@ -391,6 +412,24 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 })??;
                 let dir = bertflow::model::hub::pull(&r, onnx_file.as_deref())?;
                 println!("{}", dir.display());
+                Ok(())
+            }
+            ModelsCommand::Export {
+                src,
+                out,
+                task,
+                python,
+            } => {
+                let src = match bertflow::model::hub::HubRef::parse(&src) {
+                    Some(r) => bertflow::model::hub::pull_source(&r?)?,
+                    None => PathBuf::from(&src),
+                };
+                let report = bertflow::export::export(
+                    &src,
+                    &out,
+                    &bertflow::export::ExportOptions { task, python },
+                )?;
+                println!("{report}");
                 Ok(())
             }
             ModelsCommand::Inspect {

@@ -25,17 +25,22 @@ const OPTIONAL_FILES: &[&str] = &[
     "modules.json",
 ];
 
-/// A file of a sentence-transformers module folder (`1_Pooling/config.json`,
-/// `2_Dense/model.safetensors`): copied too.
-fn module_file(f: &str) -> bool {
+/// The file name of a file in a sentence-transformers module folder (`1_Pooling/config.json`,
+/// `2_Dense/model.safetensors`).
+fn in_module_folder(f: &str) -> Option<&str> {
     let mut parts = f.split('/');
     let (Some(folder), Some(name), None) = (parts.next(), parts.next(), parts.next()) else {
-        return false;
+        return None;
     };
     let numbered = folder.split_once('_').is_some_and(|(n, rest)| {
         !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) && !rest.is_empty()
     });
-    numbered && (name.ends_with(".json") || name.ends_with(".safetensors"))
+    numbered.then_some(name)
+}
+
+/// A module folder's file that bertflow reads (configuration, safetensors weights): copied too.
+fn module_file(f: &str) -> bool {
+    in_module_folder(f).is_some_and(|n| n.ends_with(".json") || n.ends_with(".safetensors"))
 }
 
 /// Graphs looked for, in order, when no `--onnx-file` is given.
@@ -133,6 +138,34 @@ pub fn pull(r: &HubRef, onnx_file: Option<&str>) -> Result<PathBuf> {
         .map_err(|e| err("cannot list the repository's files", &e))?;
     let files: Vec<String> = info.siblings.iter().map(|s| s.rfilename.clone()).collect();
     let has = |f: &str| files.iter().any(|x| x == f);
+    // A repository of safetensors (or PyTorch) weights without an ONNX graph: export it.
+    if onnx_file.is_none()
+        && !ONNX_CANDIDATES.iter().any(|c| has(c))
+        && has("config.json")
+        && files.iter().any(|f| is_weights(f))
+    {
+        let src = download(
+            &repo,
+            &spec,
+            &files,
+            &r.local_dir().with_extension("source"),
+            source_file,
+        )
+        .map_err(|(what, e)| err(&what, &e))?;
+        let dir = r.local_dir();
+        let _ = std::fs::remove_dir_all(&dir);
+        tracing::info!("{spec} has no ONNX graph: exporting its weights (bertflow models export)");
+        crate::export::export(&src, &dir, &crate::export::ExportOptions::default())?;
+        std::fs::write(
+            dir.join(".complete"),
+            format!(
+                "{spec}\ncommit {}\nexported from {}\n",
+                info.sha,
+                src.display()
+            ),
+        )?;
+        return Ok(dir);
+    }
     let onnx = match onnx_file {
         Some(f) if has(f) => f.to_string(),
         Some(f) => {
@@ -213,6 +246,99 @@ pub fn pull(r: &HubRef, onnx_file: Option<&str>) -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// A weights file transformers loads.
+fn is_weights(f: &str) -> bool {
+    !f.contains('/')
+        && (f == "pytorch_model.bin"
+            || f.ends_with(".safetensors")
+            || f.ends_with(".safetensors.index.json")
+            || f == "pytorch_model.bin.index.json"
+            || (f.starts_with("pytorch_model-") && f.ends_with(".bin")))
+}
+
+/// The files of a repository that `models export` reads: configuration, tokenizer, weights and
+/// the sentence-transformers files and module folders.
+fn source_file(f: &str) -> bool {
+    is_weights(f)
+        || OPTIONAL_FILES.contains(&f)
+        || module_file(f)
+        || in_module_folder(f) == Some("pytorch_model.bin")
+        || [
+            "tokenizer.json",
+            "vocab.txt",
+            "merges.txt",
+            "vocab.json",
+            "sentencepiece.bpe.model",
+            "spm.model",
+            "tokenizer.model",
+            "added_tokens.json",
+        ]
+        .contains(&f)
+}
+
+/// Download the files `keep` accepts into `dest` (replaced); errors as (what, why).
+fn download(
+    repo: &hf_hub::api::sync::ApiRepo,
+    spec: &str,
+    files: &[String],
+    dest: &Path,
+    keep: impl Fn(&str) -> bool,
+) -> std::result::Result<PathBuf, (String, String)> {
+    let _ = std::fs::remove_dir_all(dest);
+    for f in files.iter().filter(|f| keep(f)) {
+        tracing::info!(file = %f, "downloading from {spec}");
+        let cached = repo
+            .get(f)
+            .map_err(|e| (format!("cannot download {f}"), e.to_string()))?;
+        let to = dest.join(f);
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| (format!("cannot create {}", parent.display()), e.to_string()))?;
+        }
+        std::fs::copy(&cached, &to)
+            .map_err(|e| (format!("cannot copy {f} into place"), e.to_string()))?;
+    }
+    Ok(dest.to_path_buf())
+}
+
+/// The transformers folder of a repository (for `models export hf:...`), downloaded into the
+/// cache beside where its assembled model goes.
+pub fn pull_source(r: &HubRef) -> Result<PathBuf> {
+    let spec = format!("hf:{}@{}", r.repo, r.revision);
+    let err = |what: &str, e: &dyn std::fmt::Display| {
+        Error::model(
+            PathBuf::from(&spec),
+            format!(
+                "{what}: {e} (set HF_ENDPOINT for a mirror, HF_TOKEN for a private repository)"
+            ),
+        )
+    };
+    let mut builder = ApiBuilder::from_env().with_progress(false);
+    if let Ok(token) = std::env::var("HF_TOKEN") {
+        builder = builder.with_token(Some(token));
+    }
+    let api = builder
+        .build()
+        .map_err(|e| err("cannot set up the hub client", &e))?;
+    let repo = api.repo(Repo::with_revision(
+        r.repo.clone(),
+        RepoType::Model,
+        r.revision.clone(),
+    ));
+    let info = repo
+        .info()
+        .map_err(|e| err("cannot list the repository's files", &e))?;
+    let files: Vec<String> = info.siblings.iter().map(|s| s.rfilename.clone()).collect();
+    download(
+        &repo,
+        &spec,
+        &files,
+        &r.local_dir().with_extension("source"),
+        source_file,
+    )
+    .map_err(|(what, e)| err(&what, &e))
+}
+
 fn onnx_files(files: &[String]) -> String {
     let v: Vec<&str> = files
         .iter()
@@ -242,6 +368,33 @@ mod tests {
         assert_eq!(r.revision, "v1.0");
         for bad in ["hf:", "hf:a", "hf:a/b/c", "hf:a/b@", "hf:a b/c"] {
             assert!(HubRef::parse(bad).unwrap().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_export_reads_weights_tokenizer_and_modules() {
+        for f in [
+            "model.safetensors",
+            "pytorch_model.bin",
+            "model-00001-of-00002.safetensors",
+            "model.safetensors.index.json",
+            "tokenizer.json",
+            "sentencepiece.bpe.model",
+            "config.json",
+            "modules.json",
+            "2_Dense/pytorch_model.bin",
+            "2_Dense/config.json",
+        ] {
+            assert!(source_file(f), "{f}");
+        }
+        for f in [
+            "onnx/model.onnx",
+            "tf_model.h5",
+            "flax_model.msgpack",
+            "openvino/openvino_model.bin",
+            "README.md",
+        ] {
+            assert!(!source_file(f), "{f}");
         }
     }
 

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod kafka;
+pub mod parity;
 pub mod postgres;
 pub mod s3;
 
