@@ -31,7 +31,7 @@ vector-demo: build
 
 # Hybrid search: the sample with dense and sparse (SPLADE) vectors in pgvector; for one review, the
 # dense, sparse and reciprocal-rank-fused top 5.
-hybrid-demo: build
+hybrid-demo: build refenv
 	bash scripts/hybrid_demo.sh
 
 # A local PostgreSQL + pgvector server on 127.0.0.1:55432 (scripts/postgres.sh stop to end it).

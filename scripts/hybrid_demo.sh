@@ -2,15 +2,21 @@
 # Hybrid-search demo: a local Postgres with pgvector, the bundled reviews loaded with a dense
 # embedding and a sparse (SPLADE) vector each (pipelines/reviews-hybrid.yaml), then for one review
 # as the query (its vectors made by bertflow with the same models and settings): the dense top 5,
-# the sparse top 5 and their reciprocal-rank fusion (k = 60) top 5.
+# the sparse top 5 and their reciprocal-rank fusion (k = 60) top 5. The sparse vectors come from
+# the pretrained SPLADE-tiny (MS MARCO), which is published as safetensors only: `bertflow models
+# export` turns it into models/splade-tiny first (in the environment `make refenv` makes).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 BIN="${BERTFLOW_BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/bertflow/target}/release/bertflow}"
+if [ ! -f models/splade-tiny/model.onnx ]; then
+  "$BIN" models export models/splade-tiny-source models/splade-tiny
+fi
 bash scripts/postgres.sh start
 URL=$(bash scripts/postgres.sh url)
 mkdir -p out/hybrid-demo
-"$BIN" run pipelines/reviews-hybrid.yaml --set "sink.postgres.url=$URL"
+"$BIN" run pipelines/reviews-hybrid.yaml --set "sink.postgres.url=$URL" \
+  --set tasks.sparse.model=models/splade-tiny
 psql() { bash scripts/postgres.sh psql -- "$@"; }
 T=reviews_hybrid
 echo

@@ -15,6 +15,9 @@ sentence_bert_config.json: mean pooling, Normalize) and tests/fixtures/export/ex
 tests/fixtures/export/splade.json: SparseEncoder (MLMTransformer + SpladePooling max,
 log1p(relu)) over the set-up's pretrained SPLADE-tiny (models/splade-tiny-source, safetensors):
 per text the active dimensions, ascending, and their values.
+tests/fixtures/export/mpnet.json: SentenceTransformer(models/all-mpnet-base-v2-source).encode
+(the pretrained all-mpnet-base-v2 as published, scripts/test_models.sh fetches it) of
+MPNET_TEXTS, torch fp32.
 Tokenizers: WordPiece (BERT, DistilBERT, ELECTRA, MPNet), byte-level BPE (RoBERTa, ModernBERT),
 SentencePiece-style Unigram (XLM-RoBERTa, CamemBERT, DeBERTa-v2); models without token types
 (DistilBERT, the RoBERTa family, DeBERTa-v2 with type_vocab_size 0, ModernBERT). The weights are
@@ -163,6 +166,7 @@ def main():
         print(f"{arch}: {type(model).__name__}, tokenizer {type(fast.backend_tokenizer.model).__name__}")
     (OUT / "expected.json").write_text(json.dumps(expected, ensure_ascii=False) + "\n")
     splade()
+    mpnet()
     size = sum(f.stat().st_size for f in OUT.rglob("*") if f.is_file())
     print(f"wrote {OUT} ({size / 1e6:.1f} MB)")
 
@@ -185,6 +189,18 @@ def splade():
         rows.append({"indices": idx.tolist(), "values": [float(f"{x:.8g}") for x in v[idx]]})
     (OUT / "splade.json").write_text(json.dumps({"texts": SPLADE_TEXTS, "vectors": rows}, ensure_ascii=False) + "\n")
     print(f"splade: {len(rows)} texts, {sum(len(r['indices']) for r in rows)} active dimensions")
+
+
+def mpnet():
+    import make_reference as mr
+    from sentence_transformers import SentenceTransformer
+
+    texts = tf.TEXTS + mr.EMBED_TEXTS + [tf.LONG * 4]
+    st = SentenceTransformer(str(tf.ROOT / "models" / "all-mpnet-base-v2-source"), device="cpu")
+    vecs = st.encode(texts, batch_size=8, convert_to_numpy=True)
+    (OUT / "mpnet.json").write_text(json.dumps(
+        {"texts": texts, "vectors": [[float(f"{x:.8g}") for x in v] for v in vecs]}, ensure_ascii=False) + "\n")
+    print(f"mpnet: {len(texts)} texts, max_seq_length {st.max_seq_length}")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # Style holds on every landing: formatting and lints first (fast to fail).
 cargo fmt --all -- --check || { echo "cargo fmt: the code is not formatted (run: make fmt)"; echo "tests: 0 passed, 1 failed"; exit 1; }
 cargo clippy --workspace --all-targets --locked -- -D warnings || { echo "cargo clippy: warnings (fix them)"; echo "tests: 0 passed, 1 failed"; exit 1; }
+# Models only the tests use (the pretrained all-mpnet-base-v2 for the export test).
+bash scripts/test_models.sh || { echo "scripts/test_models.sh failed"; echo "tests: 0 passed, 1 failed"; exit 1; }
 # The streaming tests need a real Kafka broker on 127.0.0.1:9092.
 started_kafka=0
 if ! bash scripts/kafka.sh status >/dev/null 2>&1; then

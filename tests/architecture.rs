@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 /// The layering, lowest first: a module may import only modules of a lower layer.
 const LAYERS: &[&[&str]] = &[
     &["error", "record", "lifecycle", "batch"],
+    &["export"],
     &["telemetry"],
     &["model"],
     &["task", "connector"],

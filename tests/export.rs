@@ -256,3 +256,52 @@ fn bad_input_is_refused_and_nothing_is_written() {
         "the export is refused: the model's own outputs (torch) are not finite",
     );
 }
+
+#[test]
+fn pretrained_all_mpnet_base_v2_exports_and_matches_sentence_transformers() {
+    // sentence-transformers/all-mpnet-base-v2 as published (safetensors only; config.json names
+    // MPNetForMaskedLM, the sentence-transformers layout asks for the bare encoder), fetched by
+    // scripts/test_models.sh, against SentenceTransformer.encode (torch fp32).
+    let src = root().join("models/all-mpnet-base-v2-source");
+    assert!(
+        src.join("model.safetensors").is_file(),
+        "{} is missing: run `bash scripts/test_models.sh` (make test does)",
+        src.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("all-mpnet-base-v2");
+    let o = export(&src, &out, &[]);
+    assert_ok(&o);
+    assert!(
+        stdout(&o).contains("graph         mpnet encoder"),
+        "{}",
+        stdout(&o)
+    );
+    let want: Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("tests/fixtures/export/mpnet.json")).unwrap(),
+    )
+    .unwrap();
+    let texts = parity::strs(&want["texts"]);
+    let t: Vec<Option<&str>> = texts.iter().map(|s| Some(s.as_str())).collect();
+    let o = run_tasks(
+        dir.path(),
+        &t,
+        None,
+        &format!("  embed:\n    model: {}\n", out.display()),
+    );
+    assert_ok(&o);
+    let got = embeddings(&read_parquet(&dir.path().join("out.parquet")), "embedding");
+    let want: Vec<Vec<f32>> = serde_json::from_value(want["vectors"].clone()).unwrap();
+    let mut worst = 1.0f64;
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(g.len(), 768);
+        let c = cosine(g, w);
+        assert!(c >= 0.99999, "text {i} ({:?}): cosine {c}", texts[i]);
+        worst = worst.min(c);
+    }
+    assert_eq!(got.len(), want.len());
+    eprintln!(
+        "all-mpnet-base-v2: {} texts, min cosine {worst:.7}",
+        got.len()
+    );
+}

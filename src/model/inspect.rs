@@ -281,7 +281,7 @@ pub fn inspect(rt: &Arc<OrtRuntime>, dir: &std::path::Path) -> Result<Inspection
         problems.push("config.json has no id2label: labels will be LABEL_0, LABEL_1, ...".into());
     }
     let pooling = md.json("1_Pooling/config.json")?.map(|p| {
-        let modes: Vec<&str> = match crate::task::embed::pools_from_st_config(&p) {
+        let modes: Vec<&str> = match super::modules::pools_from_st_config(&p) {
             Ok(pools) => pools.iter().map(|p| p.name()).collect(),
             Err(e) => {
                 problems.push(format!("1_Pooling/config.json: {e}"));
@@ -294,18 +294,18 @@ pub fn inspect(rt: &Arc<OrtRuntime>, dir: &std::path::Path) -> Result<Inspection
         }
         s
     });
-    let modules = match crate::task::embed::modules::post_pooling(&md) {
+    let modules = match super::modules::post_pooling(&md) {
         Ok(m) => m
             .iter()
             .map(|m| match m {
-                crate::task::embed::Module::Dense(d) => format!(
+                super::modules::Module::Dense(d) => format!(
                     "{} Dense {} -> {}, {}",
                     d.path,
                     d.in_features,
                     d.out_features,
                     d.activation.name()
                 ),
-                crate::task::embed::Module::Normalize => "Normalize".to_string(),
+                super::modules::Module::Normalize => "Normalize".to_string(),
             })
             .collect(),
         Err(e) => {

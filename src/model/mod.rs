@@ -6,6 +6,7 @@ pub mod files;
 pub mod hub;
 pub mod inspect;
 pub mod labels;
+pub mod modules;
 pub mod precision;
 pub mod runtime;
 pub mod session;

@@ -8,12 +8,11 @@ use arrow::array::{ArrayRef, FixedSizeListArray, Float32Array};
 use arrow::datatypes::{DataType, Field, FieldRef};
 use serde_json::Value;
 
-pub mod modules;
 pub mod output;
 mod passages;
 mod pooling;
 
-pub use modules::Module;
+pub use crate::model::modules::{self, Module};
 pub use output::EmbeddingOutput;
 pub use passages::{chunk_fields, document_embedding, ChunkEmbedding};
 pub use pooling::{l2_normalize, pool, pools_from_st_config, Pool};

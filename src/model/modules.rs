@@ -1,6 +1,7 @@
-//! The modules sentence-transformers runs after pooling, as `modules.json` lists them: `Dense`
-//! layers (`activation(W x + b)`, weights from the module folder's `model.safetensors`) and
-//! `Normalize`, in order. A module bertflow cannot run is refused by name, never skipped.
+//! The sentence-transformers modules of a model folder: the pooling modes of
+//! `1_Pooling/config.json`, and the modules run after pooling as `modules.json` lists them:
+//! `Dense` layers (`activation(W x + b)`, weights from the module folder's `model.safetensors`)
+//! and `Normalize`, in order. A module bertflow cannot run is refused by name, never skipped.
 
 use std::path::Path;
 
@@ -8,6 +9,86 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::model::ModelDir;
+
+/// One pooling operation; several are concatenated in this order (sentence-transformers' order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pool {
+    Cls,
+    Max,
+    Mean,
+    MeanSqrtLen,
+    LastToken,
+}
+
+impl Pool {
+    /// sentence-transformers' name of the mode.
+    pub fn name(self) -> &'static str {
+        match self {
+            Pool::Cls => "cls",
+            Pool::Max => "max",
+            Pool::Mean => "mean",
+            Pool::MeanSqrtLen => "mean_sqrt_len",
+            Pool::LastToken => "lasttoken",
+        }
+    }
+}
+
+/// Pooling modes from a sentence-transformers `1_Pooling/config.json`: `pooling_mode` (a mode or
+/// a list of modes, in order; sentence-transformers 5) or the older `pooling_mode_*_tokens`
+/// flags.
+pub fn pools_from_st_config(v: &Value) -> std::result::Result<Vec<Pool>, String> {
+    let weighted = || {
+        "weighted-mean pooling is not supported; set tasks.embed.pooling to mean, cls or max"
+            .to_string()
+    };
+    if let Some(mode) = v.get("pooling_mode") {
+        let names: Vec<&str> = match mode {
+            Value::String(s) => vec![s.as_str()],
+            Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
+            _ => return Err("`pooling_mode` is neither a mode nor a list of modes".into()),
+        };
+        let mut pools = Vec::new();
+        for n in names {
+            pools.push(match n {
+                "cls" => Pool::Cls,
+                "max" => Pool::Max,
+                "mean" => Pool::Mean,
+                "mean_sqrt_len_tokens" | "mean_sqrt_len" => Pool::MeanSqrtLen,
+                "lasttoken" => Pool::LastToken,
+                "weightedmean" => return Err(weighted()),
+                other => return Err(format!("pooling_mode '{other}' is not one bertflow runs (cls, max, mean, mean_sqrt_len_tokens, lasttoken)")),
+            });
+        }
+        if pools.is_empty() {
+            return Err("1_Pooling/config.json enables no pooling mode".into());
+        }
+        return Ok(pools);
+    }
+    let on = |k: &str| v.get(k).and_then(Value::as_bool).unwrap_or(false);
+    let mut pools = Vec::new();
+    if on("pooling_mode_cls_token") {
+        pools.push(Pool::Cls);
+    }
+    if on("pooling_mode_max_tokens") {
+        pools.push(Pool::Max);
+    }
+    if on("pooling_mode_mean_tokens") {
+        pools.push(Pool::Mean);
+    }
+    if on("pooling_mode_mean_sqrt_len_tokens") {
+        pools.push(Pool::MeanSqrtLen);
+    }
+    if on("pooling_mode_weightedmean_tokens") {
+        return Err(weighted());
+    }
+    if on("pooling_mode_lasttoken") {
+        pools.push(Pool::LastToken);
+    }
+    if pools.is_empty() {
+        return Err("1_Pooling/config.json enables no pooling mode".into());
+    }
+    Ok(pools)
+}
 
 /// One step after pooling.
 #[derive(Debug, Clone, PartialEq)]
