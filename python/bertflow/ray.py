@@ -58,6 +58,10 @@ def enrich(
         args["num_gpus"] = num_gpus
     if num_cpus is not None:
         args["num_cpus"] = num_cpus
+    # A Dataset made from record batches (`ray.data.from_arrow([RecordBatch, ...])`) keeps them
+    # as its blocks, which Ray's batcher cannot cut into batches of `batch_size`: each block
+    # becomes a Table first (whole blocks, no copy; fused with the next step).
+    ds = ds.map_batches(_as_table, batch_format="pyarrow", batch_size=None, zero_copy_batch=True)
     return ds.map_batches(
         Enricher,
         fn_constructor_args=(
