@@ -322,29 +322,14 @@ impl Task for CrossEncoderTask {
     }
 }
 
-impl crate::task::config::TaskSpec for CrossEncoderConfig {
-    crate::task::config::task_spec_basics!("cross_encoder");
-
-    fn preflight(&self, _dir: &ModelDir) -> Result<()> {
-        check_settings(self)
-    }
-
-    fn inputs_per_record(&self) -> usize {
-        self.queries.len() + usize::from(self.query_column.is_some())
-    }
-
-    fn text_columns(&self) -> Vec<crate::record::TextColumnRequest> {
-        super::pairs::column_request(
-            &self.query_column,
-            "query",
-            "tasks.cross_encoder.query_column",
-        )
-    }
-
-    fn load(&self, dir: &ModelDir, model: &OnnxModel) -> Result<Arc<dyn Task>> {
-        Ok(Arc::new(CrossEncoderTask::new(self, dir, model)?))
-    }
-}
+super::pairs::pair_task_spec!(
+    CrossEncoderConfig,
+    CrossEncoderTask,
+    "cross_encoder",
+    queries,
+    query_column,
+    "query"
+);
 
 #[cfg(test)]
 mod tests {

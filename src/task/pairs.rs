@@ -225,6 +225,42 @@ pub fn scored_pairs<'a>(
     })
 }
 
+/// The [`TaskSpec`](crate::task::config::TaskSpec) of a pair task: its fixed partners (labels,
+/// queries) and the column with more of them per record (`role` names them to the source),
+/// checked by the task's `check_settings`, loaded as `$task`.
+macro_rules! pair_task_spec {
+    ($config:ty, $task:ident, $kind:literal, $fixed:ident, $column:ident, $role:literal) => {
+        impl crate::task::config::TaskSpec for $config {
+            crate::task::config::task_spec_basics!($kind);
+
+            fn preflight(&self, _dir: &crate::model::ModelDir) -> crate::error::Result<()> {
+                check_settings(self)
+            }
+
+            fn inputs_per_record(&self) -> usize {
+                self.$fixed.len() + usize::from(self.$column.is_some())
+            }
+
+            fn text_columns(&self) -> Vec<crate::record::TextColumnRequest> {
+                crate::task::pairs::column_request(
+                    &self.$column,
+                    $role,
+                    concat!("tasks.", $kind, ".", stringify!($column)),
+                )
+            }
+
+            fn load(
+                &self,
+                dir: &crate::model::ModelDir,
+                model: &crate::model::OnnxModel,
+            ) -> crate::error::Result<std::sync::Arc<dyn crate::task::Task>> {
+                Ok(std::sync::Arc::new($task::new(self, dir, model)?))
+            }
+        }
+    };
+}
+pub(crate) use pair_task_spec;
+
 /// The column a pair task reads its per-record partners from, as a source is asked for it.
 pub fn column_request(
     column: &Option<String>,

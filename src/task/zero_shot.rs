@@ -377,29 +377,14 @@ impl Task for ZeroShotTask {
     }
 }
 
-impl crate::task::config::TaskSpec for ZeroShotConfig {
-    crate::task::config::task_spec_basics!("zero_shot");
-
-    fn preflight(&self, _dir: &ModelDir) -> Result<()> {
-        check_settings(self)
-    }
-
-    fn inputs_per_record(&self) -> usize {
-        self.labels.len() + usize::from(self.labels_column.is_some())
-    }
-
-    fn text_columns(&self) -> Vec<crate::record::TextColumnRequest> {
-        super::pairs::column_request(
-            &self.labels_column,
-            "labels",
-            "tasks.zero_shot.labels_column",
-        )
-    }
-
-    fn load(&self, dir: &ModelDir, model: &OnnxModel) -> Result<Arc<dyn Task>> {
-        Ok(Arc::new(ZeroShotTask::new(self, dir, model)?))
-    }
-}
+super::pairs::pair_task_spec!(
+    ZeroShotConfig,
+    ZeroShotTask,
+    "zero_shot",
+    labels,
+    labels_column,
+    "labels"
+);
 
 #[cfg(test)]
 mod tests {

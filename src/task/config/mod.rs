@@ -84,6 +84,39 @@ pub trait TaskSpec: std::fmt::Debug + Send + Sync {
     ) -> crate::error::Result<std::sync::Arc<dyn crate::task::Task>>;
 }
 
+/// A task's configuration with the keys every task has first: `model` and `precision` (each
+/// with the task's own documentation, given before the bare names) and `optional`, then the
+/// task's own keys. [`task_spec_basics`] reads them for [`TaskSpec`].
+macro_rules! task_config {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident {
+            $(#[$model_doc:meta])*
+            model,
+            $(#[$precision_doc:meta])*
+            precision,
+            $($(#[$field_meta:meta])* pub $field:ident: $ty:ty,)*
+        }
+    ) => {
+        $(#[$meta])*
+        pub struct $name {
+            $(#[$model_doc])*
+            pub model: std::path::PathBuf,
+            /// When the model directory does not exist, skip the task with a warning and a
+            /// `skipped` line in the summary instead of failing.
+            ///
+            /// Default: `false`
+            #[serde(default)]
+            pub optional: bool,
+            $(#[$precision_doc])*
+            #[serde(default)]
+            pub precision: crate::model::Precision,
+            $($(#[$field_meta])* pub $field: $ty,)*
+        }
+    };
+}
+pub(crate) use task_config;
+
 /// The fields every task configuration has, read through [`TaskSpec`].
 macro_rules! task_spec_basics {
     ($kind:literal) => {
@@ -240,6 +273,7 @@ pub enum AllLabels {
     All,
 }
 
+crate::task::config::task_config! {
 /// Text classification (transformers' `text-classification` pipeline).
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -249,21 +283,14 @@ pub struct SentimentConfig {
     /// tokens, `model_max_length`).
     ///
     /// Type: path
-    pub model: PathBuf,
-    /// When the model directory does not exist, skip the task with a warning and a `skipped` line
-    /// in the summary instead of failing.
-    ///
-    /// Default: `false`
-    #[serde(default)]
-    pub optional: bool,
+    model,
     /// Numeric precision of the model: `fp32` (the exported graph, or its fused form once
     /// `bertflow models optimize DIR --precision fp32` made it), `int8`, `fp16` or `bf16` (variants
     /// made by `bertflow models optimize DIR --precision P`, which measures each against fp32 and
     /// refuses one below its quality threshold). See [performance.md](performance.md).
     ///
     /// Default: fp32
-    #[serde(default)]
-    pub precision: crate::model::Precision,
+    precision,
     /// `auto` as transformers: regression → none, multi-label or one label → sigmoid, else softmax.
     #[serde(default = "default_class_function")]
     pub function: ClassFunction,
@@ -282,6 +309,7 @@ pub struct SentimentConfig {
     /// Output columns `<prefix>_label`, `<prefix>_score`, `<prefix>_scores`.
     #[serde(default = "default_sentiment_prefix")]
     pub column_prefix: String,
+}
 }
 
 fn default_class_function() -> ClassFunction {
@@ -304,6 +332,7 @@ pub enum Aggregation {
     Max,
 }
 
+crate::task::config::task_config! {
 /// Named entities (transformers' `token-classification` pipeline).
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -313,21 +342,14 @@ pub struct NerConfig {
     /// tokens, `model_max_length`).
     ///
     /// Type: path
-    pub model: PathBuf,
-    /// When the model directory does not exist, skip the task with a warning and a `skipped` line
-    /// in the summary instead of failing.
-    ///
-    /// Default: `false`
-    #[serde(default)]
-    pub optional: bool,
+    model,
     /// Numeric precision of the model: `fp32` (the exported graph, or its fused form once
     /// `bertflow models optimize DIR --precision fp32` made it), `int8`, `fp16` or `bf16` (variants
     /// made by `bertflow models optimize DIR --precision P`, which measures each against fp32 and
     /// refuses one below its quality threshold). See [performance.md](performance.md).
     ///
     /// Default: fp32
-    #[serde(default)]
-    pub precision: crate::model::Precision,
+    precision,
     /// How tokens become entities (see tasks.md).
     #[serde(default = "default_aggregation")]
     pub aggregation: Aggregation,
@@ -349,6 +371,7 @@ pub struct NerConfig {
     #[serde(default = "default_entities_column")]
     pub column: String,
 }
+}
 
 fn default_aggregation() -> Aggregation {
     Aggregation::Simple
@@ -360,6 +383,7 @@ fn default_entities_column() -> String {
     "entities".into()
 }
 
+crate::task::config::task_config! {
 /// Extractive question answering (transformers' `question-answering` pipeline). One
 /// question-answering task per pipeline.
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
@@ -370,21 +394,14 @@ pub struct QaConfig {
     /// tokens, `model_max_length`).
     ///
     /// Type: path
-    pub model: PathBuf,
-    /// When the model directory does not exist, skip the task with a warning and a `skipped` line
-    /// in the summary instead of failing.
-    ///
-    /// Default: `false`
-    #[serde(default)]
-    pub optional: bool,
+    model,
     /// Numeric precision of the model: `fp32` (the exported graph, or its fused form once
     /// `bertflow models optimize DIR --precision fp32` made it), `int8`, `fp16` or `bf16` (variants
     /// made by `bertflow models optimize DIR --precision P`, which measures each against fp32 and
     /// refuses one below its quality threshold). See [performance.md](performance.md).
     ///
     /// Default: fp32
-    #[serde(default)]
-    pub precision: crate::model::Precision,
+    precision,
     /// Asked of every record's text.
     ///
     /// Default: `[]`
@@ -425,6 +442,7 @@ pub struct QaConfig {
     #[serde(default = "default_answers_column")]
     pub column: String,
 }
+}
 
 fn default_qa_top_k() -> usize {
     1
@@ -452,6 +470,7 @@ pub enum PoolingMode {
     Max,
 }
 
+crate::task::config::task_config! {
 /// Sentence embeddings, as sentence-transformers computes them.
 ///
 /// The model's inputs are read from the ONNX graph: `input_ids` (required), `attention_mask` and
@@ -466,21 +485,14 @@ pub struct EmbedConfig {
     /// (sentence-transformers layout).
     ///
     /// Type: path
-    pub model: PathBuf,
-    /// When the model directory does not exist, skip the task with a warning and a `skipped` line
-    /// in the summary instead of failing.
-    ///
-    /// Default: `false`
-    #[serde(default)]
-    pub optional: bool,
+    model,
     /// Numeric precision of the model: `fp32` (the exported graph, or its fused form once
     /// `bertflow models optimize DIR --precision fp32` made it), `int8`, `fp16` or `bf16` (variants
     /// made by `bertflow models optimize DIR --precision P`, which measures each against fp32 and
     /// refuses one below its quality threshold). See [performance.md](performance.md).
     ///
     /// Default: fp32
-    #[serde(default)]
-    pub precision: crate::model::Precision,
+    precision,
     /// `auto` reads `1_Pooling/config.json` (cls, max, mean, mean_sqrt_len, lasttoken; several
     /// modes are concatenated as sentence-transformers does), else `mean`. Ignored when the graph
     /// itself outputs `sentence_embedding`.
@@ -553,6 +565,7 @@ pub struct EmbedConfig {
     /// Type: path
     #[serde(default)]
     pub output_ranges: Option<PathBuf>,
+}
 }
 
 /// Passages of long texts, one embedding each: `chunks` column of `{index, start, end,

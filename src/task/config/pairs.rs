@@ -1,9 +1,8 @@
 //! Configuration of the pair tasks: `tasks.zero_shot` and `tasks.cross_encoder`.
 
-use std::path::PathBuf;
-
 use serde::{Deserialize, Serialize};
 
+crate::task::config::task_config! {
 /// Zero-shot classification with an NLI model (transformers' `zero-shot-classification`
 /// pipeline): any labels, no training. One model input per (record, label) pair.
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
@@ -14,19 +13,12 @@ pub struct ZeroShotConfig {
     /// with "entail").
     ///
     /// Type: path
-    pub model: PathBuf,
-    /// When the model directory does not exist, skip the task with a warning and a `skipped` line
-    /// in the summary instead of failing.
-    ///
-    /// Default: `false`
-    #[serde(default)]
-    pub optional: bool,
+    model,
     /// Numeric precision of the model (as for the other tasks); variants are judged by top-label
     /// agreement and score difference. See [performance.md](performance.md).
     ///
     /// Default: fp32
-    #[serde(default)]
-    pub precision: crate::model::Precision,
+    precision,
     /// Candidate labels of every record. `labels` or `labels_column` is required.
     ///
     /// Default: `[]`
@@ -65,6 +57,7 @@ pub struct ZeroShotConfig {
     #[serde(default = "default_zero_shot_column")]
     pub column: String,
 }
+}
 
 fn default_template() -> String {
     "This example is {}.".into()
@@ -87,6 +80,7 @@ pub enum Activation {
     Softmax,
 }
 
+crate::task::config::task_config! {
 /// Relevance of every record to standing queries with a cross-encoder (sentence-transformers
 /// `CrossEncoder.predict`; rerankers are cross-encoders). One model input per (query, record)
 /// pair.
@@ -98,19 +92,12 @@ pub struct CrossEncoderConfig {
     /// is read).
     ///
     /// Type: path
-    pub model: PathBuf,
-    /// When the model directory does not exist, skip the task with a warning and a `skipped` line
-    /// in the summary instead of failing.
-    ///
-    /// Default: `false`
-    #[serde(default)]
-    pub optional: bool,
+    model,
     /// Numeric precision of the model (as for the other tasks); variants are judged by
     /// best-query agreement and score difference. See [performance.md](performance.md).
     ///
     /// Default: fp32
-    #[serde(default)]
-    pub precision: crate::model::Precision,
+    precision,
     /// Queries every record is scored against. `queries` or `query_column` is required.
     ///
     /// Default: `[]`
@@ -139,6 +126,7 @@ pub struct CrossEncoderConfig {
     /// adds `label`, the best class, and `scores`, every class's score).
     #[serde(default = "default_cross_column")]
     pub column: String,
+}
 }
 
 fn default_activation() -> Activation {

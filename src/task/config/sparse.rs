@@ -1,7 +1,5 @@
 //! Configuration of `tasks.sparse` (SPLADE sparse embeddings).
 
-use std::path::PathBuf;
-
 use serde::{Deserialize, Serialize};
 
 /// Pooling over tokens of a SPLADE model (sentence-transformers' `SpladePooling`).
@@ -24,6 +22,7 @@ pub enum SpladeActivation {
     Log1pRelu,
 }
 
+crate::task::config::task_config! {
 /// Sparse lexical embeddings for hybrid search (SPLADE), as sentence-transformers'
 /// `SparseEncoder.encode`: a masked-language model's logits, activated and pooled over the
 /// tokens of the attention mask, one weight per vocabulary entry, most of them zero.
@@ -36,19 +35,12 @@ pub struct SparseConfig {
     /// (sentence-transformers layout).
     ///
     /// Type: path
-    pub model: PathBuf,
-    /// When the model directory does not exist, skip the task with a warning and a `skipped` line
-    /// in the summary instead of failing.
-    ///
-    /// Default: `false`
-    #[serde(default)]
-    pub optional: bool,
+    model,
     /// Numeric precision of the model (as for the other tasks); variants are judged by the
     /// cosine of the sparse vectors. See [performance.md](performance.md).
     ///
     /// Default: fp32
-    #[serde(default)]
-    pub precision: crate::model::Precision,
+    precision,
     /// `max` or `sum` over tokens. Default: `pooling_strategy` of
     /// `1_SpladePooling/config.json`, else `max`.
     ///
@@ -105,6 +97,7 @@ pub struct SparseConfig {
     /// Default: none (texts are cut at max_length)
     #[serde(default)]
     pub chunking: Option<super::ChunkingConfig>,
+}
 }
 
 fn default_sparse_column() -> String {
