@@ -126,40 +126,56 @@ fn heads_export_and_match_the_pipelines() {
     );
 }
 
-#[test]
-fn a_pretrained_splade_model_exports_and_pools_as_sparse_encoder() {
-    // The set-up's SPLADE-tiny (BertForMaskedLM, safetensors only, legacy LayerNorm names): the
-    // export is its MLM logits, and tasks.sparse pools them as SpladePooling's defaults (max,
-    // log1p(relu)) without any SparseEncoder file.
-    let src = root().join("models/splade-tiny-source");
+/// Export a pretrained model of the set-up (`models/NAME`), check the report names `report`,
+/// run `task` over the texts of `tests/fixtures/export/FIXTURE`; the fixture, its texts and the
+/// output.
+fn export_pretrained_and_run(
+    dir: &Path,
+    name: &str,
+    report: &str,
+    task: &str,
+    fixture: &str,
+) -> (Value, Vec<String>, arrow::array::RecordBatch) {
+    let src = root().join("models").join(name);
     assert!(
         src.join("model.safetensors").is_file(),
-        "{} is missing: run `make setup`",
+        "{} is missing: run `make setup` and `bash scripts/test_models.sh` (make test does)",
         src.display()
     );
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("splade");
+    let out = dir.join(format!("{name}-onnx"));
     let o = export(&src, &out, &[]);
     assert_ok(&o);
-    assert!(
-        stdout(&o).contains("tasks         sparse"),
-        "{}",
-        stdout(&o)
-    );
+    assert!(stdout(&o).contains(report), "{}", stdout(&o));
     let want: Value = serde_json::from_str(
-        &std::fs::read_to_string(root().join("tests/fixtures/export/splade.json")).unwrap(),
+        &std::fs::read_to_string(root().join("tests/fixtures/export").join(fixture)).unwrap(),
     )
     .unwrap();
     let texts = parity::strs(&want["texts"]);
     let t: Vec<Option<&str>> = texts.iter().map(|s| Some(s.as_str())).collect();
     let o = run_tasks(
-        dir.path(),
+        dir,
         &t,
         None,
-        &format!("  sparse:\n    model: {}\n", out.display()),
+        &format!("  {task}:\n    model: {}\n", out.display()),
     );
     assert_ok(&o);
-    let b = read_parquet(&dir.path().join("out.parquet"));
+    let b = read_parquet(&dir.join("out.parquet"));
+    (want, texts, b)
+}
+
+#[test]
+fn a_pretrained_splade_model_exports_and_pools_as_sparse_encoder() {
+    // The set-up's SPLADE-tiny (BertForMaskedLM, safetensors only, legacy LayerNorm names): the
+    // export is its MLM logits, and tasks.sparse pools them as SpladePooling's defaults (max,
+    // log1p(relu)) without any SparseEncoder file.
+    let dir = tempfile::tempdir().unwrap();
+    let (want, texts, b) = export_pretrained_and_run(
+        dir.path(),
+        "splade-tiny-source",
+        "tasks         sparse",
+        "sparse",
+        "splade.json",
+    );
     let col = b.column_by_name("sparse").unwrap();
     let st = arrow::array::AsArray::as_struct(col);
     let idx = arrow::array::AsArray::as_list::<i32>(st.column_by_name("indices").unwrap());
@@ -262,35 +278,15 @@ fn pretrained_all_mpnet_base_v2_exports_and_matches_sentence_transformers() {
     // sentence-transformers/all-mpnet-base-v2 as published (safetensors only; config.json names
     // MPNetForMaskedLM, the sentence-transformers layout asks for the bare encoder), fetched by
     // scripts/test_models.sh, against SentenceTransformer.encode (torch fp32).
-    let src = root().join("models/all-mpnet-base-v2-source");
-    assert!(
-        src.join("model.safetensors").is_file(),
-        "{} is missing: run `bash scripts/test_models.sh` (make test does)",
-        src.display()
-    );
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("all-mpnet-base-v2");
-    let o = export(&src, &out, &[]);
-    assert_ok(&o);
-    assert!(
-        stdout(&o).contains("graph         mpnet encoder"),
-        "{}",
-        stdout(&o)
-    );
-    let want: Value = serde_json::from_str(
-        &std::fs::read_to_string(root().join("tests/fixtures/export/mpnet.json")).unwrap(),
-    )
-    .unwrap();
-    let texts = parity::strs(&want["texts"]);
-    let t: Vec<Option<&str>> = texts.iter().map(|s| Some(s.as_str())).collect();
-    let o = run_tasks(
+    let (want, texts, b) = export_pretrained_and_run(
         dir.path(),
-        &t,
-        None,
-        &format!("  embed:\n    model: {}\n", out.display()),
+        "all-mpnet-base-v2-source",
+        "graph         mpnet encoder",
+        "embed",
+        "mpnet.json",
     );
-    assert_ok(&o);
-    let got = embeddings(&read_parquet(&dir.path().join("out.parquet")), "embedding");
+    let got = embeddings(&b, "embedding");
     let want: Vec<Vec<f32>> = serde_json::from_value(want["vectors"].clone()).unwrap();
     let mut worst = 1.0f64;
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {

@@ -109,25 +109,34 @@ pub fn resolve_model(model: &Path) -> Result<PathBuf> {
     }
 }
 
-/// Download the model's files and assemble its directory; returns the directory.
-pub fn pull(r: &HubRef, onnx_file: Option<&str>) -> Result<PathBuf> {
+/// An error about a hub reference, with where it was looked for and what to set.
+fn hub_error(spec: &str, what: &str, e: &dyn std::fmt::Display) -> Error {
+    Error::model(
+        PathBuf::from(spec),
+        format!(
+            "{what}: {e} (endpoint {}; set HF_ENDPOINT for a mirror, HF_TOKEN for a private repository)",
+            std::env::var("HF_ENDPOINT").unwrap_or_else(|_| "https://huggingface.co".into())
+        ),
+    )
+}
+
+/// A reference's repository on the hub, with its commit and file list.
+struct OpenRepo {
+    spec: String,
+    repo: hf_hub::api::sync::ApiRepo,
+    sha: String,
+    files: Vec<String>,
+}
+
+fn open_repo(r: &HubRef) -> Result<OpenRepo> {
     let spec = format!("hf:{}@{}", r.repo, r.revision);
-    let err = |what: &str, e: &dyn std::fmt::Display| {
-        Error::model(
-            PathBuf::from(&spec),
-            format!(
-                "{what}: {e} (endpoint {}; set HF_ENDPOINT for a mirror, HF_TOKEN for a private repository)",
-                std::env::var("HF_ENDPOINT").unwrap_or_else(|_| "https://huggingface.co".into())
-            ),
-        )
-    };
     let mut builder = ApiBuilder::from_env().with_progress(false);
     if let Ok(token) = std::env::var("HF_TOKEN") {
         builder = builder.with_token(Some(token));
     }
     let api = builder
         .build()
-        .map_err(|e| err("cannot set up the hub client", &e))?;
+        .map_err(|e| hub_error(&spec, "cannot set up the hub client", &e))?;
     let repo = api.repo(Repo::with_revision(
         r.repo.clone(),
         RepoType::Model,
@@ -135,8 +144,25 @@ pub fn pull(r: &HubRef, onnx_file: Option<&str>) -> Result<PathBuf> {
     ));
     let info = repo
         .info()
-        .map_err(|e| err("cannot list the repository's files", &e))?;
-    let files: Vec<String> = info.siblings.iter().map(|s| s.rfilename.clone()).collect();
+        .map_err(|e| hub_error(&spec, "cannot list the repository's files", &e))?;
+    let files = info.siblings.iter().map(|s| s.rfilename.clone()).collect();
+    Ok(OpenRepo {
+        spec,
+        repo,
+        sha: info.sha,
+        files,
+    })
+}
+
+/// Download the model's files and assemble its directory; returns the directory.
+pub fn pull(r: &HubRef, onnx_file: Option<&str>) -> Result<PathBuf> {
+    let OpenRepo {
+        spec,
+        repo,
+        sha,
+        files,
+    } = open_repo(r)?;
+    let err = |what: &str, e: &dyn std::fmt::Display| hub_error(&spec, what, e);
     let has = |f: &str| files.iter().any(|x| x == f);
     // A repository of safetensors (or PyTorch) weights without an ONNX graph: export it.
     if onnx_file.is_none()
@@ -158,11 +184,7 @@ pub fn pull(r: &HubRef, onnx_file: Option<&str>) -> Result<PathBuf> {
         crate::export::export(&src, &dir, &crate::export::ExportOptions::default())?;
         std::fs::write(
             dir.join(".complete"),
-            format!(
-                "{spec}\ncommit {}\nexported from {}\n",
-                info.sha,
-                src.display()
-            ),
+            format!("{spec}\ncommit {}\nexported from {}\n", sha, src.display()),
         )?;
         return Ok(dir);
     }
@@ -235,7 +257,7 @@ pub fn pull(r: &HubRef, onnx_file: Option<&str>) -> Result<PathBuf> {
     }
     std::fs::write(
         tmp.join(".complete"),
-        format!("{spec}\ncommit {}\nonnx {onnx}\n", info.sha),
+        format!("{spec}\ncommit {}\nonnx {onnx}\n", sha),
     )?;
     let _ = std::fs::remove_dir_all(&dir);
     if let Some(parent) = dir.parent() {
@@ -304,39 +326,15 @@ fn download(
 /// The transformers folder of a repository (for `models export hf:...`), downloaded into the
 /// cache beside where its assembled model goes.
 pub fn pull_source(r: &HubRef) -> Result<PathBuf> {
-    let spec = format!("hf:{}@{}", r.repo, r.revision);
-    let err = |what: &str, e: &dyn std::fmt::Display| {
-        Error::model(
-            PathBuf::from(&spec),
-            format!(
-                "{what}: {e} (set HF_ENDPOINT for a mirror, HF_TOKEN for a private repository)"
-            ),
-        )
-    };
-    let mut builder = ApiBuilder::from_env().with_progress(false);
-    if let Ok(token) = std::env::var("HF_TOKEN") {
-        builder = builder.with_token(Some(token));
-    }
-    let api = builder
-        .build()
-        .map_err(|e| err("cannot set up the hub client", &e))?;
-    let repo = api.repo(Repo::with_revision(
-        r.repo.clone(),
-        RepoType::Model,
-        r.revision.clone(),
-    ));
-    let info = repo
-        .info()
-        .map_err(|e| err("cannot list the repository's files", &e))?;
-    let files: Vec<String> = info.siblings.iter().map(|s| s.rfilename.clone()).collect();
+    let o = open_repo(r)?;
     download(
-        &repo,
-        &spec,
-        &files,
+        &o.repo,
+        &o.spec,
+        &o.files,
         &r.local_dir().with_extension("source"),
         source_file,
     )
-    .map_err(|(what, e)| err(&what, &e))
+    .map_err(|(what, e)| hub_error(&o.spec, &what, &e))
 }
 
 fn onnx_files(files: &[String]) -> String {
