@@ -132,6 +132,24 @@ def test_a_dict_pipeline_without_source_or_sink():
         bertflow.Pipeline({"tasks": {}}, overrides={"batching.max_batch_sizee": 4})
 
 
+def test_prompts_are_taken_as_the_command_line_takes_them():
+    # tasks.embed.prompt_name with the set-up's e5-small-v2: the same vectors as its prompt
+    # written before each text; an unknown name is a configuration error naming the prompts.
+    model = ROOT / "models" / "e5-small-v2"
+    texts = ["how do I reset my password?", "The capital of France is Paris."]
+    prompted = bertflow.Pipeline({"tasks": {"embed": {"model": model, "prompt_name": "query"}}})
+    plain = bertflow.Pipeline({"tasks": {"embed": {"model": model}}})
+    a = prompted.enrich({"text": texts}).column("embedding").to_pylist()
+    b = plain.enrich({"text": ["query: " + t for t in texts]}).column("embedding").to_pylist()
+    c = plain.enrich({"text": texts}).column("embedding").to_pylist()
+    for x, y, z in zip(a, b, c):
+        assert max(abs(p - q) for p, q in zip(x, y)) < 1e-5
+        assert max(abs(p - q) for p, q in zip(x, z)) > 1e-3
+    with pytest.raises(bertflow.ConfigError, match="prompt_name is 'qeury'") as e:
+        bertflow.Pipeline({"tasks": {"embed": {"model": model, "prompt_name": "qeury"}}})
+    assert "'query'" in str(e.value) and "'passage'" in str(e.value)
+
+
 def test_the_interpreter_lock_is_released_while_the_models_run(pipeline, sample):
     ticks = 0
     done = threading.Event()
