@@ -284,6 +284,26 @@ fn bad_prompts_and_modules_are_refused_by_validate_and_run() {
         &pipeline("    prompt: \"q: \"\n    prompt_name: query\n", &folder),
         "both prompt and prompt_name",
     );
+    // A graph that pools inside cannot leave the prompt's tokens out of its pooling.
+    let pooled = dir.path().join("pooled");
+    copy_tree(&folder, &pooled);
+    std::fs::remove_file(pooled.join("model.onnx")).unwrap();
+    std::os::unix::fs::symlink(
+        model("all-MiniLM-L6-v2-pooled").join("model.onnx"),
+        pooled.join("model.onnx"),
+    )
+    .unwrap();
+    let o = run_pipeline(&pipeline("", &pooled), &[]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("the prompt's tokens cannot be left out of the pooling"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        !dir.path().join("out/out.parquet").exists(),
+        "nothing is written"
+    );
     // A module bertflow cannot run is named, never skipped.
     let modules = folder.join("modules.json");
     let text = std::fs::read_to_string(&modules).unwrap().replace(

@@ -253,14 +253,19 @@ impl EmbedTask {
             .unwrap_or(pooled);
         let prompt = resolve_prompt(cfg, dir)?;
         let prompt_excluded = match &prompt {
-            Some(p)
-                if !pre_pooled
-                    && !prompt::pooling_includes_prompt(dir, "1_Pooling/config.json")? =>
-            {
+            Some(p) if !prompt::pooling_includes_prompt(dir, "1_Pooling/config.json")? => {
                 prompt::excluded_tokens(&tokenizer, &p.text)?
             }
             _ => 0,
         };
+        if pre_pooled && prompt_excluded > 0 {
+            return Err(Error::model(
+                &dir.onnx,
+                format!(
+                    "the graph returns pooled embeddings ('{output}'), so the prompt's tokens cannot be left out of the pooling as the model's 1_Pooling/config.json asks (include_prompt: false); export the encoder alone (`bertflow models export`), or give no prompt"
+                ),
+            ));
+        }
         let chunking = match &cfg.chunking {
             None => None,
             Some(c) => Some(Chunking {
