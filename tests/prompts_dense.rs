@@ -143,6 +143,47 @@ fn the_prompt_changes_the_vectors_and_models_inspect_shows_it() {
 }
 
 #[test]
+fn pooling_cannot_move_into_the_graph_past_dense_modules_or_a_left_out_prompt() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, want) in [
+        ("minilm-dense2", "runs the Dense module 2_Dense after it"),
+        (
+            "minilm-dense-prompts",
+            "runs the Dense module 2_Dense after it",
+        ),
+    ] {
+        let folder = fixture_folder(dir.path(), name);
+        let o = optimize(&folder, &["--precision", "fp32", "--pool"]);
+        assert!(!o.status.success(), "{name}: --pool accepted");
+        assert!(stderr(&o).contains(want), "{name}: {}", stderr(&o));
+        assert!(
+            !folder.join("model.fp32.onnx").exists(),
+            "{name}: nothing is written"
+        );
+    }
+    // Without the Dense module, the left-out prompt alone is refused.
+    let folder = fixture_folder(
+        dir.path().join("no-dense").as_path(),
+        "minilm-dense-prompts",
+    );
+    let modules = std::fs::read_to_string(folder.join("modules.json")).unwrap();
+    let v: Vec<serde_json::Value> = serde_json::from_str(&modules).unwrap();
+    let kept: Vec<_> = v.into_iter().filter(|m| m["path"] != "2_Dense").collect();
+    std::fs::write(
+        folder.join("modules.json"),
+        serde_json::to_string(&kept).unwrap(),
+    )
+    .unwrap();
+    let o = optimize(&folder, &["--precision", "fp32", "--pool"]);
+    assert!(!o.status.success(), "--pool accepted");
+    assert!(
+        stderr(&o).contains("include_prompt: false"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
 fn every_passage_gets_the_prompt() {
     // A passage embedded with the prompt equals the text of that passage embedded with the
     // prompt on its own (the latter is sentence-transformers' `encode(prompt + passage)`,
@@ -284,13 +325,29 @@ fn bad_prompts_and_modules_are_refused_by_validate_and_run() {
         &pipeline("    prompt: \"q: \"\n    prompt_name: query\n", &folder),
         "both prompt and prompt_name",
     );
-    // A graph that pools inside cannot leave the prompt's tokens out of its pooling.
+    // A graph that pools inside (and normalises: bert_to_onnx.py --pooled) cannot feed the
+    // Dense module its unnormalised pooling, nor leave the prompt's tokens out of its pooling.
     let pooled = dir.path().join("pooled");
     copy_tree(&folder, &pooled);
     std::fs::remove_file(pooled.join("model.onnx")).unwrap();
     std::os::unix::fs::symlink(
         model("all-MiniLM-L6-v2-pooled").join("model.onnx"),
         pooled.join("model.onnx"),
+    )
+    .unwrap();
+    let o = run_pipeline(&pipeline("", &pooled), &[]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("runs the Dense module 2_Dense after its pooling"),
+        "{}",
+        stderr(&o)
+    );
+    let modules = std::fs::read_to_string(pooled.join("modules.json")).unwrap();
+    let v: Vec<serde_json::Value> = serde_json::from_str(&modules).unwrap();
+    let kept: Vec<_> = v.into_iter().filter(|m| m["path"] != "2_Dense").collect();
+    std::fs::write(
+        pooled.join("modules.json"),
+        serde_json::to_string(&kept).unwrap(),
     )
     .unwrap();
     let o = run_pipeline(&pipeline("", &pooled), &[]);

@@ -231,6 +231,18 @@ pub fn python(opts: &ExportOptions) -> PathBuf {
     PathBuf::from("python3")
 }
 
+/// What a Python tool script said last on stderr (its reason for failing), Python's warnings
+/// left out.
+pub fn script_reason(stderr: &str) -> String {
+    stderr
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty() && !l.contains("WARNING") && !l.contains("Warning"))
+        .unwrap_or("")
+        .trim()
+        .to_string()
+}
+
 /// Whether a folder holds weights transformers loads.
 fn has_weights(src: &Path) -> bool {
     [
@@ -316,13 +328,7 @@ fn run_script(src: &Path, dest: &Path, head: Head, opts: &ExportOptions) -> Resu
             ))
         })?;
     let stderr = String::from_utf8_lossy(&output.stderr);
-    let reason = stderr
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("")
-        .trim()
-        .to_string();
+    let reason = script_reason(&stderr);
     match output.status.code() {
         Some(0) => {}
         Some(2) if reason.starts_with("missing Python package") => {

@@ -162,6 +162,26 @@ pub struct Dense {
 }
 
 impl Dense {
+    /// A module from its weights (`out_features x in_features`, row-major) and bias.
+    pub fn new(
+        path: &str,
+        weight: Vec<f32>,
+        bias: Option<Vec<f32>>,
+        in_features: usize,
+        out_features: usize,
+        activation: DenseActivation,
+    ) -> Dense {
+        assert_eq!(weight.len(), in_features * out_features, "weight shape");
+        Dense {
+            path: path.to_string(),
+            in_features,
+            out_features,
+            weight,
+            bias,
+            activation,
+        }
+    }
+
     /// Apply to one vector of `in_features` values.
     pub fn forward(&self, x: &[f32]) -> Vec<f32> {
         (0..self.out_features)

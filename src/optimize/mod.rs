@@ -358,6 +358,21 @@ fn graph_pooling(
     }
     let cfg: crate::task::config::EmbedConfig = task_defaults(&model, serde_json::json!({}))?;
     let task = crate::task::embed::EmbedTask::new(&cfg, dir, fp32)?;
+    if let Some(d) = task.dense().first() {
+        return Err(Error::model(
+            &dir.dir,
+            format!(
+                "--pool builds the pooling into the graph, but the model runs the Dense module {} after it; make the variant without --pool",
+                d.path
+            ),
+        ));
+    }
+    if task.excludes_prompt() {
+        return Err(Error::model(
+            &dir.dir,
+            "--pool builds the pooling into the graph, but the model's pooling leaves its prompt's tokens out (include_prompt: false); make the variant without --pool",
+        ));
+    }
     if task.pre_pooled() {
         return Err(Error::model(
             &dir.onnx,
@@ -450,13 +465,7 @@ fn run_script(
         ))
     })?;
     let stderr = String::from_utf8_lossy(&output.stderr);
-    let reason = stderr
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty() && !l.contains("WARNING") && !l.contains("Warning"))
-        .unwrap_or("")
-        .trim()
-        .to_string();
+    let reason = crate::export::script_reason(&stderr);
     match output.status.code() {
         Some(0) => {}
         Some(3) => {

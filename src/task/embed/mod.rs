@@ -100,9 +100,11 @@ fn check_output(cfg: &EmbedConfig, dim: usize) -> Result<()> {
     Ok(())
 }
 
-/// Check the Dense modules' sizes along the chain from the pooled size; a graph that already
-/// returns pooled embeddings of the chain's final size (an export of the whole
-/// sentence-transformers pipeline) has them inside, and they are not run again.
+/// Check the Dense modules' sizes along the chain from the pooled size. A graph that already
+/// returns pooled embeddings of the chain's final size (and not of its first input size) is an
+/// export of the whole sentence-transformers pipeline: the modules are inside, and not run
+/// again. Any other pooled graph is refused with Dense modules: whether its pooling normalised
+/// the vectors before the modules would see them cannot be told.
 fn chain_dense(
     post: Vec<Module>,
     pooled: usize,
@@ -120,11 +122,20 @@ fn chain_dense(
         return Ok(post);
     };
     let last = dense.last().expect("one at least").out_features;
-    if pre_pooled && pooled == last && pooled != first.in_features {
-        return Ok(post
-            .into_iter()
-            .filter(|m| *m == Module::Normalize)
-            .collect());
+    if pre_pooled {
+        if pooled == last && pooled != first.in_features {
+            return Ok(post
+                .into_iter()
+                .filter(|m| *m == Module::Normalize)
+                .collect());
+        }
+        return Err(Error::model(
+            model,
+            format!(
+                "the graph returns pooled embeddings of {pooled} values and the model runs the Dense module {} after its pooling; whether the graph normalised them first cannot be told: export the encoder alone (`bertflow models export`)",
+                first.path
+            ),
+        ));
     }
     let mut size = pooled;
     for d in &dense {
@@ -336,6 +347,11 @@ impl EmbedTask {
     /// The prompt put before every input.
     pub fn prompt(&self) -> Option<&Prompt> {
         self.prompt.as_ref()
+    }
+
+    /// Whether pooling leaves the prompt's tokens out (`include_prompt: false` with a prompt).
+    pub fn excludes_prompt(&self) -> bool {
+        self.prompt_excluded > 0
     }
 
     /// The Dense modules run after pooling.
@@ -694,5 +710,54 @@ impl crate::task::config::TaskSpec for EmbedConfig {
 
     fn load(&self, dir: &ModelDir, model: &OnnxModel) -> Result<std::sync::Arc<dyn Task>> {
         Ok(std::sync::Arc::new(EmbedTask::new(self, dir, model)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dense(path: &str, i: usize, o: usize) -> Module {
+        Module::Dense(modules::Dense::new(
+            path,
+            vec![0.0; i * o],
+            None,
+            i,
+            o,
+            modules::DenseActivation::Identity,
+        ))
+    }
+
+    #[test]
+    fn dense_sizes_follow_the_chain() {
+        let m = std::path::Path::new("m");
+        let post = vec![
+            dense("2_Dense", 384, 96),
+            dense("3_Dense", 96, 32),
+            Module::Normalize,
+        ];
+        assert_eq!(chain_dense(post.clone(), 384, false, m).unwrap(), post);
+        let e = chain_dense(post.clone(), 768, false, m)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("takes 384 values but gets 768"), "{e}");
+        // A pooled graph of the chain's final size holds the modules: only Normalize is left.
+        assert_eq!(
+            chain_dense(post.clone(), 32, true, m).unwrap(),
+            vec![Module::Normalize]
+        );
+        // A pooled graph of the pooling's size may have normalised already: refused.
+        let e = chain_dense(post.clone(), 384, true, m)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("2_Dense after its pooling"), "{e}");
+        // A square module cannot tell either: refused.
+        let square = vec![dense("2_Dense", 384, 384)];
+        assert!(chain_dense(square, 384, true, m).is_err());
+        // No Dense module: nothing to check.
+        assert_eq!(
+            chain_dense(vec![Module::Normalize], 100, true, m).unwrap(),
+            vec![Module::Normalize]
+        );
     }
 }
